@@ -1,0 +1,122 @@
+"""The `ltm` command line: one subcommand per pipeline stage, and `run` for all of them."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from ltm import __version__
+
+# Nothing is ever fetched from a model hub at run time; loading stays local.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
+
+
+def _tags(pairs: list[str]) -> dict[str, str]:
+    tags = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise argparse.ArgumentTypeError(f"--tag expects KEY=VALUE, got {pair!r}")
+        tags[key] = value
+    return tags
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ltm",
+        description="ltm: train small language models that think in scenes. "
+        "Pipeline: ingest -> scenes -> build -> train -> eval -> report; `ltm run CONFIG` does all of it.",
+    )
+    parser.add_argument("--version", action="version", version=f"ltm {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("ingest", help="read text files and folders into documents (DOCS.jsonl)",
+                       description="Read .txt and .md files (folders recursively) into one JSON line per document. "
+                       "A metadata.yaml beside the files adds author, title and tags such as phase. "
+                       "Files that cannot be read are reported and listed in DOCS.errors.jsonl; the rest goes on.")
+    p.add_argument("paths", nargs="+", type=Path, help="files or folders")
+    p.add_argument("-o", "--out", type=Path, required=True, help="output DOCS.jsonl")
+    p.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE", help="tag every document (repeatable)")
+
+    p = sub.add_parser("scenes", help="cut documents into annotated scenes (SCENES.jsonl)",
+                       description="Segment each document into scenes along paragraphs and annotate speakers and questions.")
+    p.add_argument("docs", type=Path, help="DOCS.jsonl from `ltm ingest`")
+    p.add_argument("-o", "--out", type=Path, required=True, help="output SCENES.jsonl")
+    p.add_argument("-c", "--config", type=Path, help="config YAML whose `scenes` section sets the scene lengths")
+
+    p = sub.add_parser("build", help="train the tokenizer and write token shards + manifest",
+                       description="Hold out documents, train a byte-level BPE tokenizer on the rest, and write token "
+                       "shards and manifest.json into DATASET_DIR.")
+    p.add_argument("config", type=Path, help="config YAML (its `build` section and `seed`)")
+    p.add_argument("--scenes", type=Path, required=True, help="SCENES.jsonl from `ltm scenes`")
+    p.add_argument("-o", "--out", type=Path, required=True, help="output DATASET_DIR")
+
+    p = sub.add_parser("train", help="train a model on a built dataset",
+                       description="Train the model described in the config's `model` section on DATASET_DIR; "
+                       "writes metrics.jsonl and checkpoint/ into OUT_DIR.")
+    p.add_argument("config", type=Path, help="config YAML (its `model`, `train` sections and `seed`)")
+    p.add_argument("--data", type=Path, required=True, help="DATASET_DIR from `ltm build`")
+    p.add_argument("-o", "--out", type=Path, required=True, help="output folder for metrics and checkpoint")
+
+    p = sub.add_parser("eval", help="measure a trained run (held-out bits per byte and baselines)",
+                       description="Evaluate RUN (a run folder from `ltm run`): held-out bits per byte of the trained model, "
+                       "of the same model untrained, and of a unigram model; samples from the config's prompts.")
+    p.add_argument("run", type=Path, help="run folder")
+    p.add_argument("-o", "--out", type=Path, help="output eval.json (default RUN/eval.json)")
+
+    p = sub.add_parser("report", help="write an HTML report for one or more runs",
+                       description="Write one HTML page comparing the given run folders: metrics table, loss curves, samples.")
+    p.add_argument("runs", nargs="+", type=Path, help="run folders with eval.json")
+    p.add_argument("-o", "--out", type=Path, required=True, help="output report.html")
+
+    p = sub.add_parser("run", help="run every stage from one YAML config",
+                       description="Run ingest, scenes, build, train, eval and report in order into a new run folder "
+                       "under the config's out_dir (or --run-dir). The folder's path is printed at the end.")
+    p.add_argument("config", type=Path, help="config YAML, e.g. examples/quickstart.yaml")
+    p.add_argument("--run-dir", type=Path, help="use this run folder instead of a new timestamped one")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    # Imported late so `ltm --help` answers at once, without loading torch.
+    from transformers.utils import logging as hf_logging
+
+    from ltm import stages
+    from ltm.build import BuildError
+    from ltm.config import ConfigError, RunConfig, load_config
+    from ltm.eval import EvalError
+    from ltm.log import console, error
+    from ltm.train import TrainError
+
+    hf_logging.disable_progress_bar()
+    try:
+        if args.command == "ingest":
+            stages.ingest(args.paths, args.out, _tags(args.tag))
+        elif args.command == "scenes":
+            stages.scenes(args.docs, args.out, load_config(args.config) if args.config else RunConfig())
+        elif args.command == "build":
+            stages.build(load_config(args.config), args.scenes, args.out)
+        elif args.command == "train":
+            from ltm.train import train
+
+            train(load_config(args.config), args.data, args.out)
+        elif args.command == "eval":
+            stages.evaluate_run(args.run, args.out)
+        elif args.command == "report":
+            stages.report(args.runs, args.out)
+        elif args.command == "run":
+            run_dir = stages.run(args.config, args.run_dir)
+            console.print(f"\nrun folder: {run_dir}\nreport:     {run_dir / stages.REPORT}\neval:       {run_dir / stages.EVAL}")
+            print(run_dir)
+    except (ConfigError, BuildError, TrainError, EvalError, stages.StageError, FileNotFoundError, argparse.ArgumentTypeError) as exc:
+        error(str(exc))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

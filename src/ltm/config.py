@@ -1,0 +1,113 @@
+"""The run config: one YAML file drives every stage (`ltm run`), each stage reads its own section.
+
+Unknown keys are errors, so a typo in a config never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class IngestConfig(Section):
+    paths: list[str] = Field(default_factory=list, description="files or folders, relative to the config file")
+    tags: dict[str, str] = Field(default_factory=dict, description="tags put on every document")
+
+
+class ScenesConfig(Section):
+    min_chars: int = Field(200, ge=1, description="a scene shorter than this is merged with the next paragraph")
+    max_chars: int = Field(1500, ge=1, description="paragraphs are grouped until a scene would exceed this")
+
+
+class BuildConfig(Section):
+    vocab_size: int = Field(4096, ge=300)
+    heldout_docs: float = Field(0.1, gt=0, lt=1, description="fraction of documents held out, per language")
+    dtype: str = Field("auto", pattern="^(auto|uint16|uint32)$")
+
+
+class ModelConfig(Section):
+    d_model: int = Field(256, ge=8)
+    n_layers: int = Field(4, ge=1)
+    n_heads: int = Field(4, ge=1)
+    n_kv_heads: int = Field(2, ge=1)
+    d_ff: int | None = Field(None, description="SwiGLU hidden width; default 8/3 d_model rounded to 32")
+    max_seq_len: int = Field(128, ge=8, description="context length used for training and evaluation")
+    rope_theta: float = 10000.0
+    tie_embeddings: bool = True
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> "ModelConfig":
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
+        if self.n_heads % self.n_kv_heads:
+            raise ValueError(f"n_heads={self.n_heads} is not divisible by n_kv_heads={self.n_kv_heads}")
+        return self
+
+
+class TrainConfig(Section):
+    steps: int = Field(300, ge=1)
+    batch_size: int = Field(16, ge=1)
+    lr: float = Field(3e-3, gt=0)
+    min_lr_ratio: float = Field(0.1, ge=0, le=1)
+    warmup_steps: int = Field(30, ge=0)
+    weight_decay: float = Field(0.1, ge=0)
+    grad_clip: float = Field(1.0, gt=0)
+    eval_every: int = Field(100, ge=1, description="held-out loss is measured every N steps")
+    eval_batches: int = Field(8, ge=1)
+    threads: int | None = Field(None, description="CPU threads; default all cores")
+
+
+class EvalConfig(Section):
+    samples: list[str] = Field(default_factory=list, description="prompts to sample from the trained model")
+    sample_tokens: int = Field(48, ge=1)
+
+
+class RunConfig(Section):
+    name: str = "run"
+    seed: int = 1234
+    out_dir: str = Field("runs", description="parent folder of run folders, relative to the working directory")
+    ingest: IngestConfig = Field(default_factory=IngestConfig)
+    scenes: ScenesConfig = Field(default_factory=ScenesConfig)
+    build: BuildConfig = Field(default_factory=BuildConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    # Folder of the config file: relative input paths start there, not at the working directory.
+    _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
+
+    def resolve(self, path: str) -> Path:
+        p = Path(path)
+        return p if p.is_absolute() else self._base_dir / p
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used, with a message naming the file and the field."""
+
+
+def load_config(path: str | Path) -> RunConfig:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    try:
+        config = RunConfig.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"{path}: {problems}") from None
+    config._base_dir = path.resolve().parent
+    return config
+
+
+def dump_config(config: RunConfig) -> str:
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, allow_unicode=True)

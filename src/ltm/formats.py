@@ -1,0 +1,160 @@
+"""Typed records for every file ltm writes. docs/formats.md describes them for readers.
+
+Each JSONL record carries a `schema` tag (e.g. "ltm.scene/1"); a breaking change bumps the number.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+DOCUMENT_SCHEMA = "ltm.document/1"
+SCENE_SCHEMA = "ltm.scene/1"
+MANIFEST_SCHEMA = "ltm.manifest/1"
+EVAL_SCHEMA = "ltm.eval/1"
+
+
+class Record(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- documents (ingest) -------------------------------------------------------------------------
+
+
+class Turn(Record):
+    role: Literal["user", "assistant"]
+    text: str
+    time: str | None = None
+    id: str | None = None
+
+
+class Encoding(Record):
+    detected: str = Field(description="encoding the bytes were decoded with")
+    repaired: list[str] = Field(default_factory=list, description="repairs applied, e.g. 'mojibake:cp1252'")
+
+
+class Document(Record):
+    schema_: Literal["ltm.document/1"] = Field(DOCUMENT_SCHEMA, alias="schema")
+    id: str
+    source: str = Field(description="path of the file the document came from")
+    format: str = Field(description="reader that produced it: text, markdown, ...")
+    title: str
+    author: str | None = None
+    lang: str = Field(description="ru, en or other")
+    text: str
+    turns: list[Turn] | None = None
+    meta: dict = Field(default_factory=dict, description="user tags (phase, kind, ...) and reader extras")
+    encoding: Encoding
+    sha256: str
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+# --- scenes ---------------------------------------------------------------------------------------
+
+
+class Span(Record):
+    start: int = Field(ge=0, description="character offset into the document text")
+    end: int = Field(ge=0, description="exclusive end offset")
+
+
+class Role(Record):
+    name: str
+    function: str | None = None
+
+
+class Tension(Record):
+    poles: list[str] = Field(default_factory=list, max_length=2)
+    level: Literal["low", "medium", "high"] = "low"
+
+
+class Vector(Record):
+    direction: str | None = None
+    destination: str | None = None
+    hint: Literal["explicit", "latent", "none"] = "none"
+
+
+class Reference(Record):
+    scene_id: str
+    score: float
+
+
+class Scene(Record):
+    schema_: Literal["ltm.scene/1"] = Field(SCENE_SCHEMA, alias="schema")
+    scene_id: str
+    doc_id: str
+    index: int = Field(ge=0, description="position of the scene in its document")
+    span: Span
+    text: str = Field(description="exactly document.text[span.start:span.end]")
+    lang: str
+    roles: list[Role] = Field(default_factory=list)
+    tension: Tension = Field(default_factory=Tension)
+    vector: Vector = Field(default_factory=Vector)
+    loop: list[str] = Field(default_factory=list, description="loop steps seen in the scene, in order")
+    questions: list[str] = Field(default_factory=list)
+    references: list[Reference] = Field(default_factory=list)
+    annotator: str
+    meta: dict = Field(default_factory=dict, description="document tags copied for later stages (phase, author)")
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+# --- dataset manifest (build) -----------------------------------------------------------------------
+
+
+class ShardInfo(Record):
+    path: str = Field(description="file name inside the dataset folder")
+    split: Literal["train", "heldout"]
+    tokens: int
+
+
+class Segment(Record):
+    """A contiguous token range of one split, with where it came from."""
+
+    split: Literal["train", "heldout"]
+    start: int = Field(description="token offset within the split's concatenated shards")
+    end: int
+    doc_id: str
+    scene_id: str | None = None
+    phase: str | None = None
+    lens: str = "plain"
+    pass_index: int = Field(0, description="which pass over this text produced the range")
+    times_seen: int = Field(0, description="how many times this text had been seen before this range")
+
+
+class Manifest(Record):
+    schema_: Literal["ltm.manifest/1"] = Field(MANIFEST_SCHEMA, alias="schema")
+    tokenizer: str = Field(description="tokenizer folder, relative to the dataset folder")
+    tokenizer_sha256: str
+    vocab_size: int
+    dtype: Literal["uint16", "uint32"]
+    seed: int
+    shards: list[ShardInfo]
+    segments: list[Segment]
+    heldout_docs: list[str]
+    stats: dict
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    def split_tokens(self, split: str) -> int:
+        return sum(s.tokens for s in self.shards if s.split == split)
+
+
+# --- evaluation -------------------------------------------------------------------------------------
+
+
+class Baselines(Record):
+    unigram_bpb: float
+    untrained_bpb: float
+
+
+class EvalResult(Record):
+    schema_: Literal["ltm.eval/1"] = Field(EVAL_SCHEMA, alias="schema")
+    heldout_bpb: float
+    heldout_tokens: int
+    heldout_bytes: int
+    baselines: Baselines
+    samples: list[dict] = Field(default_factory=list)
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)

@@ -1,0 +1,124 @@
+"""Each pipeline stage as one function over files, shared by the CLI subcommands and `ltm run`.
+
+A stage reads the previous stage's files and writes its own atomically, so it can be rerun alone.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from pathlib import Path
+
+from ltm.build import build_dataset
+from ltm.config import RunConfig, dump_config, load_config
+from ltm.eval import evaluate
+from ltm.formats import Scene
+from ltm.ingest import ingest_paths, write_documents
+from ltm.io import atomic_write, iter_jsonl, write_json, write_jsonl
+from ltm.log import error, info
+from ltm.report import write_report
+from ltm.scenes import load_documents, make_scenes
+from ltm.train import train
+
+# Where each stage's output lives inside a run folder (docs/formats.md, "Run folder").
+DOCS, SCENES, DATASET, TRAIN, EVAL, REPORT, CONFIG = (
+    "documents.jsonl", "scenes.jsonl", "dataset", "train", "eval.json", "report.html", "config.yaml",
+)
+
+
+class StageError(RuntimeError):
+    """A stage that cannot go on; the message says what to change."""
+
+
+def ingest(paths: list[str | Path], out: Path, tags: dict | None = None) -> int:
+    result = ingest_paths(paths, tags)
+    for problem in result.errors:
+        error(problem.line())
+    errors_path = write_documents(result, out)
+    info(f"ingest: {len(result.documents)} documents -> {out}" + (f" ({len(result.errors)} problems -> {errors_path})" if result.errors else ""))
+    if result.skipped:
+        info(f"ingest: {len(result.skipped)} files of other types skipped, e.g. {result.skipped[0]}")
+    if not result.documents:
+        raise StageError(f"no document could be ingested from {', '.join(map(str, paths))}")
+    return len(result.documents)
+
+
+def scenes(docs_path: Path, out: Path, config: RunConfig) -> int:
+    problems: list[str] = []
+    documents = list(load_documents(docs_path, problems))
+    found = make_scenes(documents, config.scenes.min_chars, config.scenes.max_chars, problems)
+    for problem in problems:
+        error(problem)
+    write_jsonl(out, found)
+    info(f"scenes: {len(found)} scenes from {len(documents)} documents -> {out}")
+    if not found:
+        raise StageError(f"{docs_path}: no scenes could be made")
+    return len(found)
+
+
+def load_scenes(path: Path) -> list[Scene]:
+    found = []
+    for number, record, problem in iter_jsonl(path):
+        if problem:
+            raise StageError(f"{path}:{number}: {problem}")
+        found.append(Scene.model_validate(record))
+    return found
+
+
+def build(config: RunConfig, scenes_path: Path, out_dir: Path) -> Path:
+    manifest = build_dataset(load_scenes(scenes_path), config.build, config.seed, out_dir)
+    info(f"build: vocabulary {manifest.vocab_size}, {manifest.split_tokens('train'):,} train tokens -> {out_dir}")
+    return out_dir
+
+
+def evaluate_run(run_dir: Path, out: Path | None = None) -> Path:
+    config = load_config(run_dir / CONFIG)
+    checkpoint = run_dir / TRAIN / "checkpoint"
+    if not checkpoint.exists():
+        raise StageError(f"{run_dir}: no trained checkpoint at {checkpoint}; run `ltm train` first")
+    result = evaluate(config, run_dir / DATASET, checkpoint)
+    out = out or run_dir / EVAL
+    write_json(out, result)
+    info(f"eval: held-out bpb {result.heldout_bpb:.3f} -> {out}")
+    return out
+
+
+def report(runs: list[Path], out: Path) -> Path:
+    write_report(runs, out)
+    info(f"report: {out}")
+    return out
+
+
+def run(config_path: Path, run_dir: Path | None = None) -> Path:
+    """Every stage in order into one run folder; return its path."""
+    config = load_config(config_path)
+    started = time.perf_counter()
+    if run_dir is None:
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        run_dir = Path(config.out_dir) / f"{config.name}-{stamp}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    # The run folder keeps its own config with input paths made absolute, so later stages
+    # (`ltm eval RUN`) can be rerun from anywhere.
+    resolved = config.model_copy(deep=True)
+    resolved.ingest.paths = [str(config.resolve(p).resolve()) for p in config.ingest.paths]
+    with atomic_write(run_dir / CONFIG) as handle:
+        handle.write(dump_config(resolved))
+    info(f"run folder: {run_dir}")
+    if not resolved.ingest.paths:
+        raise StageError(f"{config_path}: ingest.paths is empty; name the files or folders to train on")
+
+    info("[bold]1/6 ingest")
+    ingest(resolved.ingest.paths, run_dir / DOCS, resolved.ingest.tags)
+    info("[bold]2/6 scenes")
+    scenes(run_dir / DOCS, run_dir / SCENES, resolved)
+    info("[bold]3/6 build")
+    build(resolved, run_dir / SCENES, run_dir / DATASET)
+    info("[bold]4/6 train")
+    train(resolved, run_dir / DATASET, run_dir / TRAIN)
+    info("[bold]5/6 eval")
+    evaluate_run(run_dir)
+    info("[bold]6/6 report")
+    report([run_dir], run_dir / REPORT)
+    info(f"done in {time.perf_counter() - started:.0f}s. Run folder: {run_dir}")
+    return run_dir
+

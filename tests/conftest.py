@@ -1,0 +1,66 @@
+"""Shared fixtures: a tiny corpus written by the tests and a tiny run config."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_CORPORA = ROOT.parent / "shared" / "corpora"
+
+EN_PARAGRAPHS = [
+    "THEON: Can a thing be measured without being changed? I keep asking myself this.",
+    "MIRA: Perhaps. But what do you mean by a thing? A stone, or a feeling?",
+    "THEON: A stone first. When I weigh it, the scale presses back, yet the stone stays a stone.",
+    "MIRA: And a feeling? When you name it, does it stay the same, or does it move?",
+]
+RU_PARAGRAPHS = [
+    "ФЕОН: Помним ли мы прошлое или только пересказываем его? Я не уверен.",
+    "ЛИДА: Давай разберёмся по порядку. Что ты видишь, когда вспоминаешь море?",
+    "ФЕОН: Я вижу серую полосу и чаек. Но отца я не вижу — я знаю, что он был рядом.",
+    "ЛИДА: Значит, часть картины — это рассказ, а не память. Не так ли?",
+]
+
+
+def write_corpus(folder: Path, copies: int = 3) -> Path:
+    """Six small documents (three English, three Russian) plus a metadata sidecar."""
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {}
+    for i in range(copies):
+        en = [f"# Dialogue {i}"] + [f"{p} ({i}.{j})" for j, p in enumerate(EN_PARAGRAPHS)]
+        ru = [f"# Диалог {i}"] + [f"{p} ({i}.{j})" for j, p in enumerate(RU_PARAGRAPHS)]
+        (folder / f"en_{i}.md").write_text("\n\n".join(en * 3) + "\n", encoding="utf-8")
+        (folder / f"ru_{i}.md").write_text("\n\n".join(ru * 3) + "\n", encoding="utf-8")
+        files[f"en_{i}.md"] = {"author": "Test Author", "phase": "logic"}
+        files[f"ru_{i}.md"] = {"author": "Тестовый Автор", "phase": "myth"}
+    (folder / "metadata.yaml").write_text(yaml.safe_dump({"files": files}, allow_unicode=True), encoding="utf-8")
+    return folder
+
+
+TINY_CONFIG = {
+    "name": "tiny",
+    "seed": 7,
+    "scenes": {"min_chars": 50, "max_chars": 300},
+    "build": {"vocab_size": 400, "heldout_docs": 0.3},
+    "model": {"d_model": 32, "n_layers": 2, "n_heads": 4, "n_kv_heads": 2, "max_seq_len": 32},
+    "train": {"steps": 30, "batch_size": 8, "lr": 5e-3, "warmup_steps": 5, "eval_every": 10, "eval_batches": 2},
+    "eval": {"samples": ["THEON:"], "sample_tokens": 8},
+}
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> Path:
+    return write_corpus(tmp_path / "corpus")
+
+
+@pytest.fixture
+def tiny_config(tmp_path: Path, corpus: Path) -> Path:
+    config = dict(TINY_CONFIG, ingest={"paths": [str(corpus)]}, out_dir=str(tmp_path / "runs"))
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    return path
