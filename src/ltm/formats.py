@@ -158,3 +158,31 @@ class EvalResult(Record):
     samples: list[dict] = Field(default_factory=list)
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+# --- JSON Schemas ------------------------------------------------------------------------------------
+
+SCHEMAS: dict[str, type[BaseModel]] = {
+    "document": Document,
+    "scene": Scene,
+    "manifest": Manifest,
+    "eval": EvalResult,
+}
+
+
+def json_schema(name: str) -> dict:
+    """The JSON Schema of one file format, as committed under docs/schemas/NAME.schema.json."""
+    schema = SCHEMAS[name].model_json_schema(by_alias=True, mode="serialization")
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": f"ltm.{name}", **schema}
+
+
+if __name__ == "__main__":
+    # Regenerate the committed schemas: python -m ltm.formats docs/schemas
+    import json
+    import sys
+    from pathlib import Path
+
+    folder = Path(sys.argv[1] if len(sys.argv) > 1 else "docs/schemas")
+    folder.mkdir(parents=True, exist_ok=True)
+    for schema_name in SCHEMAS:
+        (folder / f"{schema_name}.schema.json").write_text(json.dumps(json_schema(schema_name), indent=2, ensure_ascii=False) + "\n")
