@@ -39,8 +39,9 @@ def test_short_paragraphs_are_merged_up_to_min_chars():
 def test_annotation_of_speakers_and_questions():
     text = "THEON: Can a thing be measured? I doubt it.\nMIRA: Why? Пользователь: нет."
     assert [r.name for r in speakers(text)] == ["THEON", "MIRA"]
-    assert questions(text) == ["THEON: Can a thing be measured?", "MIRA: Why?"]
-    assert questions("Помним ли мы прошлое? Да.") == ["Помним ли мы прошлое?"]
+    assert [q.text for q in questions(text)] == ["THEON: Can a thing be measured?", "MIRA: Why?"]
+    assert [(q.text, q.kind) for q in questions("Помним ли мы прошлое? Да. А ты помнишь?")] == [
+        ("Помним ли мы прошлое?", "self"), ("А ты помнишь?", "addressed")]
 
 
 def test_scenes_carry_document_tags():
@@ -64,4 +65,4 @@ def test_cli_reports_bad_lines_and_processes_the_rest(tmp_path, corpus):
     assert main(["scenes", str(docs), "-o", str(out)]) == 0
     scenes = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
     assert {s["doc_id"] for s in scenes} == {json.loads(line)["id"] for line in lines if line.startswith('{"schema"')}
-    assert all(s["schema"] == "ltm.scene/1" for s in scenes)
+    assert all(s["schema"] == "ltm.scene/2" for s in scenes)

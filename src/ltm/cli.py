@@ -34,12 +34,14 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("ingest", help="read text files and folders into documents (DOCS.jsonl)",
-                       description="Read .txt and .md files (folders recursively) into one JSON line per document. "
+                       description="Read text, Markdown, HTML, PDF, FB2, EPUB and chat exports (ChatGPT, Claude, Nexus notes, JSONL) "
+                       "from files, folders (recursively) and .zip archives into one JSON line per document. "
                        "A metadata.yaml beside the files adds author, title and tags such as phase. "
                        "Files that cannot be read are reported and listed in DOCS.errors.jsonl; the rest goes on.")
     p.add_argument("paths", nargs="+", type=Path, help="files or folders")
     p.add_argument("-o", "--out", type=Path, required=True, help="output DOCS.jsonl")
     p.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE", help="tag every document (repeatable)")
+    p.add_argument("--strict", action="store_true", help="exit 1 when any file could not be read")
 
     p = sub.add_parser("scenes", help="cut documents into annotated scenes (SCENES.jsonl)",
                        description="Segment each document into scenes along paragraphs and annotate speakers and questions.")
@@ -95,7 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     hf_logging.disable_progress_bar()
     try:
         if args.command == "ingest":
-            stages.ingest(args.paths, args.out, _tags(args.tag))
+            failed = stages.ingest(args.paths, args.out, _tags(args.tag))
+            if args.strict and failed:
+                return 1
         elif args.command == "scenes":
             stages.scenes(args.docs, args.out, load_config(args.config) if args.config else RunConfig())
         elif args.command == "build":

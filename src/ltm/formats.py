@@ -10,7 +10,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 DOCUMENT_SCHEMA = "ltm.document/1"
-SCENE_SCHEMA = "ltm.scene/1"
+SCENE_SCHEMA = "ltm.scene/2"
 MANIFEST_SCHEMA = "ltm.manifest/1"
 EVAL_SCHEMA = "ltm.eval/1"
 
@@ -34,6 +34,15 @@ class Encoding(Record):
     repaired: list[str] = Field(default_factory=list, description="repairs applied, e.g. 'mojibake:cp1252'")
 
 
+class Section(Record):
+    """A titled part of a document (chapter, FB2 section); offsets index `text`."""
+
+    title: str | None = None
+    level: int = Field(1, ge=1, description="1 for top-level parts, 2 for their subsections, ...")
+    start: int = Field(ge=0)
+    end: int = Field(ge=0)
+
+
 class Document(Record):
     schema_: Literal["ltm.document/1"] = Field(DOCUMENT_SCHEMA, alias="schema")
     id: str
@@ -44,6 +53,9 @@ class Document(Record):
     lang: str = Field(description="ru, en or other")
     text: str
     turns: list[Turn] | None = None
+    sections: list[Section] = Field(default_factory=list, description="structure kept from the source (chapters)")
+    breaks: list[int] = Field(default_factory=list, description="offsets where the source marks a scene break")
+    notes: list[str] = Field(default_factory=list, description="footnote bodies, kept apart from the main text")
     meta: dict = Field(default_factory=dict, description="user tags (phase, kind, ...) and reader extras")
     encoding: Encoding
     sha256: str
@@ -59,9 +71,18 @@ class Span(Record):
     end: int = Field(ge=0, description="exclusive end offset")
 
 
+ROLE_FUNCTIONS = ("speaker", "inner voice", "objector", "quoted voice")
+LOOP_STEPS = ("claim", "doubt", "inversion", "new direction")
+
+
 class Role(Record):
     name: str
-    function: str | None = None
+    function: str | None = Field(None, description="speaker, inner voice, objector, quoted voice, or an annotator's own word")
+
+
+class Question(Record):
+    text: str
+    kind: Literal["self", "addressed"] = Field(description="self: the thinker asks themselves; addressed: asked of another")
 
 
 class Tension(Record):
@@ -81,7 +102,7 @@ class Reference(Record):
 
 
 class Scene(Record):
-    schema_: Literal["ltm.scene/1"] = Field(SCENE_SCHEMA, alias="schema")
+    schema_: Literal["ltm.scene/2"] = Field(SCENE_SCHEMA, alias="schema")
     scene_id: str
     doc_id: str
     index: int = Field(ge=0, description="position of the scene in its document")
@@ -91,9 +112,10 @@ class Scene(Record):
     roles: list[Role] = Field(default_factory=list)
     tension: Tension = Field(default_factory=Tension)
     vector: Vector = Field(default_factory=Vector)
-    loop: list[str] = Field(default_factory=list, description="loop steps seen in the scene, in order")
-    questions: list[str] = Field(default_factory=list)
-    references: list[Reference] = Field(default_factory=list)
+    loop: list[str] = Field(default_factory=list, description="loop steps seen in the scene, in order: claim, doubt, inversion, new direction")
+    questions: list[Question] = Field(default_factory=list)
+    backrefs: list[str] = Field(default_factory=list, description="phrases that point back to earlier statements ('as I said')")
+    references: list[Reference] = Field(default_factory=list, description="the most related earlier scenes, best first")
     annotator: str
     meta: dict = Field(default_factory=dict, description="document tags copied for later stages (phase, author)")
 

@@ -31,16 +31,17 @@ class StageError(RuntimeError):
 
 
 def ingest(paths: list[str | Path], out: Path, tags: dict | None = None) -> int:
+    """Ingest into `out`; return how many files failed (duplicates are not failures)."""
     result = ingest_paths(paths, tags)
     for problem in result.errors:
-        error(problem.line())
+        (info if problem.kind == "duplicate" else error)(problem.line())
     errors_path = write_documents(result, out)
     info(f"ingest: {len(result.documents)} documents -> {out}" + (f" ({len(result.errors)} problems -> {errors_path})" if result.errors else ""))
     if result.skipped:
         info(f"ingest: {len(result.skipped)} files of other types skipped, e.g. {result.skipped[0]}")
     if not result.documents:
         raise StageError(f"no document could be ingested from {', '.join(map(str, paths))}")
-    return len(result.documents)
+    return sum(1 for e in result.errors if e.kind == "error")
 
 
 def scenes(docs_path: Path, out: Path, config: RunConfig) -> int:

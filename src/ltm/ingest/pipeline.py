@@ -1,4 +1,5 @@
-"""Walk the given paths, read every supported file into a Document, and report what failed.
+"""Walk the given paths (files, folders, .zip archives), read each file with the reader for its
+format, finish the documents (ids, hashes, language, tags) and skip duplicates.
 
 A bad file never stops the batch: it becomes one line in the error list (and DOCS.errors.jsonl).
 """
@@ -7,22 +8,27 @@ from __future__ import annotations
 
 import hashlib
 import re
+import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ltm.formats import Document, Encoding
+from ltm.ingest.dedup import DuplicateFinder
 from ltm.ingest.lang import detect_language
+from ltm.ingest.raw import RawDocument, ReaderError
+from ltm.ingest.readers import reader_for
 from ltm.ingest.sidecar import SIDECAR_NAME, SidecarError, load_sidecar, tags_for
-from ltm.ingest.text import UnreadableText, read_text_file
 from ltm.io import write_jsonl
 
-READERS = {".txt": "text", ".md": "markdown", ".markdown": "markdown"}
+MAX_FILE_BYTES = 512 * 2**20  # larger files are refused rather than read into memory
 
 
 @dataclass
 class IngestError:
     path: str
     problem: str
+    kind: str = "error"  # or "duplicate"
 
     def line(self) -> str:
         return f"{self.path}: {self.problem}"
@@ -33,71 +39,127 @@ class IngestResult:
     documents: list[Document] = field(default_factory=list)
     errors: list[IngestError] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    bytes_read: int = 0
 
 
-def _discover(paths: list[Path], result: IngestResult) -> tuple[list[Path], dict]:
-    files: list[Path] = []
+@dataclass
+class Source:
+    """One file to read: a real file, or a member of a zip archive (`path` is then `archive.zip/member`)."""
+
+    path: str
+    tag_path: Path  # the real file whose sidecar tags apply
+    load: object  # () -> bytes
+
+
+def _zip_members(archive: Path, result: IngestResult) -> Iterator[Source]:
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            names = sorted(i.filename for i in zf.infolist() if not i.is_dir())
+    except (zipfile.BadZipFile, OSError) as exc:
+        result.errors.append(IngestError(str(archive), f"unreadable archive: {exc}"))
+        return
+    for member in names:
+        if any(part.startswith(".") or part == "__MACOSX" for part in member.split("/")):
+            continue
+        if reader_for(member) is None:
+            result.skipped.append(f"{archive}/{member}")
+            continue
+
+        def load(member: str = member) -> bytes:
+            with zipfile.ZipFile(archive) as zf:
+                return zf.read(member)
+
+        yield Source(f"{archive}/{member}", archive, load)
+
+
+def _discover(paths: list[Path], result: IngestResult) -> tuple[list[Source], dict]:
+    sources: list[Source] = []
     sidecars: dict[Path, tuple[dict, dict]] = {}
     for root in paths:
         if not root.exists():
             result.errors.append(IngestError(str(root), "no such file or folder"))
             continue
-        candidates = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
-        for path in candidates:
-            if any(part.startswith(".") for part in path.relative_to(root).parts if root.is_dir()):
+        files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
+        for path in files:
+            if root.is_dir() and any(part.startswith(".") for part in path.relative_to(root).parts):
                 continue
             if path.name == SIDECAR_NAME:
                 try:
                     sidecars[path.parent.resolve()] = load_sidecar(path)
                 except SidecarError as exc:
                     result.errors.append(IngestError(str(path), str(exc)))
-            elif path.suffix.lower() in READERS:
-                files.append(path)
+            elif reader_for(path.name) is not None:
+                sources.append(Source(str(path), path, path.read_bytes))
+            elif path.suffix.lower() == ".zip":
+                sources.extend(_zip_members(path, result))
             else:
                 result.skipped.append(str(path))
-    return files, sidecars
+    return sources, sidecars
 
 
-def _doc_id(path: Path, sha256: str) -> str:
-    stem = re.sub(r"[^\w-]+", "_", path.stem, flags=re.UNICODE).strip("_") or "doc"
+def _doc_id(source: str, part: str | None, sha256: str) -> str:
+    stem = Path(source).stem + (f"-{part}" if part else "")
+    stem = re.sub(r"[^\w-]+", "_", stem, flags=re.UNICODE).strip("_")[:80] or "doc"
     return f"{stem}-{sha256[:8]}"
 
 
-def read_document(path: Path, tags: dict) -> Document:
-    text, title, decoded = read_text_file(path)
+def finish(raw: RawDocument, source: str, tags: dict) -> Document:
+    """Add what every document has whatever its format: id, hash, language, user tags."""
     tags = dict(tags)
-    sha256 = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    sha256 = hashlib.sha256(raw.text.encode("utf-8")).hexdigest()
     return Document(
-        id=_doc_id(path, sha256),
-        source=str(path),
-        format=READERS[path.suffix.lower()],
-        title=str(tags.pop("title", None) or title or path.stem),
-        author=tags.pop("author", None),
-        lang=str(tags.pop("lang", None) or detect_language(text)),
-        text=text,
-        turns=None,
-        meta=tags,
-        encoding=Encoding(detected=decoded.encoding, repaired=decoded.repaired),
+        id=_doc_id(source, raw.part, sha256),
+        source=source + (f"#{raw.part}" if raw.part else ""),
+        format=raw.format,
+        title=str(tags.pop("title", None) or raw.title or Path(source).stem),
+        author=tags.pop("author", None) or raw.author,
+        lang=str(tags.pop("lang", None) or raw.lang or detect_language(raw.text)),
+        text=raw.text,
+        turns=raw.turns,
+        sections=raw.sections,
+        breaks=raw.breaks,
+        notes=raw.notes,
+        meta={**raw.meta, **tags},
+        encoding=Encoding(detected=raw.encoding, repaired=raw.repaired),
         sha256=sha256,
     )
 
 
-def ingest_paths(paths: list[str | Path], tags: dict | None = None) -> IngestResult:
+def read_source(source: Source) -> list[RawDocument]:
+    data = source.load()
+    if not data.strip():
+        raise ReaderError("empty file")
+    if len(data) > MAX_FILE_BYTES:
+        raise ReaderError(f"larger than {MAX_FILE_BYTES // 2**20} MB")
+    return reader_for(source.path)(data, source.path)
+
+
+def ingest_paths(paths: list[str | Path], tags: dict | None = None, near_duplicate_threshold: float = 0.85) -> IngestResult:
     """Read every supported file under `paths`; sidecar tags first, then `tags` (CLI) on top."""
     result = IngestResult()
-    files, sidecars = _discover([Path(p) for p in paths], result)
-    seen: dict[str, str] = {}
-    for path in files:
+    sources, sidecars = _discover([Path(p) for p in paths], result)
+    duplicates = DuplicateFinder(near_duplicate_threshold)
+    for source in sources:
         try:
-            doc = read_document(path, {**tags_for(path, sidecars), **(tags or {})})
-        except (UnreadableText, OSError) as exc:
-            result.errors.append(IngestError(str(path), str(exc)))
+            raws = read_source(source)
+        except ReaderError as exc:
+            result.errors.append(IngestError(source.path, str(exc)))
             continue
-        if doc.sha256 in seen:
-            result.errors.append(IngestError(str(path), f"exact duplicate of {seen[doc.sha256]}, skipped"))
+        except (OSError, zipfile.BadZipFile) as exc:
+            result.errors.append(IngestError(source.path, f"cannot read: {exc}"))
             continue
-        seen[doc.sha256] = doc.source
-        result.documents.append(doc)
+        file_tags = {**tags_for(source.tag_path, sidecars), **(tags or {})}
+        for raw in raws:
+            if not raw.text.strip():
+                continue
+            doc = finish(raw, source.path, file_tags)
+            found = duplicates.check(doc.source, doc.sha256, doc.text)
+            if found:
+                what = "exact duplicate" if found.similarity == 1.0 else f"near duplicate (similarity {found.similarity:.2f})"
+                result.errors.append(IngestError(doc.source, f"{what} of {found.kept}, skipped", kind="duplicate"))
+                continue
+            result.documents.append(doc)
+            result.bytes_read += len(doc.text.encode("utf-8"))
     return result
 
 
@@ -106,7 +168,7 @@ def write_documents(result: IngestResult, out: str | Path) -> Path:
     anything was read, DOCS.jsonl itself; an ingest that read nothing leaves an earlier DOCS.jsonl alone."""
     out = Path(out)
     errors_path = out.with_name(out.name.removesuffix(".jsonl") + ".errors.jsonl")
-    write_jsonl(errors_path, ({"path": e.path, "problem": e.problem} for e in result.errors))
+    write_jsonl(errors_path, ({"path": e.path, "kind": e.kind, "problem": e.problem} for e in result.errors))
     if result.documents:
         write_jsonl(out, result.documents)
     return errors_path

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from ltm.formats import Role
+from ltm.formats import Question, Role
 
 ANNOTATOR = "paragraph-v0"
 
@@ -25,6 +25,9 @@ def speakers(text: str) -> list[Role]:
     return [Role(name=name, function="speaker") for name in names]
 
 
-def questions(text: str) -> list[str]:
+_SECOND_PERSON = re.compile(r"\b(you|your|ты|вы|тебя|вас|тебе|вам|твой|ваш)\b", re.IGNORECASE)
+
+
+def questions(text: str) -> list[Question]:
     found = (q.strip(" \t\"«»—-") for q in _QUESTION.findall(text))
-    return [q for q in found if len(q) > 1]
+    return [Question(text=q, kind="addressed" if _SECOND_PERSON.search(q) else "self") for q in found if len(q) > 1]
