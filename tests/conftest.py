@@ -45,7 +45,7 @@ def write_corpus(folder: Path, copies: int = 3) -> Path:
 TINY_CONFIG = {
     "name": "tiny",
     "seed": 7,
-    "scenes": {"min_chars": 50, "max_chars": 300},
+    "scenes": {"min_tokens": 10, "max_tokens": 60},
     "build": {"vocab_size": 400, "heldout_docs": 0.3},
     "model": {"d_model": 32, "n_layers": 2, "n_heads": 4, "n_kv_heads": 2, "max_seq_len": 32},
     "train": {"steps": 30, "batch_size": 8, "lr": 5e-3, "warmup_steps": 5, "eval_every": 10, "eval_batches": 2},

@@ -7,14 +7,14 @@ from transformers import AutoTokenizer
 from ltm.build import BuildError, build_dataset, load_manifest
 from ltm.build.dataset import load_split, split_heldout
 from ltm.build.tokenizer import SCENE_BEGIN, SCENE_END, token_byte_lengths
-from ltm.config import BuildConfig
+from ltm.config import BuildConfig, ScenesConfig
 from ltm.ingest import ingest_paths
 from ltm.scenes import make_scenes
 
 
 @pytest.fixture
 def scenes(corpus):
-    return make_scenes(ingest_paths([corpus]).documents, 50, 300, [])
+    return make_scenes(ingest_paths([corpus]).documents, ScenesConfig(min_tokens=10, max_tokens=60), [])
 
 
 def _build(scenes, out, seed=7):

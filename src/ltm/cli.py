@@ -43,11 +43,24 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE", help="tag every document (repeatable)")
     p.add_argument("--strict", action="store_true", help="exit 1 when any file could not be read")
 
-    p = sub.add_parser("scenes", help="cut documents into annotated scenes (SCENES.jsonl)",
-                       description="Segment each document into scenes along paragraphs and annotate speakers and questions.")
+    p = sub.add_parser("scenes", help="cut documents into annotated scenes (SCENES.jsonl); also `scenes validate`, `scenes schema`",
+                       description="Segment each document into scenes (chat turns; prose paragraphs grouped where the topic "
+                       "holds, TextTiling-style), annotate roles, tension, questions, loop steps, vector and back-references "
+                       "(heuristic, or an OpenAI-compatible LLM), and link each scene to related earlier ones. "
+                       "`ltm scenes validate SCENES.jsonl [--docs DOCS.jsonl]` checks a file; `ltm scenes schema` prints the JSON Schema.")
     p.add_argument("docs", type=Path, help="DOCS.jsonl from `ltm ingest`")
     p.add_argument("-o", "--out", type=Path, required=True, help="output SCENES.jsonl")
-    p.add_argument("-c", "--config", type=Path, help="config YAML whose `scenes` section sets the scene lengths")
+    p.add_argument("-c", "--config", type=Path, help="config YAML whose `scenes` section sets lengths, annotator, linking")
+    p.add_argument("--annotator", choices=["heuristic", "llm"], help="override the config's annotator")
+    p.add_argument("--views", type=Path, metavar="DIR", help="also write one YAML reading view per document into DIR")
+
+    p = sub.add_parser("scenes-validate", help=argparse.SUPPRESS,
+                       description="Check SCENES.jsonl against the scene format; with --docs, also that each span indexes its "
+                       "document's text. Prints one line per violation (file:line: field: problem); exit 1 if any.")
+    p.add_argument("scenes", type=Path)
+    p.add_argument("--docs", type=Path, help="DOCS.jsonl the scenes were made from")
+
+    sub.add_parser("scenes-schema", help=argparse.SUPPRESS, description="Print the JSON Schema of a scene (SCENES.jsonl lines).")
 
     p = sub.add_parser("build", help="train the tokenizer and write token shards + manifest",
                        description="Hold out documents, train a byte-level BPE tokenizer on the rest, and write token "
@@ -83,6 +96,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # `ltm scenes validate|schema` are spelled as words after `scenes`; argparse sees one command.
+    if len(argv) >= 2 and argv[0] == "scenes" and argv[1] in ("validate", "schema"):
+        argv = [f"scenes-{argv[1]}", *argv[2:]]
     args = _parser().parse_args(argv)
     # Imported late so `ltm --help` answers at once, without loading torch.
     from transformers.utils import logging as hf_logging
@@ -101,7 +118,24 @@ def main(argv: list[str] | None = None) -> int:
             if args.strict and failed:
                 return 1
         elif args.command == "scenes":
-            stages.scenes(args.docs, args.out, load_config(args.config) if args.config else RunConfig())
+            config = load_config(args.config) if args.config else RunConfig()
+            if args.annotator:
+                config.scenes.annotator = args.annotator
+            stages.scenes(args.docs, args.out, config, args.views)
+        elif args.command == "scenes-validate":
+            from ltm.scenes.validate import validate_scenes
+
+            problems = validate_scenes(args.scenes, args.docs)
+            for problem in problems:
+                print(problem)
+            console.print(f"{args.scenes}: {'valid' if not problems else f'{len(problems)} problems'}")
+            return 1 if problems else 0
+        elif args.command == "scenes-schema":
+            import json
+
+            from ltm.formats import json_schema
+
+            print(json.dumps(json_schema("scene"), indent=2, ensure_ascii=False))
         elif args.command == "build":
             stages.build(load_config(args.config), args.scenes, args.out)
         elif args.command == "train":

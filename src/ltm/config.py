@@ -6,6 +6,7 @@ Unknown keys are errors, so a typo in a config never silently falls back to a de
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
@@ -20,9 +21,33 @@ class IngestConfig(Section):
     tags: dict[str, str] = Field(default_factory=dict, description="tags put on every document")
 
 
+class LLMConfig(Section):
+    """An OpenAI-compatible endpoint (vLLM, llama.cpp, Ollama, `ltm serve`, ...)."""
+
+    base_url: str = Field("http://127.0.0.1:8000/v1", description="up to and including /v1")
+    model: str = "ltm"
+    api_key_env: str | None = Field("OPENAI_API_KEY", description="environment variable holding the key; unset = no key")
+    concurrency: int = Field(4, ge=1, description="requests in flight at once")
+    retries: int = Field(3, ge=0, description="extra attempts after a failed request or an invalid answer")
+    timeout_s: float = Field(120.0, gt=0)
+    temperature: float = Field(0.0, ge=0)
+    cache_dir: str = Field(".ltm-cache/llm", description="answers cached on disk by text, prompt version and model")
+
+
 class ScenesConfig(Section):
-    min_chars: int = Field(200, ge=1, description="a scene shorter than this is merged with the next paragraph")
-    max_chars: int = Field(1500, ge=1, description="paragraphs are grouped until a scene would exceed this")
+    min_tokens: int = Field(60, ge=1, description="a scene is not cut before it has this many words")
+    max_tokens: int = Field(300, ge=2, description="a scene is always cut before it would exceed this many words")
+    annotator: Literal["heuristic", "llm"] = "heuristic"
+    llm: LLMConfig = Field(default_factory=LLMConfig)
+    link_k: int = Field(3, ge=0, description="references to the k most related earlier scenes; 0 = no linking")
+    link_min_score: float = Field(0.2, ge=-1, le=1, description="cosine similarity a reference needs at least")
+    embedder: Literal["tfidf", "minilm"] = Field("tfidf", description="scene vectors for linking: TF-IDF + SVD, or MiniLM")
+
+    @model_validator(mode="after")
+    def _range(self) -> "ScenesConfig":
+        if self.min_tokens >= self.max_tokens:
+            raise ValueError(f"min_tokens={self.min_tokens} must be below max_tokens={self.max_tokens}")
+        return self
 
 
 class BuildConfig(Section):

@@ -15,9 +15,10 @@ from ltm.eval import evaluate
 from ltm.formats import Scene
 from ltm.ingest import ingest_paths, write_documents
 from ltm.io import atomic_write, iter_jsonl, write_json, write_jsonl
-from ltm.log import error, info
+from ltm.log import error, info, progress
 from ltm.report import write_report
 from ltm.scenes import load_documents, make_scenes
+from ltm.scenes.views import write_views
 from ltm.train import train
 
 # Where each stage's output lives inside a run folder (docs/formats.md, "Run folder").
@@ -44,14 +45,26 @@ def ingest(paths: list[str | Path], out: Path, tags: dict | None = None) -> int:
     return sum(1 for e in result.errors if e.kind == "error")
 
 
-def scenes(docs_path: Path, out: Path, config: RunConfig) -> int:
+def scenes(docs_path: Path, out: Path, config: RunConfig, views: Path | None = None) -> int:
     problems: list[str] = []
     documents = list(load_documents(docs_path, problems))
-    found = make_scenes(documents, config.scenes.min_chars, config.scenes.max_chars, problems)
+    scenes_config = config.scenes.model_copy(deep=True)
+    scenes_config.llm.cache_dir = str(config.resolve(scenes_config.llm.cache_dir))
+    with progress(transient=True) as bar:
+        task = bar.add_task("scenes", total=len(documents), info="")
+        llm_task = bar.add_task("LLM annotation", total=None, visible=False, info=scenes_config.llm.model)
+
+        def llm_progress(done: int, total: int) -> None:
+            bar.update(llm_task, completed=done, total=total, visible=True)
+
+        found = make_scenes(documents, scenes_config, problems, config.seed, on_document=lambda d: bar.advance(task),
+                            on_llm_progress=llm_progress)
     for problem in problems:
         error(problem)
     write_jsonl(out, found)
-    info(f"scenes: {len(found)} scenes from {len(documents)} documents -> {out}")
+    info(f"scenes: {len(found)} scenes from {len(documents)} documents ({config.scenes.annotator} annotator) -> {out}")
+    if views is not None:
+        info(f"scenes: {write_views(found, views)} reading views (YAML, one per document) -> {views}")
     if not found:
         raise StageError(f"{docs_path}: no scenes could be made")
     return len(found)

@@ -1,20 +1,23 @@
-"""Read documents, segment and annotate each, and return scenes in document order."""
+"""Documents -> scenes: segment, annotate (heuristic or LLM), link, in that order."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from pydantic import ValidationError
 
+from ltm.config import ScenesConfig
 from ltm.formats import Document, Scene, Span
 from ltm.io import iter_jsonl
-from ltm.scenes import annotate
+from ltm.scenes.annotate import annotate
+from ltm.scenes.lexicon import builtin_lexicon
+from ltm.scenes.link import link
 from ltm.scenes.segment import segment
 
 
 def load_documents(path: str | Path, errors: list[str]) -> Iterator[Document]:
-    """Yield valid documents; each bad line appends one message naming the file and line."""
+    """Yield valid documents; each bad line appends one message naming the file, line and field."""
     for number, record, problem in iter_jsonl(path):
         if problem is None:
             try:
@@ -26,35 +29,38 @@ def load_documents(path: str | Path, errors: list[str]) -> Iterator[Document]:
         errors.append(f"{path}:{number}: {problem}")
 
 
-def scenes_of(doc: Document, min_chars: int, max_chars: int) -> list[Scene]:
-    scenes = []
-    tags = {k: v for k, v in doc.meta.items() if isinstance(v, (str, int, float))}
+def scenes_of(doc: Document, config: ScenesConfig) -> list[Scene]:
+    tags = {k: v for k, v in doc.meta.items() if isinstance(v, (str, int, float, bool))}
     if doc.author:
         tags.setdefault("author", doc.author)
-    for index, (start, end) in enumerate(segment(doc.text, min_chars, max_chars)):
+    lexicon = builtin_lexicon(doc.lang)
+    scenes = []
+    for index, (start, end) in enumerate(segment(doc, config.min_tokens, config.max_tokens)):
         text = doc.text[start:end]
+        # The heuristic annotation is always made: the LLM annotator starts from it and falls back to it.
+        fields = annotate(text, lexicon)
         scenes.append(
-            Scene(
-                scene_id=f"{doc.id}#{index:04d}",
-                doc_id=doc.id,
-                index=index,
-                span=Span(start=start, end=end),
-                text=text,
-                lang=doc.lang,
-                roles=annotate.speakers(text),
-                questions=annotate.questions(text),
-                annotator=annotate.ANNOTATOR,
-                meta=tags,
-            )
+            Scene(scene_id=f"{doc.id}#{index:04d}", doc_id=doc.id, index=index, span=Span(start=start, end=end),
+                  text=text, lang=doc.lang, meta=tags, **fields)
         )
     return scenes
 
 
-def make_scenes(documents: list[Document], min_chars: int, max_chars: int, errors: list[str]) -> list[Scene]:
+def make_scenes(
+    documents: list[Document], config: ScenesConfig, errors: list[str], seed: int = 0,
+    on_document: Callable[[Document], None] | None = None,
+    on_llm_progress: Callable[[int, int], None] | None = None,
+) -> list[Scene]:
     out: list[Scene] = []
     for doc in documents:
-        found = scenes_of(doc, min_chars, max_chars)
+        found = scenes_of(doc, config)
         if not found:
             errors.append(f"document {doc.id} ({doc.source}): no text to cut into scenes")
         out.extend(found)
-    return out
+        if on_document:
+            on_document(doc)
+    if config.annotator == "llm":
+        from ltm.scenes.llm_annotate import annotate_with_llm
+
+        out = annotate_with_llm(out, config.llm, on_llm_progress)
+    return link(out, config.link_k, config.link_min_score, config.embedder, seed)
