@@ -34,10 +34,21 @@ KIND = {"speaker": "speaker", "inner_voice": "inner voice", "objector": "objecto
 EDGE = " \t\n\"'«»“”„—–-"
 
 
-def _prf(tp: int, fp: int, fn: int) -> tuple[float, float, float]:
-    p = tp / (tp + fp) if tp + fp else 1.0
-    r = tp / (tp + fn) if tp + fn else 1.0
-    return p, r, (2 * p * r / (p + r) if p + r else 0.0)
+class Tally:
+    """True positives, false positives and false negatives over sets of labels."""
+
+    def __init__(self) -> None:
+        self.tp = self.fp = self.fn = 0
+
+    def add(self, gold: set, predicted: set) -> None:
+        self.tp += len(gold & predicted)
+        self.fp += len(predicted - gold)
+        self.fn += len(gold - predicted)
+
+    def prf(self) -> tuple[float, float, float]:
+        p = self.tp / (self.tp + self.fp) if self.tp + self.fp else 1.0
+        r = self.tp / (self.tp + self.fn) if self.tp + self.fn else 1.0
+        return p, r, (2 * p * r / (p + r) if p + r else 0.0)
 
 
 def _role_keys(items: list[tuple[str, str]]) -> set[tuple[str, str]]:
@@ -45,33 +56,33 @@ def _role_keys(items: list[tuple[str, str]]) -> set[tuple[str, str]]:
 
 
 def score(gold: list[dict], show_errors: bool = False) -> dict[str, float]:
-    q = [0, 0, 0]
-    kinds = [0, 0]
-    t = [0, 0, 0]
-    level_right = 0
-    r = [0, 0, 0]
+    tallies = {"questions": Tally(), "tension": Tally(), "roles": Tally()}
+    kinds_right = kinds_total = levels_right = 0
     for item in gold:
         got = annotate(item["text"], builtin_lexicon(item["lang"]))
         gold_q = {g["text"].strip(EDGE): g["kind"] for g in item["questions"]}
         pred_q = {p.text.strip(EDGE): p.kind for p in got["questions"]}
+        tallies["questions"].add(set(gold_q), set(pred_q))
         hits = set(gold_q) & set(pred_q)
-        q[0] += len(hits); q[1] += len(set(pred_q) - hits); q[2] += len(set(gold_q) - hits)
-        kinds[0] += sum(gold_q[h] == pred_q[h] for h in hits); kinds[1] += len(hits)
-        gold_t, pred_t = item["tension"]["level"] != "low", got["tension"].level != "low"
-        t[0] += gold_t and pred_t; t[1] += pred_t and not gold_t; t[2] += gold_t and not pred_t
-        level_right += item["tension"]["level"] == got["tension"].level
+        kinds_right += sum(gold_q[h] == pred_q[h] for h in hits)
+        kinds_total += len(hits)
+        # Tension detection: a passage with tension (medium or high) is one positive label.
+        gold_t = {"tension"} if item["tension"]["level"] != "low" else set()
+        pred_t = {"tension"} if got["tension"].level != "low" else set()
+        tallies["tension"].add(gold_t, pred_t)
+        levels_right += item["tension"]["level"] == got["tension"].level
         gold_r = _role_keys([(KIND[g["kind"]], g["name"]) for g in item["roles"]])
         pred_r = _role_keys([(p.function, p.name) for p in got["roles"]])
-        r[0] += len(gold_r & pred_r); r[1] += len(pred_r - gold_r); r[2] += len(gold_r - pred_r)
+        tallies["roles"].add(gold_r, pred_r)
         if show_errors and (gold_q.keys() != pred_q.keys() or gold_t != pred_t or gold_r != pred_r):
             print(json.dumps({"id": item["id"], "questions": [sorted(gold_q), sorted(pred_q)],
                               "tension": [item["tension"]["level"], got["tension"].level],
                               "roles": [sorted(gold_r), sorted(pred_r)]}, ensure_ascii=False), file=sys.stderr)
     figures = {}
-    for name, counts in (("questions", q), ("tension", t), ("roles", r)):
-        figures[f"{name}_precision"], figures[f"{name}_recall"], figures[f"{name}_f1"] = _prf(*counts)
-    figures["question_kind_accuracy"] = kinds[0] / max(kinds[1], 1)
-    figures["tension_level_accuracy"] = level_right / len(gold)
+    for name, tally in tallies.items():
+        figures[f"{name}_precision"], figures[f"{name}_recall"], figures[f"{name}_f1"] = tally.prf()
+    figures["question_kind_accuracy"] = kinds_right / max(kinds_total, 1)
+    figures["tension_level_accuracy"] = levels_right / len(gold)
     return figures
 
 

@@ -1,90 +1,244 @@
+"""The data engine: tokenizer, curriculum, regimes at one budget, provenance, shards, refusals."""
+
 import hashlib
 
 import numpy as np
 import pytest
 from transformers import AutoTokenizer
 
-from ltm.build import BuildError, build_dataset, load_manifest
-from ltm.build.dataset import load_split, split_heldout
+from ltm.build import BuildError, SceneTable, build_dataset, load_manifest, load_split
+from ltm.build.curriculum import group_loops
+from ltm.build.dataset import split_heldout
+from ltm.build.regimes import lens_for_pass
+from ltm.build.shards import load_segments
 from ltm.build.tokenizer import SCENE_BEGIN, SCENE_END, token_byte_lengths
-from ltm.config import BuildConfig, ScenesConfig
+from ltm.config import BuildConfig, LensStep, ScenesConfig
+from ltm.formats import Scene, Span
 from ltm.ingest import ingest_paths
 from ltm.scenes import make_scenes
 
-
-@pytest.fixture
-def scenes(corpus):
-    return make_scenes(ingest_paths([corpus]).documents, ScenesConfig(min_tokens=10, max_tokens=60), [])
+EN_WORDS = "the river remembers its source and the sea forgets every name it was given by the shore".split()
+RU_WORDS = "река помнит исток а море забывает каждое имя которое ему давал берег и ветер".split()
 
 
-def _build(scenes, out, seed=7):
-    return build_dataset(scenes, BuildConfig(vocab_size=400, heldout_docs=0.3), seed, out)
+def scene(doc: str, index: int, text: str, lang: str = "en", loop=(), **meta) -> Scene:
+    return Scene(scene_id=f"{doc}#{index:04d}", doc_id=doc, index=index, span=Span(start=0, end=len(text)), text=text,
+                 lang=lang, loop=list(loop), annotator="test", meta=meta)
 
 
-def test_manifest_segments_map_tokens_to_scenes(scenes, tmp_path):
-    manifest = _build(scenes, tmp_path / "ds")
+def corpus_scenes(n_docs: int = 6, per_doc: int = 3, phases=("myth", "logic")) -> list[Scene]:
+    """Documents of both languages, phases alternating; each scene's text is distinct."""
+    out = []
+    for d in range(n_docs):
+        lang, words = ("en", EN_WORDS) if d % 2 == 0 else ("ru", RU_WORDS)
+        for i in range(per_doc):
+            text = " ".join(words[(d * 7 + i * 3 + k) % len(words)] for k in range(24)) + f" ({d}.{i})"
+            out.append(scene(f"{lang}doc{d}", i, text, lang, phase=phases[d % len(phases)]))
+    return out
+
+
+def build(scenes, tmp_path, name="ds", seed=7, **config):
+    return build_dataset(SceneTable.from_scenes(scenes), BuildConfig(**({"vocab_size": 400, "heldout_docs": 0.2} | config)), seed, tmp_path / name)
+
+
+def occurrences(tmp_path, manifest, name="ds"):
+    seg = load_segments(tmp_path / name, "train")
+    return [(manifest.scene_id(d, s), manifest.lenses[lens], int(t)) for d, s, lens, t in zip(seg["doc"], seg["scene"], seg["lens"], seg["times_seen"])]
+
+
+# --- regimes at one budget --------------------------------------------------------------------------
+
+
+REGIMES = ["unique", {"corpus_epochs": 4}, {"doc_consecutive": 4}, {"chunk_epochs": {"k": 4, "size": 100}}, {"spiral": 4}]
+
+
+def test_every_regime_fills_the_same_budget(tmp_path):
+    scenes = corpus_scenes(10, 4)
+    budget = 1000
+    totals = {}
+    for n, regime in enumerate(REGIMES):
+        manifest = build(scenes, tmp_path, f"r{n}", regime=regime, budget_tokens=budget,
+                         lenses=[LensStep(passes=2, lens="plain"), LensStep(passes=2, lens="scene")])
+        totals[manifest.regime] = manifest.split_tokens("train")
+        seg = load_segments(tmp_path / f"r{n}", "train")
+        assert seg["end"][-1] <= budget and np.all(seg["start"][1:] >= seg["end"][:-1])
+    assert set(totals.values()) == {budget}, totals
+
+
+def test_repetition_index_on_a_hand_checked_corpus(tmp_path):
+    # Four training documents (two held out): each of one scene, so the order is easy to follow.
+    scenes = [scene(f"d{k}", 0, " ".join(EN_WORDS[k:] + EN_WORDS[:k])) for k in range(6)]
+    manifest = build(scenes, tmp_path, regime={"corpus_epochs": 3}, budget_tokens=10**6 - 1, heldout_docs=0.3)
+    seen = occurrences(tmp_path, manifest)
+    train = manifest.stats["train"]["documents"]
+    order = [s for s, _, _ in seen[:train]]
+    assert sorted(order) == sorted({s for s, _, _ in seen})  # every selected scene once per epoch
+    assert [t for _, _, t in seen[: 3 * train]] == [0] * train + [1] * train + [2] * train
+    assert [s for s, _, _ in seen[train : 2 * train]] == order  # a verbatim copy of the corpus, same order
+
+    consecutive = build(scenes, tmp_path, "dc", regime={"doc_consecutive": 2}, budget_tokens=10**6 - 1, heldout_docs=0.3)
+    pairs = occurrences(tmp_path, consecutive, "dc")[:4]
+    assert pairs[0][0] == pairs[1][0] != pairs[2][0] == pairs[3][0]
+    assert [t for _, _, t in pairs] == [0, 1, 0, 1]
+
+
+def test_spiral_passes_follow_the_lens_schedule(tmp_path):
+    scenes = corpus_scenes(6, 2)
+    schedule = [LensStep(passes=1, lens="plain"), LensStep(passes=2, lens="scene"), LensStep(passes=1, lens="critic")]
+    manifest = build(scenes, tmp_path, regime={"spiral": 4}, lenses=schedule, budget_tokens=10**6)
+    seg = load_segments(tmp_path / "ds", "train")
+    for lens, pass_index in zip(seg["lens"], seg["pass_index"]):
+        assert manifest.lenses[lens] == lens_for_pass(schedule, int(pass_index))
+    assert [lens_for_pass(schedule, p) for p in range(6)] == ["plain", "scene", "scene", "critic", "plain", "scene"]
+    assert set(manifest.stats["train"]["tokens_by_lens"]) == {"plain", "scene", "critic"}
+
+
+def test_unique_budget_larger_than_the_data_is_refused(tmp_path):
+    with pytest.raises(BuildError, match="budget_tokens=.* is more than"):
+        build(corpus_scenes(), tmp_path, regime="unique", budget_tokens=10**7)
+    assert not (tmp_path / "ds").exists()
+
+
+def test_unknown_lens_and_empty_or_missing_phase_are_refused_before_any_work(tmp_path):
+    with pytest.raises(BuildError, match="unknown lens"):
+        build(corpus_scenes(), tmp_path, lenses=[LensStep(passes=1, lens="sideways")])
+    with pytest.raises(BuildError, match=r"phase\(s\) \['drama'\] have no text"):
+        build(corpus_scenes(), tmp_path, curriculum={"by": "tag", "phases": ["myth", "drama", "logic"]})
+    with pytest.raises(BuildError, match="not in curriculum.phases"):
+        build(corpus_scenes(), tmp_path, curriculum={"by": "tag", "phases": ["myth"]})
+    assert not (tmp_path / "ds").exists()
+    with pytest.raises(ValueError, match="unknown regime"):
+        BuildConfig(regime="twice")
+
+
+# --- curriculum and loops ----------------------------------------------------------------------------
+
+
+def test_tag_curriculum_reads_phases_in_order_and_replays_earlier_ones(tmp_path):
+    scenes = corpus_scenes(12, 2)
+    manifest = build(scenes, tmp_path, curriculum={"by": "tag", "phases": ["logic", "myth"]})
+    seg = load_segments(tmp_path / "ds", "train")
+    assert list(seg["phase"]) == sorted(seg["phase"]) and manifest.phases == ["logic", "myth"]
+    tag = {s.scene_id: s.meta["phase"] for s in scenes}
+    replayed = build(scenes, tmp_path, "rp", curriculum={"by": "tag", "phases": ["logic", "myth"], "replay": 0.5})
+    seg = load_segments(tmp_path / "rp", "train")
+    in_myth = [replayed.scene_id(d, s) for d, s, p in zip(seg["doc"], seg["scene"], seg["phase"]) if replayed.phases[p] == "myth"]
+    assert any(tag[s] == "logic" for s in in_myth)  # logic scenes re-read inside the myth phase
+    assert max(seg["times_seen"]) >= 1
+
+
+def test_difficulty_curriculum_goes_from_easy_to_hard(tmp_path):
+    easy = [scene(f"e{k}", 0, "the cat sat. the cat sat. the cat sat on the mat. " * 3) for k in range(4)]
+    hard = [scene(f"h{k}", 0, "Epistemological indeterminacy notwithstanding, incommensurable paradigms "
+                  f"necessitate methodological pluralism {k} and heterogeneous justificatory architectures.") for k in range(4)]
+    manifest = build(easy + hard, tmp_path, curriculum={"by": "difficulty", "levels": 2}, heldout_docs=0.2)
+    seg = load_segments(tmp_path / "ds", "train")
+    assert manifest.phases == ["level-1", "level-2"]
+    phase_of = {manifest.docs[d]: manifest.phases[p] for d, p in zip(seg["doc"], seg["phase"])}
+    # Levels are equal-count bins of the difficulty ranks: hard texts are never in the easy level.
+    assert {d for d, p in phase_of.items() if p == "level-1"} <= {d for d in phase_of if d.startswith("e")}
+    assert all(p == "level-2" for d, p in phase_of.items() if d.startswith("h"))
+    assert list(seg["phase"]) == sorted(seg["phase"])
+
+
+def test_loops_are_grouped_and_never_split(tmp_path):
+    steps = [("claim",), (), ("doubt",), ("new direction",), (), ("doubt",), ("inversion",), ("new direction",)]
+    doc_scenes = [scene("a", i, f"scene {i} " + " ".join(EN_WORDS), loop=s) for i, s in enumerate(steps)]
+    infos = SceneTable.from_scenes(doc_scenes).infos
+    assert group_loops(infos, list(range(8))) == [[0, 1, 2, 3], [4], [5, 6, 7]]
+    others = [scene(f"o{k}", 0, " ".join(RU_WORDS) + str(k), "ru") for k in range(4)] + [scene("b", 0, "another " * 30)]
+    manifest = build(doc_scenes + others, tmp_path, heldout_docs=0.01)
+    order = [manifest.scene_id(d, s) for d, s in zip(*(load_segments(tmp_path / "ds", "train")[k] for k in ("doc", "scene")))]
+    if "a#0000" in order:
+        start = order.index("a#0000")
+        assert order[start : start + 4] == ["a#0000", "a#0001", "a#0002", "a#0003"]
+        start = order.index("a#0005")
+        assert order[start : start + 3] == ["a#0005", "a#0006", "a#0007"]
+
+
+# --- tokenizer, shards, determinism ------------------------------------------------------------------
+
+
+def test_same_seed_gives_identical_shards_other_seed_other_order(tmp_path):
+    def digest(folder):
+        return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.glob("*")) if p.is_file()}
+
+    scenes = corpus_scenes(10, 3)
+    for name, seed in (("a", 3), ("b", 3), ("c", 4)):
+        build(scenes, tmp_path, name, seed=seed, regime={"spiral": 3}, lenses=[LensStep(passes=1, lens="plain"), LensStep(passes=1, lens="questions")],
+              budget_tokens=3000)
+    assert digest(tmp_path / "a") == digest(tmp_path / "b")
+    assert digest(tmp_path / "a")["train_000.bin"] != digest(tmp_path / "c")["train_000.bin"]
+
+
+def test_tokenizer_round_trips_and_markers_never_come_from_text(tmp_path):
+    build(corpus_scenes(), tmp_path)
+    tokenizer = AutoTokenizer.from_pretrained(str(tmp_path / "ds" / "tokenizer"))
+    lengths = token_byte_lengths(tokenizer)
+    for text in ["Помним ли мы прошлое? Ёлка, «кавычки» — тире.", "Can a thing be measured? \t spaces\nnew line", "日本語 😀"]:
+        ids = tokenizer.encode(text, add_special_tokens=False)
+        assert tokenizer.decode(ids) == text and lengths[ids].sum() == len(text.encode("utf-8"))
+    assert "<|assistant|>" in tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True)
+    trick = [scene(f"t{k}", 0, f"A text that spells out {SCENE_BEGIN} and {SCENE_END} in words, number {k}.") for k in range(4)]
+    manifest = build(trick, tmp_path, "trick", heldout_docs=0.3)
+    ids = load_split(tmp_path / "trick", manifest, "train")
+    begin = tokenizer.convert_tokens_to_ids(SCENE_BEGIN)
+    seg = load_segments(tmp_path / "trick", "train")
+    assert [int((ids[s:e] == begin).sum()) for s, e in zip(seg["start"], seg["end"])] == [1] * len(seg["start"])
+
+
+def test_fast_encoder_gives_the_hf_tokenizer_ids_and_a_tokenizer_can_be_reused(tmp_path):
+    from ltm.build.fast_encoder import FastEncoder
+
+    build(corpus_scenes(), tmp_path)
+    folder = tmp_path / "ds" / "tokenizer"
+    hf = AutoTokenizer.from_pretrained(str(folder))
+    texts = ["Помним ли мы прошлое?  Ёлка — «ёж»!\n\n  tabs\there", "I'll say it's 42, isn't it?   ", "日本語 😀 mixed Русский and English", ""]
+    assert [ids.tolist() for ids in FastEncoder(folder / "tokenizer.json").encode(texts)] == [hf.encode(t, add_special_tokens=False) for t in texts]
+    again = build(corpus_scenes(), tmp_path, "again", tokenizer=str(folder), vocab_size=999)
+    assert again.tokenizer_sha256 == load_manifest(tmp_path / "ds").tokenizer_sha256 and again.vocab_size == len(hf)
+    with pytest.raises(BuildError, match="holds no tokenizer.json"):
+        build(corpus_scenes(), tmp_path, "none", tokenizer=str(tmp_path))
+
+
+def test_manifest_maps_token_ranges_to_scenes_and_splits_hold_out_documents(tmp_path, corpus):
+    scenes = make_scenes(ingest_paths([corpus]).documents, ScenesConfig(min_tokens=10, max_tokens=60), [])
+    manifest = build(scenes, tmp_path, shard_tokens=1024)
     tokenizer = AutoTokenizer.from_pretrained(str(tmp_path / "ds" / "tokenizer"))
     by_id = {s.scene_id: s for s in scenes}
     for split in ("train", "heldout"):
         tokens = load_split(tmp_path / "ds", manifest, split)
-        segments = [s for s in manifest.segments if s.split == split]
-        assert segments and segments[-1].end == len(tokens)
-        for seg in segments:
-            ids = tokens[seg.start : seg.end].tolist()
-            assert ids[0] == tokenizer.convert_tokens_to_ids(SCENE_BEGIN)
-            assert ids[-1] == tokenizer.convert_tokens_to_ids(SCENE_END)
-            assert tokenizer.decode(ids[1:-1]) == by_id[seg.scene_id].text
-            assert seg.phase == by_id[seg.scene_id].meta["phase"]
+        seg = load_segments(tmp_path / "ds", split)
+        for start, end, doc, index in zip(seg["start"], seg["end"], seg["doc"], seg["scene"]):
+            assert tokenizer.decode(tokens[start + 1 : end - 1].tolist()) == by_id[manifest.scene_id(doc, index)].text
+    assert len([s for s in manifest.shards if s.split == "train"]) > 1  # shard_tokens cut the split
+    assert all(s.tokens <= 1024 for s in manifest.shards)
+    train_docs = {manifest.docs[d] for d in load_segments(tmp_path / "ds", "train")["doc"]}
+    assert not train_docs & set(manifest.heldout_docs)
+    assert {d.split("_")[0] for d in manifest.heldout_docs} == {"en", "ru"}
+    assert load_manifest(tmp_path / "ds") == manifest and manifest.dtype == "uint16"
 
 
-def test_heldout_documents_are_not_trained_on(scenes, tmp_path):
-    manifest = _build(scenes, tmp_path / "ds")
-    train_docs = {s.doc_id for s in manifest.segments if s.split == "train"}
-    heldout_docs = {s.doc_id for s in manifest.segments if s.split == "heldout"}
-    assert heldout_docs == set(manifest.heldout_docs)
-    assert not train_docs & heldout_docs
-    # One per language at least.
-    assert {d.split("_")[0] for d in heldout_docs} == {"en", "ru"}
+def test_split_heldout_is_per_language():
+    infos = SceneTable.from_scenes(corpus_scenes(6, 1)).infos
+    held = split_heldout(infos, 0.01, seed=1)
+    assert sorted(d[:2] for d in held) == ["en", "ru"]
 
 
-def test_same_seed_gives_identical_shards_other_seed_other_order(scenes, tmp_path):
-    def digest(folder):
-        return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.glob("*.bin"))}
+def test_spiral_with_a_generative_lens_reads_the_model_text(tmp_path):
+    from openai_stub import StubServer, completion, scene_of
 
-    _build(scenes, tmp_path / "a", seed=3)
-    _build(scenes, tmp_path / "b", seed=3)
-    _build(scenes, tmp_path / "c", seed=4)
-    assert digest(tmp_path / "a") == digest(tmp_path / "b")
-    assert digest(tmp_path / "a") != digest(tmp_path / "c")
+    def reply(body, headers):
+        return 200, completion("A COMMENTARY on " + scene_of(body).split()[0])
 
-
-def test_tokenizer_round_trips_russian_and_english(scenes, tmp_path):
-    _build(scenes, tmp_path / "ds")
+    with StubServer(reply) as stub:
+        scenes = corpus_scenes(6, 2)
+        manifest = build(scenes, tmp_path, regime={"spiral": 2}, budget_tokens=10**6,
+                         lenses=[LensStep(passes=1, lens="plain"), LensStep(passes=1, lens="commentary")],
+                         llm={"base_url": stub.base_url, "model": "stub", "api_key_env": None, "cache_dir": str(tmp_path / "cache")})
     tokenizer = AutoTokenizer.from_pretrained(str(tmp_path / "ds" / "tokenizer"))
-    for text in ["Помним ли мы прошлое? Ёлка, «кавычки» — тире.", "Can a thing be measured? \t  spaces\nnew line", "日本語 😀"]:
-        ids = tokenizer.encode(text, add_special_tokens=False)
-        assert tokenizer.decode(ids) == text
-        lengths = token_byte_lengths(tokenizer)
-        assert lengths[ids].sum() == len(text.encode("utf-8"))
-
-
-def test_uint16_shards_and_stats(scenes, tmp_path):
-    manifest = _build(scenes, tmp_path / "ds")
-    assert manifest.dtype == "uint16"
-    assert (tmp_path / "ds" / "train_000.bin").stat().st_size == 2 * manifest.split_tokens("train")
-    assert manifest.stats["train"]["documents"] + manifest.stats["heldout"]["documents"] == 6
-    assert load_manifest(tmp_path / "ds") == manifest
-
-
-def test_refuses_empty_input_and_single_document(scenes, tmp_path):
-    with pytest.raises(BuildError, match="no scenes"):
-        _build([], tmp_path / "x")
-    one_doc = [s for s in scenes if s.doc_id == scenes[0].doc_id]
-    with pytest.raises(BuildError, match="held out"):
-        _build(one_doc, tmp_path / "y")
-
-
-def test_split_heldout_is_per_language(scenes):
-    held = split_heldout(scenes, 0.01, seed=1)
-    assert len(held) == 2
-    assert np.unique([d.split("_")[0] for d in held]).tolist() == ["en", "ru"]
+    ids = load_split(tmp_path / "ds", manifest, "train")
+    seg = load_segments(tmp_path / "ds", "train")
+    commentary = [tokenizer.decode(ids[s:e].tolist()) for s, e, lens in zip(seg["start"], seg["end"], seg["lens"]) if manifest.lenses[lens] == "commentary"]
+    assert commentary and all("A COMMENTARY on" in text for text in commentary)
+    assert manifest.stats["train"]["tokens_by_lens"]["commentary"] > 0

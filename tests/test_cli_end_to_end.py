@@ -64,6 +64,7 @@ def test_bad_config_is_refused_with_the_field_named(tmp_path):
     assert main(["run", str(bad)]) == 1
 
 
-def test_bundled_examples_are_valid_configs():
-    config = load_config(ROOT / "examples" / "quickstart.yaml")
+@pytest.mark.parametrize("name", ["quickstart.yaml", "spiral.yaml"])
+def test_bundled_examples_are_valid_configs(name):
+    config = load_config(ROOT / "examples" / name)
     assert all(config.resolve(p).is_dir() for p in config.ingest.paths)

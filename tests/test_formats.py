@@ -16,7 +16,7 @@ DOCS = Path(__file__).resolve().parents[1] / "docs" / "schemas"
 @pytest.mark.parametrize("name", sorted(SCHEMAS))
 def test_committed_schema_is_current(name):
     committed = json.loads((DOCS / f"{name}.schema.json").read_text(encoding="utf-8"))
-    assert committed == json_schema(name), f"regenerate with: python -m ltm.formats docs/schemas"
+    assert committed == json_schema(name), "regenerate with: python -m ltm.formats docs/schemas"
 
 
 def test_documents_and_scenes_validate(tmp_path, tiny_config):

@@ -8,22 +8,19 @@ ALWAYS-BAD (never valid), FAIL500 (HTTP 500 twice), REFUSE400 (HTTP 400 always).
 from __future__ import annotations
 
 import json
-import re
 import threading
-import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import jsonschema
 import pytest
 
+from openai_stub import StubServer, completion, scene_of
 from ltm.config import LLMConfig
 from ltm.formats import Scene, Span
 from ltm.llm import AnswerCache, ChatClient, LLMError, load_prompt, map_bounded
 from ltm.scenes.llm_annotate import ANNOTATION_SCHEMA, CORRECTION, annotate_with_llm, parse_answer
 
 KEY_ENV = "LTM_TEST_LLM_KEY"
-SCENE_IN_PROMPT = re.compile(r"<scene>\n(.*)\n</scene>", re.DOTALL)
 
 
 class FakeModel:
@@ -34,13 +31,10 @@ class FakeModel:
         self.requests: list[dict] = []  # {"body": ..., "headers": ..., "scene": ...}
         self.answered: list[str] = []  # scene texts that got a 200
         self.attempts: dict[str, int] = {}
-        self.in_flight = 0
-        self.max_in_flight = 0
-        self.delay_s = 0.05
         self.answer_limit: int | None = None  # after this many answers, every request gets a 503
 
     def reply(self, body: dict, headers: dict) -> tuple[int, str]:
-        scene = SCENE_IN_PROMPT.search(body["messages"][0]["content"]).group(1)
+        scene = scene_of(body)
         corrected = len(body["messages"]) > 1
         with self.lock:
             self.requests.append({"body": body, "headers": headers, "scene": scene})
@@ -54,7 +48,7 @@ class FakeModel:
             if self.answer_limit is not None and len(self.answered) >= self.answer_limit:
                 return 503, "overloaded"
             self.answered.append(scene)
-        return 200, json.dumps(completion(self.content(scene, corrected)))
+        return 200, completion(self.content(scene, corrected))
 
     @staticmethod
     def content(scene: str, corrected: bool) -> str:
@@ -74,58 +68,12 @@ class FakeModel:
         return f"Here is the annotation:\n```json\n{json.dumps(answer, ensure_ascii=False)}\n```\nHope this helps."
 
 
-def completion(content: str) -> dict:
-    return {
-        "id": "chatcmpl-test",
-        "object": "chat.completion",
-        "model": "fake",
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
-    }
-
-
-def make_handler(model: FakeModel) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            if self.path != "/v1/chat/completions":
-                self._send(404, "no such route")
-                return
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            with model.lock:
-                model.in_flight += 1
-                model.max_in_flight = max(model.max_in_flight, model.in_flight)
-            try:
-                time.sleep(model.delay_s)
-                status, text = model.reply(body, dict(self.headers))
-            finally:
-                with model.lock:
-                    model.in_flight -= 1
-            self._send(status, text)
-
-        def _send(self, status: int, text: str) -> None:
-            data = text.encode("utf-8")
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, *args: object) -> None:  # keep pytest output clean
-            pass
-
-    return Handler
-
-
 @pytest.fixture
 def server():
     model = FakeModel()
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(model))
-    httpd.daemon_threads = True
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
-    thread.start()
-    model.base_url = f"http://127.0.0.1:{httpd.server_address[1]}/v1"
-    yield model
-    httpd.shutdown()
-    httpd.server_close()
+    with StubServer(model.reply, delay_s=0.05) as stub:
+        model.stub, model.base_url = stub, stub.base_url
+        yield model
 
 
 @pytest.fixture
@@ -229,7 +177,7 @@ def test_a_wrong_endpoint_stops_the_batch_at_once(server: FakeModel, config: LLM
 
 def test_concurrency_is_bounded_and_used(server: FakeModel, config: LLMConfig) -> None:
     annotate(plain_scenes(9), config)
-    assert 1 < server.max_in_flight <= config.concurrency
+    assert 1 < server.stub.max_in_flight <= config.concurrency
 
 
 def test_progress_is_reported_per_scene(server: FakeModel, config: LLMConfig) -> None:

@@ -62,9 +62,11 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("scenes-schema", help=argparse.SUPPRESS, description="Print the JSON Schema of a scene (SCENES.jsonl lines).")
 
-    p = sub.add_parser("build", help="train the tokenizer and write token shards + manifest",
-                       description="Hold out documents, train a byte-level BPE tokenizer on the rest, and write token "
-                       "shards and manifest.json into DATASET_DIR.")
+    p = sub.add_parser("build", help="tokenizer, curriculum, repetition regime -> token shards + manifest",
+                       description="Hold out documents, train (or reuse) a byte-level BPE tokenizer, order the texts "
+                       "(curriculum), schedule repetition under one token budget (unique, corpus_epochs, doc_consecutive, "
+                       "chunk_epochs, spiral with lenses) and write token shards, provenance and manifest.json into "
+                       "DATASET_DIR. See docs/build.md.")
     p.add_argument("config", type=Path, help="config YAML (its `build` section and `seed`)")
     p.add_argument("--scenes", type=Path, required=True, help="SCENES.jsonl from `ltm scenes`")
     p.add_argument("-o", "--out", type=Path, required=True, help="output DATASET_DIR")

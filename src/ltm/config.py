@@ -50,10 +50,99 @@ class ScenesConfig(Section):
         return self
 
 
+class ChunkEpochs(Section):
+    k: int = Field(ge=1, description="times each chunk is read before the next")
+    size: int = Field(ge=1, description="chunk size in tokens")
+
+
+class Regime(Section):
+    """How repetition is scheduled under the token budget; exactly one key is set.
+
+    In YAML: `regime: unique`, or `regime: {corpus_epochs: 4}`, `{doc_consecutive: 100}`,
+    `{chunk_epochs: {k: 100, size: 1000000}}`, `{spiral: 100}`.
+    """
+
+    unique: bool | None = None
+    corpus_epochs: int | None = Field(None, ge=1)
+    doc_consecutive: int | None = Field(None, ge=1)
+    chunk_epochs: ChunkEpochs | None = None
+    spiral: int | None = Field(None, ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_word(cls, value):
+        if isinstance(value, str):
+            if value != "unique":
+                raise ValueError(f"unknown regime {value!r}: use unique, or a mapping with one of corpus_epochs, doc_consecutive, chunk_epochs, spiral")
+            return {"unique": True}
+        return value
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> "Regime":
+        chosen = [k for k, v in self.model_dump(exclude_none=True).items() if v not in (None, False)]
+        if len(chosen) != 1:
+            raise ValueError(f"a regime names exactly one of unique, corpus_epochs, doc_consecutive, chunk_epochs, spiral (got {chosen or 'none'})")
+        return self
+
+    @property
+    def name(self) -> str:
+        return next(k for k, v in self.model_dump(exclude_none=True).items() if v not in (None, False))
+
+    @property
+    def repeats(self) -> int:
+        """How many times each selected text is read: the budget divided by this is the unique data used."""
+        if self.unique:
+            return 1
+        if self.chunk_epochs is not None:
+            return self.chunk_epochs.k
+        return self.corpus_epochs or self.doc_consecutive or self.spiral
+
+    def describe(self) -> str:
+        if self.unique:
+            return "unique"
+        if self.chunk_epochs is not None:
+            return f"chunk_epochs(k={self.chunk_epochs.k}, size={self.chunk_epochs.size})"
+        return f"{self.name}={self.repeats}"
+
+
+class LensStep(Section):
+    passes: int = Field(ge=1)
+    lens: str
+
+
+class Curriculum(Section):
+    """The order of texts: `shuffle` (the baseline), phases `by: tag` (document tags, in the order
+    listed) or `by: difficulty` (per-scene difficulty scores cut into `levels`)."""
+
+    by: Literal["shuffle", "tag", "difficulty"] = "shuffle"
+    key: str = Field("phase", description="the document tag that names the phase (by: tag)")
+    phases: list[str] = Field(default_factory=list, description="phase names in reading order (by: tag)")
+    levels: int = Field(3, ge=1, description="difficulty levels (by: difficulty)")
+    replay: float = Field(0.0, ge=0, lt=1, description="fraction of each phase's tokens replayed from earlier phases")
+
+    @model_validator(mode="after")
+    def _phases_named(self) -> "Curriculum":
+        if self.by == "tag" and not self.phases:
+            raise ValueError("curriculum by: tag needs `phases`, the tag values in reading order")
+        return self
+
+
 class BuildConfig(Section):
     vocab_size: int = Field(4096, ge=300)
     heldout_docs: float = Field(0.1, gt=0, lt=1, description="fraction of documents held out, per language")
     dtype: str = Field("auto", pattern="^(auto|uint16|uint32)$")
+    regime: Regime = Field(default_factory=lambda: Regime(unique=True))
+    budget_tokens: int | None = Field(None, ge=1, description="training tokens; default: every token once (unique)")
+    curriculum: Curriculum = Field(default_factory=Curriculum)
+    lenses: list[LensStep] = Field(
+        default_factory=lambda: [LensStep(passes=1, lens="plain")],
+        description="the spiral schedule: passes per lens, in order, cycled when the regime asks for more passes",
+    )
+    llm: LLMConfig = Field(default_factory=LLMConfig, description="endpoint for generative lenses (commentary, analogy, paraphrase)")
+    shard_tokens: int = Field(50_000_000, ge=1024, description="tokens per shard file")
+    tokenizer_sample_mb: float = Field(200.0, gt=0, description="train the tokenizer on at most this much text")
+    tokenizer: str | None = Field(None, description="reuse this tokenizer folder (e.g. another dataset's) instead of training one")
+    workers: int = Field(0, ge=0, description="processes that tokenize; 0 = one per core")
 
 
 class ModelConfig(Section):

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 DOCUMENT_SCHEMA = "ltm.document/1"
 SCENE_SCHEMA = "ltm.scene/2"
-MANIFEST_SCHEMA = "ltm.manifest/1"
+MANIFEST_SCHEMA = "ltm.manifest/2"
 EVAL_SCHEMA = "ltm.eval/1"
 
 
@@ -131,29 +131,24 @@ class ShardInfo(Record):
     tokens: int
 
 
-class Segment(Record):
-    """A contiguous token range of one split, with where it came from."""
-
-    split: Literal["train", "heldout"]
-    start: int = Field(description="token offset within the split's concatenated shards")
-    end: int
-    doc_id: str
-    scene_id: str | None = None
-    phase: str | None = None
-    lens: str = "plain"
-    pass_index: int = Field(0, description="which pass over this text produced the range")
-    times_seen: int = Field(0, description="how many times this text had been seen before this range")
-
-
 class Manifest(Record):
-    schema_: Literal["ltm.manifest/1"] = Field(MANIFEST_SCHEMA, alias="schema")
+    """DATASET_DIR/manifest.json. Provenance rows live beside it in segments_<split>.npz (columns
+    start, end, doc, scene, lens, pass_index, times_seen, phase); `docs`, `lenses` and `phases` are
+    the tables their integer columns index. A scene's id is `{docs[doc]}#{scene:04d}`."""
+
+    schema_: Literal["ltm.manifest/2"] = Field(MANIFEST_SCHEMA, alias="schema")
     tokenizer: str = Field(description="tokenizer folder, relative to the dataset folder")
     tokenizer_sha256: str
     vocab_size: int
     dtype: Literal["uint16", "uint32"]
     seed: int
+    regime: str = Field(description="the repetition regime, e.g. spiral=100")
+    curriculum: str = Field(description="shuffle, tag:<key> or difficulty:<levels>")
+    budget_tokens: int
     shards: list[ShardInfo]
-    segments: list[Segment]
+    docs: list[str]
+    lenses: list[str]
+    phases: list[str]
     heldout_docs: list[str]
     stats: dict
 
@@ -161,6 +156,9 @@ class Manifest(Record):
 
     def split_tokens(self, split: str) -> int:
         return sum(s.tokens for s in self.shards if s.split == split)
+
+    def scene_id(self, doc: int, scene: int) -> str:
+        return f"{self.docs[doc]}#{scene:04d}"
 
 
 # --- evaluation -------------------------------------------------------------------------------------

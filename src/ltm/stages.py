@@ -9,12 +9,11 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from ltm.build import build_dataset
+from ltm.build import SceneFileError, SceneTable, build_dataset
 from ltm.config import RunConfig, dump_config, load_config
 from ltm.eval import evaluate
-from ltm.formats import Scene
 from ltm.ingest import ingest_paths, write_documents
-from ltm.io import atomic_write, iter_jsonl, write_json, write_jsonl
+from ltm.io import atomic_write, write_json, write_jsonl
 from ltm.log import error, info, progress
 from ltm.report import write_report
 from ltm.scenes import load_documents, make_scenes
@@ -70,18 +69,16 @@ def scenes(docs_path: Path, out: Path, config: RunConfig, views: Path | None = N
     return len(found)
 
 
-def load_scenes(path: Path) -> list[Scene]:
-    found = []
-    for number, record, problem in iter_jsonl(path):
-        if problem:
-            raise StageError(f"{path}:{number}: {problem}")
-        found.append(Scene.model_validate(record))
-    return found
-
-
 def build(config: RunConfig, scenes_path: Path, out_dir: Path) -> Path:
-    manifest = build_dataset(load_scenes(scenes_path), config.build, config.seed, out_dir)
-    info(f"build: vocabulary {manifest.vocab_size}, {manifest.split_tokens('train'):,} train tokens -> {out_dir}")
+    try:
+        table = SceneTable.from_jsonl(scenes_path)
+    except (SceneFileError, FileNotFoundError) as exc:
+        raise StageError(str(exc)) from None
+    build_config = config.build.model_copy(deep=True)
+    build_config.llm.cache_dir = str(config.resolve(build_config.llm.cache_dir))
+    manifest = build_dataset(table, build_config, config.seed, out_dir)
+    info(f"build: {manifest.regime}, curriculum {manifest.curriculum}, vocabulary {manifest.vocab_size}, "
+         f"{manifest.split_tokens('train'):,} train tokens ({manifest.stats['train']['data_tokens']:,} of text available) -> {out_dir}")
     return out_dir
 
 

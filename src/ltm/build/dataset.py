@@ -1,40 +1,57 @@
-"""Turn scenes into a training dataset: held-out split, tokenizer, token shards and a manifest.
+"""`ltm build`: scenes -> tokenizer, token shards and a manifest with the provenance of every token.
 
-Layout of DATASET_DIR (see docs/formats.md):
-    tokenizer/          HF tokenizer (loads with AutoTokenizer)
-    train_000.bin       token ids, little-endian uint16/uint32, documents in build order
-    heldout_000.bin     the held-out documents, same encoding
-    manifest.json       shards, provenance of every token range, statistics
+Steps, in order (see docs/build.md):
+1. refuse a config that cannot work (unknown lens, empty phase) before anything is written;
+2. set held-out documents aside (per language) before any regime applies;
+3. train the byte-level BPE tokenizer on the training text (up to `tokenizer_sample_mb`);
+4. tokenize every scene once (tiktoken over our BPE, in `workers` processes), keeping the ids in an
+   on-disk store, and, for a difficulty curriculum, score each scene;
+5. order the units (curriculum), run the regime until the budget is spent, and write the shards;
+6. write the held-out split (each held-out document once, plain) and the manifest.
+The dataset folder is assembled beside its final place and renamed into it at the end.
 """
 
 from __future__ import annotations
 
 import hashlib
-import random
-from collections import defaultdict
+import itertools
+import os
+import shutil
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
 
-from ltm.build.tokenizer import EOT, SCENE_BEGIN, SCENE_END, save_tokenizer, tokenizer_sha256, train_tokenizer
+from ltm.build.curriculum import CurriculumError, assign_phases, make_units
+from ltm.build.difficulty import combine, signals
+from ltm.build.fast_encoder import FastEncoder, encode_parallel
+from ltm.build.lenses import GENERATIVE_LENSES, check_lenses, render
+from ltm.build.regimes import Occurrence, RegimeError, occurrences
+from ltm.build.scenes_table import SceneInfo, SceneTable
+from ltm.build.shards import ShardWriter, load_segments
+from ltm.build.tokenizer import (
+    EOT, SCENE_BEGIN, SCENE_END, SPECIAL_TOKENS, Marker, load_tokenizer, save_tokenizer, tokenizer_sha256, train_tokenizer,
+)
 from ltm.config import BuildConfig
-from ltm.formats import Manifest, Scene, Segment, ShardInfo
-from ltm.io import atomic_write, write_json
+from ltm.formats import Manifest, ShardInfo
+from ltm.io import atomic_dir, write_json
 from ltm.log import info
+
+BATCH = 2048  # scenes tokenized per call into the Rust thread pool
 
 
 class BuildError(ValueError):
-    """Input that cannot make a dataset, with what to change."""
+    """Input or config that cannot make a dataset, with what to change."""
 
 
-def split_heldout(scenes: list[Scene], fraction: float, seed: int) -> set[str]:
+def split_heldout(infos: list[SceneInfo], fraction: float, seed: int) -> set[str]:
     """Pick held-out documents per language (at least one where a language has two or more)."""
     by_lang: dict[str, list[str]] = defaultdict(list)
-    for scene in scenes:
+    for scene in infos:
         if scene.doc_id not in by_lang[scene.lang]:
             by_lang[scene.lang].append(scene.doc_id)
     heldout: set[str] = set()
-    for lang, docs in sorted(by_lang.items()):
+    for docs in by_lang.values():
         if len(docs) < 2:
             continue
         ranked = sorted(docs, key=lambda d: hashlib.sha256(f"{seed}:{d}".encode()).hexdigest())
@@ -42,82 +59,249 @@ def split_heldout(scenes: list[Scene], fraction: float, seed: int) -> set[str]:
     return heldout
 
 
-def _group_by_doc(scenes: list[Scene]) -> dict[str, list[Scene]]:
-    docs: dict[str, list[Scene]] = defaultdict(list)
-    for scene in scenes:
-        docs[scene.doc_id].append(scene)
-    for doc_scenes in docs.values():
-        doc_scenes.sort(key=lambda s: s.index)
-    return docs
+class _Encoder:
+    """Turns pieces (text and Marker tokens) into ids. Text never turns into marker ids, even when
+    it spells one out; markers are inserted by id."""
+
+    def __init__(self, hf, tokenizer_json: Path):
+        self.fast = FastEncoder(tokenizer_json)
+        self.ids = {token: hf.convert_tokens_to_ids(token) for token in hf.all_special_tokens}
+
+    def texts(self, texts: list[str]) -> list[np.ndarray]:
+        return self.fast.encode(texts)
+
+    def pieces(self, rendered: list[list[str]]) -> list[np.ndarray]:
+        plain = [p for pieces in rendered for p in pieces if not isinstance(p, Marker)]
+        encoded = iter(self.texts(plain))
+        out = []
+        for pieces in rendered:
+            parts = [np.asarray([self.ids[p]]) if isinstance(p, Marker) else next(encoded) for p in pieces]
+            out.append(np.concatenate(parts))
+        return out
 
 
-def _encode_split(doc_ids: list[str], docs: dict[str, list[Scene]], hf, split: str):
-    """Token ids of the split and one Segment per scene; each document opens with EOT."""
-    eot, begin, end = (hf.convert_tokens_to_ids(t) for t in (EOT, SCENE_BEGIN, SCENE_END))
-    ordered = [s for d in doc_ids for s in docs[d]]
-    encoded = hf.backend_tokenizer.encode_batch([s.text for s in ordered], add_special_tokens=False)
-    ids: list[int] = []
-    segments: list[Segment] = []
-    previous_doc = None
-    for scene, enc in zip(ordered, encoded):
-        if scene.doc_id != previous_doc:
-            ids.append(eot)
-            previous_doc = scene.doc_id
-        start = len(ids)
-        ids.append(begin)
-        ids.extend(enc.ids)
-        ids.append(end)
-        segments.append(
-            Segment(split=split, start=start, end=len(ids), doc_id=scene.doc_id, scene_id=scene.scene_id,
-                    phase=scene.meta.get("phase"))
-        )
-    return ids, segments
+def _tokenize_all(table: SceneTable, tokenizer_json: Path, store: Path, score: bool, workers: int,
+                  begin: int, end: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Every scene as the plain lens renders it ([begin] ids [end]) into `store` (one flat file),
+    encoded by `workers` processes; return offsets, counts and (for a difficulty curriculum)
+    difficulty scores."""
+    offsets = np.zeros(len(table) + 1, dtype=np.int64)
+    per_text: list[tuple[float, float, float]] = []
+
+    def batches():
+        for start in range(0, len(table), BATCH):
+            texts = list(table.texts(range(start, min(start + BATCH, len(table)))))
+            if score:
+                per_text.extend(signals(t) for t in texts)
+            yield texts
+
+    i = 0
+    with open(store, "wb") as handle:
+        for ids, lengths in encode_parallel(tokenizer_json, batches(), workers):
+            # Wrap each scene in its markers in one vectorised step: insert begin/end at the cuts.
+            cuts = np.concatenate([[0], np.cumsum(lengths)])
+            wrapped = np.insert(ids, np.repeat(cuts, [1] + [2] * (len(cuts) - 2) + [1]),
+                                np.tile(np.asarray([begin, end], dtype=np.uint32), len(lengths)))
+            wrapped.astype(np.uint32).tofile(handle)
+            offsets[i + 1 : i + 1 + len(lengths)] = offsets[i] + np.cumsum(lengths + 2)
+            i += len(lengths)
+    return offsets, np.diff(offsets), combine(per_text) if score else None
 
 
-def build_dataset(scenes: list[Scene], config: BuildConfig, seed: int, out_dir: str | Path) -> Manifest:
+def _estimate_expansion(table: SceneTable, encoder: _Encoder, config: BuildConfig, generated: dict, counts: np.ndarray, indices: list[int]) -> float:
+    """Tokens a spiral pass takes per plain token, averaged over the lens schedule on a sample."""
+    if not config.regime.spiral:
+        return 1.0
+    sample = indices[:: max(1, len(indices) // 200)][:200]
+    plain = sum(int(counts[i]) for i in sample)
+    weighted = 0.0
+    for step in config.lenses:
+        rendered = [render(table.scene(i), step.lens, 0, generated.get(step.lens, {}).get(table.infos[i].scene_id)) for i in sample
+                    if step.lens not in GENERATIVE_LENSES or table.infos[i].scene_id in generated.get(step.lens, {})]
+        tokens = sum(len(ids) for ids in encoder.pieces(rendered)) if rendered else plain
+        weighted += step.passes * tokens / max(plain, 1)
+    return weighted / sum(step.passes for step in config.lenses)
+
+
+def build_dataset(table: SceneTable, config: BuildConfig, seed: int, out_dir: str | Path) -> Manifest:
     out_dir = Path(out_dir)
-    if not scenes:
+    try:
+        check_lenses([step.lens for step in config.lenses])
+    except ValueError as exc:
+        raise BuildError(str(exc)) from None
+    if not len(table):
         raise BuildError("no scenes to build from: run `ltm scenes` on a DOCS.jsonl with text first")
-    docs = _group_by_doc(scenes)
-    heldout = split_heldout(scenes, config.heldout_docs, seed)
+    infos = table.infos
+    heldout = split_heldout(infos, config.heldout_docs, seed)
     if not heldout:
         raise BuildError("no document could be held out: give at least two documents of one language")
-    train_ids = sorted(d for d in docs if d not in heldout)
-    random.Random(seed).shuffle(train_ids)
-    heldout_ids = sorted(heldout)
+    doc_order = list(dict.fromkeys(s.doc_id for s in infos))
+    train_docs = [d for d in doc_order if d not in heldout]
+    heldout_docs = [d for d in doc_order if d in heldout]
+    units = make_units(infos, train_docs, whole_documents=bool(config.regime.doc_consecutive))
+    try:  # tag phases are checked now, before any work; difficulty phases once scores exist
+        phases = assign_phases(units, infos, config.curriculum) if config.curriculum.by != "difficulty" else []
+    except CurriculumError as exc:
+        raise BuildError(str(exc)) from None
 
-    tokenizer = train_tokenizer((s.text for d in train_ids for s in docs[d]), config.vocab_size)
-    hf = save_tokenizer(tokenizer, out_dir / "tokenizer")
-    vocab = len(hf)
-    dtype = config.dtype if config.dtype != "auto" else ("uint16" if vocab <= 2**16 else "uint32")
-    if dtype == "uint16" and vocab > 2**16:
-        raise BuildError(f"vocab_size {vocab} does not fit uint16: set build.dtype to uint32")
+    with atomic_dir(out_dir) as tmp:
+        train_indices = [i for u in units for i in u.scenes]
+        hf = _tokenizer(table, train_indices, config, tmp / "tokenizer")
+        vocab = len(hf)
+        dtype = config.dtype if config.dtype != "auto" else ("uint16" if vocab <= 2**16 else "uint32")
+        if dtype == "uint16" and vocab > 2**16:
+            raise BuildError(f"vocab_size {vocab} does not fit uint16: set build.dtype to uint32")
+        encoder = _Encoder(hf, tmp / "tokenizer" / "tokenizer.json")
+        store = tmp / ".plain_ids.bin"
+        workers = config.workers or os.cpu_count() or 1
+        offsets, counts, difficulty = _tokenize_all(table, tmp / "tokenizer" / "tokenizer.json", store, config.curriculum.by == "difficulty",
+                                                    workers, encoder.ids[SCENE_BEGIN], encoder.ids[SCENE_END])
+        if config.curriculum.by == "difficulty":
+            try:
+                phases = assign_phases(units, infos, config.curriculum, difficulty)
+            except CurriculumError as exc:
+                raise BuildError(str(exc)) from None
+        plain_ids = np.memmap(store, dtype=np.uint32, mode="r") if offsets[-1] else np.zeros(0, dtype=np.uint32)
+        data_tokens = int(sum(counts[i] for i in train_indices)) + len(units)  # each unit opens with an end-of-text token
+        budget = config.budget_tokens or data_tokens
+        # Without a budget, `unique` writes everything once (replayed units included); with one, every
+        # regime stops at exactly the budget.
+        limit = None if config.budget_tokens is None and config.regime.unique else budget
 
-    shards, segments, stats = [], [], {}
-    for split, doc_ids in (("train", train_ids), ("heldout", heldout_ids)):
-        ids, split_segments = _encode_split(doc_ids, docs, hf, split)
-        name = f"{split}_000.bin"
-        with atomic_write(out_dir / name, "wb") as handle:
-            handle.write(np.asarray(ids, dtype=dtype).tobytes())
-        shards.append(ShardInfo(path=name, split=split, tokens=len(ids)))
-        segments.extend(split_segments)
-        text_bytes = sum(len(s.text.encode("utf-8")) for d in doc_ids for s in docs[d])
-        stats[split] = {"documents": len(doc_ids), "scenes": len(split_segments), "tokens": len(ids), "text_bytes": text_bytes}
-        info(f"  {split}: {len(doc_ids)} documents, {len(split_segments)} scenes, {len(ids):,} tokens")
+        generated = _generate(table, config, train_indices)
+        expansion = _estimate_expansion(table, encoder, config, generated, counts, train_indices)
+        stream = occurrences(units, phases, config, counts, budget, seed, expansion)
+        doc_index = {d: n for n, d in enumerate(doc_order)}
+        lens_names = list(dict.fromkeys(["plain", *(step.lens for step in config.lenses)]))
+        try:
+            train_writer, seen = _write_train(stream, table, encoder, plain_ids, offsets, generated, limit, dtype, config, tmp,
+                                              doc_index, lens_names, phases)
+        except RegimeError as exc:
+            raise BuildError(str(exc)) from None
 
-    manifest = Manifest(
-        tokenizer="tokenizer",
-        tokenizer_sha256=tokenizer_sha256(out_dir / "tokenizer"),
-        vocab_size=vocab,
-        dtype=dtype,
-        seed=seed,
-        shards=shards,
-        segments=segments,
-        heldout_docs=heldout_ids,
-        stats=stats,
-    )
-    write_json(out_dir / "manifest.json", manifest)
+        heldout_writer = ShardWriter(tmp, "heldout", dtype, config.shard_tokens)
+        eot = np.asarray([encoder.ids[EOT]])
+        for i, scene in enumerate(infos):
+            if scene.doc_id in heldout:
+                if scene.index == 0 or i == 0 or infos[i - 1].doc_id != scene.doc_id:
+                    heldout_writer.add(eot, None)
+                heldout_writer.add(plain_ids[offsets[i] : offsets[i + 1]], {"doc": doc_index[scene.doc_id], "scene": scene.index, "lens": 0, "pass_index": 0,
+                                         "times_seen": 0, "phase": -1})
+        heldout_writer.close()
+        del plain_ids
+        store.unlink()
+
+        stats = _stats(tmp, infos, train_docs, heldout_docs, data_tokens, seen, lens_names, phases, table)
+        manifest = Manifest(
+            tokenizer="tokenizer", tokenizer_sha256=tokenizer_sha256(tmp / "tokenizer"), vocab_size=vocab, dtype=dtype,
+            seed=seed, regime=config.regime.describe(), curriculum=_describe_curriculum(config), budget_tokens=train_writer.written,
+            shards=[ShardInfo(path=n, split="train", tokens=t) for n, t in train_writer.shards]
+            + [ShardInfo(path=n, split="heldout", tokens=t) for n, t in heldout_writer.shards],
+            docs=doc_order, lenses=lens_names, phases=phases, heldout_docs=heldout_docs, stats=stats,
+        )
+        write_json(tmp / "manifest.json", manifest)
+    for split in ("train", "heldout"):
+        info(f"  {split}: {manifest.stats[split]['documents']} documents, {manifest.split_tokens(split):,} tokens")
     return manifest
+
+
+def _tokenizer(table: SceneTable, indices: list[int], config: BuildConfig, folder: Path):
+    """Reuse `config.tokenizer` (one tokenizer across the datasets of a study), or train one on
+    up to `tokenizer_sample_mb` of the training text."""
+    if config.tokenizer:
+        source = Path(config.tokenizer)
+        if not (source / "tokenizer.json").exists():
+            raise BuildError(f"build.tokenizer: {source} holds no tokenizer.json")
+        shutil.copytree(source, folder)
+        hf = load_tokenizer(folder)
+        missing = [t for t in SPECIAL_TOKENS if t not in hf.get_vocab()]
+        if missing:
+            raise BuildError(f"build.tokenizer: {source} lacks ltm's marker tokens {missing[:3]}...; build it with `ltm build`")
+        return hf
+    sample, size = [], 0
+    for text in table.texts(indices):
+        if size > config.tokenizer_sample_mb * 1e6:
+            break
+        sample.append(text)
+        size += len(text.encode("utf-8"))
+    return save_tokenizer(train_tokenizer(sample, config.vocab_size), folder)
+
+
+def _generate(table: SceneTable, config: BuildConfig, indices: list[int]) -> dict[str, dict[str, str]]:
+    """Texts of the generative lenses in the schedule, from the LLM endpoint (cached on disk)."""
+    wanted = [step.lens for step in config.lenses if step.lens in GENERATIVE_LENSES]
+    if not wanted or not (config.regime.spiral or config.lenses[0].lens in GENERATIVE_LENSES):
+        return {}
+    from ltm.build.generate import generate_lens_texts
+
+    scenes = [table.scene(i) for i in indices]
+    return {lens: generate_lens_texts(scenes, lens, config.llm) for lens in dict.fromkeys(wanted)}
+
+
+def _write_train(stream, table, encoder, plain_ids, offsets, generated, limit, dtype, config, folder, doc_index, lens_names, phases):
+    writer = ShardWriter(folder, "train", dtype, config.shard_tokens, limit=limit)
+    seen: Counter = Counter()
+    eot = np.asarray([encoder.ids[EOT]])
+    phase_index = {p: n for n, p in enumerate(phases)}
+    while not writer.full:
+        batch: list[Occurrence] = list(itertools.islice(stream, BATCH))
+        if not batch:
+            break
+        lensed = [o for o in batch if o.lens != "plain" and _lens_text_ready(o, table, generated)]
+        rendered = dict(zip((id(o) for o in lensed), encoder.pieces(
+            [render(table.scene(o.scene), o.lens, o.pass_index, generated.get(o.lens, {}).get(table.infos[o.scene].scene_id)) for o in lensed])))
+        for o in batch:
+            if writer.full:
+                break
+            if o.unit_start:
+                writer.add(eot, None)
+            ids = rendered.get(id(o))
+            lens = o.lens if ids is not None else "plain"  # a generative lens without its text reads plain
+            if ids is None:
+                ids = plain_ids[offsets[o.scene] : offsets[o.scene + 1]]
+            info_ = table.infos[o.scene]
+            writer.add(ids, {"doc": doc_index[info_.doc_id], "scene": info_.index, "lens": lens_names.index(lens),
+                             "pass_index": o.pass_index, "times_seen": seen[o.scene], "phase": phase_index[o.phase]})
+            seen[o.scene] += 1
+    writer.close()
+    return writer, seen
+
+
+def _lens_text_ready(o: Occurrence, table: SceneTable, generated: dict) -> bool:
+    return o.lens not in GENERATIVE_LENSES or table.infos[o.scene].scene_id in generated.get(o.lens, {})
+
+
+def _describe_curriculum(config: BuildConfig) -> str:
+    c = config.curriculum
+    base = {"shuffle": "shuffle", "tag": f"tag:{c.key}", "difficulty": f"difficulty:{c.levels}"}[c.by]
+    return base + (f"+replay:{c.replay}" if c.replay else "")
+
+
+def _stats(folder, infos, train_docs, heldout_docs, data_tokens, seen, lens_names, phases, table) -> dict:
+    train = load_segments(folder, "train")
+    tokens = train["end"] - train["start"]
+    by_lens = {lens_names[k]: int(tokens[train["lens"] == k].sum()) for k in np.unique(train["lens"])}
+    by_phase = {phases[k]: int(tokens[train["phase"] == k].sum()) for k in np.unique(train["phase"])}
+    by_seen: Counter = Counter()
+    for n in np.unique(train["times_seen"]):
+        by_seen[_bucket(int(n))] += int(tokens[train["times_seen"] == n].sum())
+    heldout_set = set(heldout_docs)
+    return {
+        "train": {"documents": len(train_docs), "scenes": sum(1 for s in infos if s.doc_id not in heldout_set),
+                  "scenes_read": len(seen), "occurrences": int(len(tokens)), "tokens": int(train["end"][-1]) if len(tokens) else 0,
+                  "data_tokens": data_tokens, "tokens_by_lens": by_lens, "tokens_by_phase": by_phase,
+                  "tokens_by_times_seen": dict(sorted(by_seen.items(), key=lambda kv: int(kv[0].split("-")[0])))},
+        "heldout": {"documents": len(heldout_docs), "scenes": sum(1 for s in infos if s.doc_id in heldout_set),
+                    "text_bytes": sum(len(t.encode("utf-8")) for t in table.texts([i for i, s in enumerate(infos) if s.doc_id in heldout_set]))},
+    }
+
+
+def _bucket(n: int) -> str:
+    """0, 1, 2-3, 4-7, 8-15, ...: repetition counts in powers of two."""
+    if n < 2:
+        return str(n)
+    low = 1 << (n.bit_length() - 1)
+    return f"{low}-{2 * low - 1}"
 
 
 def load_manifest(dataset_dir: str | Path) -> Manifest:

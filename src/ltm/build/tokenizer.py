@@ -13,8 +13,33 @@ from transformers import PreTrainedTokenizerFast
 EOT = "<|endoftext|>"
 SCENE_BEGIN = "<|scene|>"
 SCENE_END = "<|/scene|>"
+HEADER = "<|header|>"  # the scene's annotation, as a lens renders it
+BODY = "<|body|>"  # the scene's own text follows
+TENSION_TOKENS = {level: f"<|tension:{level}|>" for level in ("low", "medium", "high")}
+LOOP_TOKENS = {"claim": "<|loop:claim|>", "doubt": "<|loop:doubt|>", "inversion": "<|loop:inversion|>", "new direction": "<|loop:new|>"}
+CHAT_TOKENS = {"system": "<|system|>", "user": "<|user|>", "assistant": "<|assistant|>"}
+END_OF_TURN = "<|end|>"
+LENSES = ("plain", "scene", "questions", "critic", "child", "commentary", "analogy", "paraphrase")
+
+
+def lens_token(lens: str) -> str:
+    return f"<|lens:{lens}|>"
+
+
 # Marker tokens are never produced by encoding user text; the builder inserts their ids directly.
-SPECIAL_TOKENS = [EOT, SCENE_BEGIN, SCENE_END]
+# The model reads scene state (header or body, tension, loop step, lens) from them.
+SPECIAL_TOKENS = [
+    EOT, SCENE_BEGIN, SCENE_END, HEADER, BODY, *TENSION_TOKENS.values(), *LOOP_TOKENS.values(),
+    *(lens_token(lens) for lens in LENSES), *CHAT_TOKENS.values(), END_OF_TURN,
+]
+CHAT_TEMPLATE = (
+    "{% for message in messages %}<|{{ message['role'] }}|>{{ message['content'] }}<|end|>{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+
+
+class Marker(str):
+    """A special token in a rendered scene: the builder inserts its id instead of encoding it."""
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int) -> Tokenizer:
@@ -37,8 +62,10 @@ def save_tokenizer(tokenizer: Tokenizer, folder: Path) -> PreTrainedTokenizerFas
         tokenizer_object=tokenizer,
         bos_token=EOT,
         eos_token=EOT,
+        pad_token=EOT,
         additional_special_tokens=SPECIAL_TOKENS[1:],
     )
+    hf.chat_template = CHAT_TEMPLATE
     hf.save_pretrained(str(folder))
     return hf
 
@@ -51,9 +78,14 @@ def tokenizer_sha256(folder: str | Path) -> str:
     return hashlib.sha256((Path(folder) / "tokenizer.json").read_bytes()).hexdigest()
 
 
+def byte_decoder() -> dict[str, int]:
+    """Printable character -> the byte it stands for in a byte-level token."""
+    return {ch: b for b, ch in _bytes_to_unicode().items()}
+
+
 def token_byte_lengths(tokenizer: PreTrainedTokenizerFast) -> np.ndarray:
     """UTF-8 bytes each token stands for; 0 for special tokens, so bits-per-byte counts text only."""
-    byte_of = {ch: b for b, ch in _bytes_to_unicode().items()}
+    byte_of = byte_decoder()
     lengths = np.zeros(len(tokenizer), dtype=np.int64)
     special = set(tokenizer.all_special_ids)
     for token, index in tokenizer.get_vocab().items():
