@@ -1,6 +1,6 @@
 """Texts for the generative lenses (commentary, analogy, paraphrase), written by an LLM.
 
-The same endpoint, client, answer cache and error policy as the LLM annotator
+The same endpoint, client, answer cache and error policy (ltm.llm.ask) as the LLM annotator
 (ltm.scenes.llm_annotate): one request per scene on at most `config.concurrency` threads; each
 valid answer is cached as {"text": ...} the moment it arrives, keyed by the scene text, the prompt
 (name and version: the three lens prompts must not share answers) and the model, so a rerun asks
@@ -15,21 +15,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import NamedTuple
 
 from ltm.build.lenses import GENERATIVE_LENSES
 from ltm.config import LLMConfig
 from ltm.formats import Scene
-from ltm.llm import AnswerCache, ChatClient, LLMError, Prompt, load_prompt, map_bounded
-from ltm.scenes.llm_annotate import LANGUAGES, REFUSED_REQUEST, UNKNOWN_LANGUAGE
+from ltm.llm import AnswerCache, Answers, ChatClient, Query, ask_all, load_prompt
+from ltm.scenes.llm_annotate import scene_prompt
 
 CORRECTION = "Your answer was empty. Answer again with only the text that was asked for, as plain prose."
 _FENCED = re.compile(r"\A```[^\n]*\n(.*?)\n?```\Z", re.DOTALL)
-
-
-class _Outcome(NamedTuple):
-    text: str | None
-    problem: str | None  # why there is no text
 
 
 def generate_lens_texts(
@@ -49,17 +43,13 @@ def generate_lens_texts(
     if lens not in GENERATIVE_LENSES:
         raise ValueError(f"lens {lens!r} is not generated; generative lenses: {', '.join(GENERATIVE_LENSES)}")
     prompt = load_prompt(f"lens_{lens}")
-    cache = AnswerCache(config.cache_dir)
-    chat = client or ChatClient(config)
-    try:
-        outcomes = map_bounded(lambda scene: _generate_one(scene, chat, cache, prompt, config), scenes, config.concurrency, on_progress)
-    finally:
-        if client is None:
-            chat.close()
+    # The prompt's name is in the key: the three lens prompts must not share answers.
+    version = f"{prompt.name}:{prompt.version}"
+    queries = [Query(AnswerCache.key(scene.text, version, config.model), scene_prompt(prompt, scene)) for scene in scenes]
     texts: dict[str, str] = {}
-    for scene, outcome in zip(scenes, outcomes):
-        if outcome.text is not None:
-            texts[scene.scene_id] = outcome.text
+    for scene, outcome in zip(scenes, ask_all(queries, ANSWERS, config, on_progress, client=client)):
+        if outcome.answer is not None:
+            texts[scene.scene_id] = outcome.answer
         elif errors is not None:
             errors.append(f"{scene.scene_id}: {outcome.problem}")
     return texts
@@ -72,36 +62,22 @@ def clean_answer(content: str) -> str:
     return fenced.group(1).strip() if fenced else content
 
 
-def _generate_one(scene: Scene, client: ChatClient, cache: AnswerCache, prompt: Prompt, config: LLMConfig) -> _Outcome:
-    key = cache.key(scene.text, f"{prompt.name}:{prompt.version}", config.model)
-    cached = _from_cache(cache, key)
-    if cached is not None:
-        return _Outcome(cached, None)
-    text = prompt.render(text=scene.text, language=LANGUAGES.get(scene.lang, UNKNOWN_LANGUAGE))
-    try:
-        answer = _ask(client, [{"role": "user", "content": text}], config.retries)
-    except LLMError as exc:
-        if exc.status not in REFUSED_REQUEST:
-            raise
-        return _Outcome(None, str(exc))
-    if answer is None:
-        return _Outcome(None, f"no answer in {config.retries + 1} attempts: every answer was empty")
-    cache.put(key, {"text": answer})
-    return _Outcome(answer, None)
+def _parse(content: str) -> str:
+    text = clean_answer(content)
+    if not text:
+        raise ValueError("the answer was empty")
+    return text
 
 
-def _from_cache(cache: AnswerCache, key: str) -> str | None:
-    value = cache.get(key)
-    text = value.get("text") if value is not None else None
+def _load(value: dict) -> str | None:
+    text = value.get("text")
     return text if isinstance(text, str) and text.strip() else None  # anything else is asked again
 
 
-def _ask(client: ChatClient, messages: list[dict], retries: int) -> str | None:
-    """The first non-empty answer, asking again with a correction after an empty one; None if none came."""
-    for _ in range(retries + 1):
-        content = client.complete(messages)
-        answer = clean_answer(content)
-        if answer:
-            return answer
-        messages = [*messages, {"role": "assistant", "content": content}, {"role": "user", "content": CORRECTION}]
-    return None
+ANSWERS: Answers[str] = Answers(
+    parse=_parse,
+    correction=lambda _problem: CORRECTION,  # the only problem is an empty answer
+    gave_up="no answer in {attempts} attempts: every answer was empty",
+    load=_load,
+    dump=lambda text: {"text": text},
+)

@@ -21,7 +21,16 @@ from pydantic import ValidationError
 
 from ltm.config import LLMConfig
 from ltm.formats import LOOP_STEPS, Question, Record, Role, Scene, Tension, Vector
-from ltm.llm import AnswerCache, ChatClient, LLMError, Prompt, load_prompt, map_bounded
+from ltm.llm import (
+    AnswerCache,
+    Answers,
+    ChatClient,
+    Outcome,
+    Prompt,
+    Query,
+    ask_all,
+    load_prompt,
+)
 
 PROMPT_NAME = "scene_annotation"
 LANGUAGES = {"ru": "Russian", "en": "English"}
@@ -30,7 +39,6 @@ CORRECTION = (
     "Your answer was not valid: {problem}\n"
     "Answer again with ONLY the JSON object, with the keys roles, tension, vector, loop, questions, backrefs."
 )
-REFUSED_REQUEST = frozenset({400, 413, 422})  # a problem of this one request, not of the endpoint
 MAX_PROBLEMS = 5  # validation errors quoted back to the model; more would only bury the first
 
 
@@ -87,59 +95,35 @@ def annotate_with_llm(
     `client` lets a caller share one client (built from the same config) or tune its backoff.
     """
     prompt = load_prompt(PROMPT_NAME)
-    cache = AnswerCache(config.cache_dir)
+    queries = [Query(AnswerCache.key(scene.text, prompt.version, config.model), scene_prompt(prompt, scene)) for scene in scenes]
+    outcomes = ask_all(queries, ANSWERS, config, on_progress, client=client)
     annotator = f"llm:{config.model}:prompt-v{prompt.version}"
-    chat = client or ChatClient(config)
-    try:
-        outcomes = map_bounded(lambda scene: _annotate_one(scene, chat, cache, prompt, config), scenes, config.concurrency, on_progress)
-    finally:
-        if client is None:
-            chat.close()
     return [_apply(scene, outcome, annotator) for scene, outcome in zip(scenes, outcomes)]
 
 
-def _annotate_one(scene: Scene, client: ChatClient, cache: AnswerCache, prompt: Prompt, config: LLMConfig) -> Annotation | str:
-    """The scene's annotation, from the cache or the model, or the reason there is none."""
-    key = cache.key(scene.text, prompt.version, config.model)
-    cached = _from_cache(cache, key)
-    if cached is not None:
-        return cached
-    text = prompt.render(text=scene.text, language=LANGUAGES.get(scene.lang, UNKNOWN_LANGUAGE))
-    try:
-        outcome = _ask(client, [{"role": "user", "content": text}], config.retries)
-    except LLMError as exc:
-        if exc.status not in REFUSED_REQUEST:
-            raise
-        return str(exc)
-    if isinstance(outcome, Annotation):
-        cache.put(key, outcome.model_dump(mode="json"))
-    return outcome
+def scene_prompt(prompt: Prompt, scene: Scene) -> str:
+    """The prompt filled with the scene's text and the name of its language."""
+    return prompt.render(text=scene.text, language=LANGUAGES.get(scene.lang, UNKNOWN_LANGUAGE))
 
 
-def _from_cache(cache: AnswerCache, key: str) -> Annotation | None:
-    value = cache.get(key)
-    if value is None:
-        return None
+def _load(value: dict) -> Annotation | None:
     try:
         return Annotation.model_validate(value)
     except ValidationError:  # stored under an older Annotation model: ask again
         return None
 
 
-def _ask(client: ChatClient, messages: list[dict], retries: int) -> Annotation | str:
-    """Ask, and on an invalid answer ask again with the problem pointed out; the last problem if none is valid."""
-    for _ in range(retries + 1):
-        content = client.complete(messages)
-        try:
-            return parse_answer(content)
-        except InvalidAnswer as exc:
-            problem = str(exc)
-        messages = [*messages, {"role": "assistant", "content": content}, {"role": "user", "content": CORRECTION.format(problem=problem)}]
-    return f"no valid answer in {retries + 1} attempts: {problem}"
+ANSWERS: Answers[Annotation] = Answers(
+    parse=parse_answer,
+    correction=lambda problem: CORRECTION.format(problem=problem),
+    gave_up="no valid answer in {attempts} attempts: {problem}",
+    load=_load,
+    dump=lambda annotation: annotation.model_dump(mode="json"),
+)
 
 
-def _apply(scene: Scene, outcome: Annotation | str, annotator: str) -> Scene:
+def _apply(scene: Scene, outcome: Outcome[Annotation], annotator: str) -> Scene:
     meta = {k: v for k, v in scene.meta.items() if k != "llm_error"}  # an earlier run's failure is outdated
-    if isinstance(outcome, str):
-        return scene.model_copy(update={"meta": {**meta, "llm_error": outcome}})
-    return scene.model_copy(update={**dict(outcome), "annotator": annotator, "meta": meta})
+    if outcome.answer is None:
+        return scene.model_copy(update={"meta": {**meta, "llm_error": outcome.problem}})
+    return scene.model_copy(update={**dict(outcome.answer), "annotator": annotator, "meta": meta})
