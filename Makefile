@@ -32,6 +32,7 @@ demo: $(VENV)/.installed
 	$(BIN)/ltm run $(CONFIG)
 
 test: $(VENV)/.installed-test
+	$(BIN)/ruff check src tests bench
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 clean:
