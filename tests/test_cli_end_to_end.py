@@ -11,7 +11,7 @@ from ltm.cli import main
 from ltm.config import ConfigError, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
-COMMANDS = ["ingest", "scenes", "build", "train", "eval", "report", "run"]
+COMMANDS = ["ingest", "scenes", "build", "train", "export", "eval", "report", "run"]
 
 
 def test_help_explains_every_command():
@@ -44,6 +44,22 @@ def test_run_writes_the_contracted_run_folder(tiny_config, capsys):
     assert main(["report", str(run_dir), str(run_dir), "-o", str(run_dir / "two.html")]) == 0
     assert (run_dir / "two.html").read_text().count("<tr><td>") == 2
 
+    # The export is a plain Llama: transformers alone loads it, and it gives our logits.
+    assert main(["export", str(run_dir), "-o", str(run_dir / "hf")]) == 0
+    config = json.loads((run_dir / "hf" / "config.json").read_text())
+    assert config["architectures"] == ["LlamaForCausalLM"] and config["model_type"] == "llama"
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from ltm.model import LtmForCausalLM
+
+    llama = AutoModelForCausalLM.from_pretrained(run_dir / "hf").eval()
+    ours = LtmForCausalLM.from_pretrained(run_dir / "train" / "checkpoint").eval()
+    tokenizer = AutoTokenizer.from_pretrained(run_dir / "hf")
+    ids = torch.tensor([tokenizer.encode("THEON: Can a thing be measured?", add_special_tokens=False)])
+    assert torch.allclose(llama(ids).logits, ours(ids).logits, atol=1e-4)
+    assert (run_dir / "hf" / "generation_config.json").exists() and tokenizer.chat_template
+
 
 def test_stage_commands_chain_by_hand(tmp_path, tiny_config):
     docs, scenes, ds, tr = (tmp_path / n for n in ("d.jsonl", "s.jsonl", "ds", "tr"))
@@ -64,7 +80,31 @@ def test_bad_config_is_refused_with_the_field_named(tmp_path):
     assert main(["run", str(bad)]) == 1
 
 
-@pytest.mark.parametrize("name", ["quickstart.yaml", "spiral.yaml"])
+@pytest.mark.parametrize("name", ["quickstart.yaml", "spiral.yaml", "scene-aware.yaml"])
 def test_bundled_examples_are_valid_configs(name):
     config = load_config(ROOT / "examples" / name)
     assert all(config.resolve(p).is_dir() for p in config.ingest.paths)
+
+
+def test_scene_aware_run_exports_an_ltm_model(tmp_path, tiny_config):
+    import yaml
+
+    config = yaml.safe_load(tiny_config.read_text())
+    config["model"] |= {"scene_state": True, "channels": 2, "channel_aux_weight": 0.1, "loop_core_layers": 1,
+                        "loop_prelude_layers": 0, "loop_max_steps": 2, "think_steps": 2, "scene_aux_weight": 0.1, "loop_aux_weight": 0.1}
+    config["build"] |= {"regime": {"spiral": 2}, "budget_tokens": 3000,
+                        "lenses": [{"passes": 1, "lens": "scene"}, {"passes": 1, "lens": "critic"}]}
+    path = tmp_path / "aware.yaml"
+    path.write_text(yaml.safe_dump(config))
+    run_dir = tmp_path / "run"
+    assert main(["run", str(path), "--run-dir", str(run_dir)]) == 0
+    metrics = [json.loads(line) for line in (run_dir / "train" / "metrics.jsonl").read_text().splitlines()]
+    assert {"loss_lm", "loss_channel", "loss_scene"} <= set(metrics[-1])  # each part logged apart
+    assert main(["export", str(run_dir / "train" / "checkpoint"), "-o", str(tmp_path / "hf")]) == 0
+    exported = json.loads((tmp_path / "hf" / "config.json").read_text())
+    assert exported["architectures"] == ["LtmForCausalLM"] and exported["scene_state"] is True
+    from transformers import AutoModelForCausalLM
+
+    import ltm.model  # noqa: F401  (registers the LTM classes with the Auto factories)
+
+    assert type(AutoModelForCausalLM.from_pretrained(tmp_path / "hf")).__name__ == "LtmForCausalLM"

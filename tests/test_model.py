@@ -1,59 +1,164 @@
+"""The model, switch by switch: shapes, causality, KV cache = recomputation, gradients into every
+part, save/load, and with every extra off, plain Llama logits."""
+
+import pytest
 import torch
+from transformers import AutoModelForCausalLM, LlamaForCausalLM
 
 from ltm.model import LtmConfig, LtmForCausalLM
+from ltm.model.cache import KVCache
+from ltm.model.scene_state import SceneStates
+
+VOCAB = 97
+LENSES = ["plain", "scene", "critic", "child"]
+MARKERS = ["scene", "/scene", "header", "body", "tension:low", "tension:medium", "tension:high",
+           "loop:claim", "loop:doubt", "loop:inversion", "loop:new"] + [f"lens:{lens}" for lens in LENSES]
+IDS = {name: 80 + i for i, name in enumerate(MARKERS)}  # the last 17 ids of the vocabulary are markers
+
+SWITCHES = {
+    "plain": {},
+    "scene_state": {"scene_state": True},
+    "channels": {"channels": 4, "channel_aux_weight": 0.1},
+    "loop": {"loop_core_layers": 2, "loop_prelude_layers": 1, "loop_max_steps": 3, "think_steps": 3, "loop_aux_weight": 0.1},
+    "all": {"scene_state": True, "channels": 4, "channel_aux_weight": 0.1, "loop_core_layers": 2, "loop_prelude_layers": 1,
+            "loop_max_steps": 3, "think_steps": 3, "scene_aux_weight": 0.1, "loop_aux_weight": 0.1},
+}
 
 
-def _model(**overrides) -> LtmForCausalLM:
+def make(switch: str, **overrides) -> LtmForCausalLM:
     torch.manual_seed(0)
-    config = dict(vocab_size=97, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=16)
-    return LtmForCausalLM(LtmConfig(**(config | overrides)))
+    config = dict(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
+                  max_position_embeddings=40, scene_token_ids=IDS) | SWITCHES[switch] | overrides
+    return LtmForCausalLM(LtmConfig(**config))
 
 
-def test_shapes_and_loss():
-    model = _model()
-    x, y = torch.randint(0, 97, (2, 3, 16))
-    logits, loss = model(x, y)
-    assert logits.shape == (3, 16, 97)
-    assert abs(loss.item() - torch.log(torch.tensor(97.0)).item()) < 0.3  # near uniform at init
+def scene_batch(batch: int = 2) -> torch.Tensor:
+    """Token ids laid out like the builder's scenes: markers, header, body, closing marker."""
+    g = torch.Generator().manual_seed(1)
+    rows = []
+    for b in range(batch):
+        words = torch.randint(0, 80, (30,), generator=g).tolist()
+        lens = ["lens:critic", "lens:child"][b % 2]
+        row = [IDS["scene"], IDS[lens], IDS["header"], IDS["tension:high"], IDS["loop:doubt"], *words[:4], IDS["body"],
+               *words[4:22], IDS["/scene"], IDS["scene"], *words[22:30]]
+        rows.append(row)
+    return torch.tensor(rows)
 
 
-def test_causal_future_tokens_do_not_change_earlier_logits():
-    model = _model()
-    x = torch.randint(0, 97, (1, 16))
+@pytest.mark.parametrize("switch", SWITCHES)
+def test_shapes_and_loss_parts(switch):
+    model = make(switch).train()
+    x = scene_batch()
+    out = model(x[:, :-1], x[:, 1:])
+    assert out.logits.shape == (2, x.shape[1] - 1, VOCAB)
+    expected = {"lm"} | {"channel" for _ in [0] if "channel_aux_weight" in SWITCHES[switch]} \
+        | {"scene" for _ in [0] if "scene_aux_weight" in SWITCHES[switch]}
+    assert expected <= set(out.losses)
+    assert torch.isfinite(out.loss)
+
+
+@pytest.mark.parametrize("switch", SWITCHES)
+def test_a_future_token_never_changes_an_earlier_logit(switch):
+    model = make(switch).eval()
+    x = scene_batch(1)
     y = x.clone()
-    y[0, 10:] = (y[0, 10:] + 1) % 97
-    a, _ = model(x)
-    b, _ = model(y)
-    assert torch.allclose(a[0, :10], b[0, :10], atol=1e-6)
-    assert not torch.allclose(a[0, 10:], b[0, 10:])
+    y[0, 20:] = (y[0, 20:] + 1) % 80
+    a, b = model(x).logits, model(y).logits
+    assert torch.allclose(a[0, :20], b[0, :20], atol=1e-5)
+    assert not torch.allclose(a[0, 20:], b[0, 20:])
 
 
-def test_save_load_round_trip(tmp_path):
-    model = _model()
-    x = torch.randint(0, 97, (2, 12))
+@pytest.mark.parametrize("switch", SWITCHES)
+def test_kv_cache_generation_equals_full_recomputation(switch):
+    model = make(switch).eval()
+    prompt = scene_batch(2)[:, :12]
+    cached = model.generate_ids(prompt, 20, use_cache=True)
+    recomputed = model.generate_ids(prompt, 20, use_cache=False)
+    assert torch.equal(cached, recomputed) and cached.shape == (2, 20)
+    # Step by step, the cached logits are the full forward's logits.
+    cache = KVCache()
+    full = model(torch.cat([prompt, cached], 1)).logits
+    step = model(prompt, cache=cache).logits
+    assert torch.allclose(step, full[:, :12], atol=1e-5)
+    for i in range(5):
+        step = model(cached[:, i : i + 1], cache=cache).logits
+        assert torch.allclose(step[:, 0], full[:, 12 + i], atol=1e-5)
+
+
+@pytest.mark.parametrize("switch", SWITCHES)
+def test_gradient_reaches_every_part(switch):
+    model = make(switch).train()
+    x = scene_batch()
+    torch.manual_seed(3)
+    model(x[:, :-1], x[:, 1:], think_steps=3 if "loop" in switch or switch == "all" else None).loss.backward()
+    silent = [n for n, p in model.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
+    assert silent == []
+
+
+@pytest.mark.parametrize("switch", SWITCHES)
+def test_save_and_load_round_trip(switch, tmp_path):
+    model = make(switch).eval()
     model.save_pretrained(tmp_path / "m")
-    loaded = LtmForCausalLM.from_pretrained(tmp_path / "m")
-    assert torch.equal(loaded(x)[0], model(x)[0])
-    assert loaded.lm_head.weight is loaded.model.embed_tokens.weight
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path / "m").eval()  # registered Auto class
+    assert type(loaded) is LtmForCausalLM
+    x = scene_batch()
+    assert torch.equal(loaded(x).logits, model(x).logits)
 
 
-def test_untied_embeddings_and_gradients_reach_every_parameter():
-    model = _model(tie_word_embeddings=False)
-    assert model.lm_head.weight is not model.model.embed_tokens.weight
-    x = torch.randint(0, 97, (2, 16))
-    model(x, x)[1].backward()
-    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+def test_with_every_extra_off_it_is_a_llama():
+    model = make("plain").eval()
+    assert model.config.is_plain_llama and not make("scene_state").config.is_plain_llama
+    from ltm.model.export import llama_config
+
+    llama = LlamaForCausalLM(llama_config(model.config)).eval()
+    assert not llama.load_state_dict(model.state_dict(), strict=False).unexpected_keys
+    x = scene_batch()
+    assert torch.allclose(llama(x).logits, model(x).logits, atol=1e-4)
 
 
-def test_rejects_sequences_longer_than_the_context():
-    import pytest
+def test_scene_states_follow_the_markers():
+    model = make("scene_state")
+    x = scene_batch(1)
+    states = SceneStates(model.config)(x)
+    assert states["region"][0, :3].tolist() == [1, 1, 2]  # scene opens, lens marker, header
+    assert states["region"][0, 9:11].tolist() == [3, 3]  # body
+    assert states["tension"][0, 2].item() == 0 and states["tension"][0, 3:28].eq(3).all()  # high from its marker on
+    assert states["loop"][0, 4:28].eq(2).all()  # doubt
+    lens = model.config.lens_names.index("critic") + 1
+    assert states["lens"][0, 1:28].eq(lens).all()
+    assert states["region"][0, 28].item() == 0 and states["tension"][0, 28].item() == 0  # closed: reset
+    assert states["region"][0, 29].item() == 1 and states["tension"][0, 29:].eq(0).all()  # a new scene, no tension yet
 
+
+def test_loop_steps_change_the_output_and_one_step_is_the_plain_stack():
+    model = make("loop").eval()
+    x = scene_batch(1)
+    one, three = model(x, think_steps=1).logits, model(x, think_steps=3).logits
+    assert not torch.allclose(one, three)
+    plain = make("plain").eval()
+    plain.load_state_dict(model.state_dict())
+    assert torch.allclose(plain(x).logits, one, atol=1e-5)  # r = 1 runs every layer once, in order
+
+
+def test_channels_mix_by_a_softmax_gate_and_keep_the_parameter_count():
+    plain, routed = make("plain"), make("channels")
+    gates = [m.last_gate for m in routed.modules() if hasattr(m, "last_gate")]
+    routed(scene_batch())
+    gates = [m.last_gate for m in routed.modules() if hasattr(m, "last_gate")]
+    assert all(torch.allclose(g.sum(-1), torch.ones(())) for g in gates)
+    extra = routed.num_parameters() - plain.num_parameters()
+    assert 0 < extra <= 4 * (32 * 4)  # the gates, and no more than rounding of the channel widths
+
+
+def test_config_refuses_inconsistent_switches():
+    with pytest.raises(ValueError, match="scene_token_ids"):
+        LtmConfig(vocab_size=97, hidden_size=32, num_attention_heads=4, scene_state=True)
+    with pytest.raises(ValueError, match="exceeds num_hidden_layers"):
+        LtmConfig(vocab_size=97, hidden_size=32, num_attention_heads=4, num_hidden_layers=2, loop_core_layers=2, loop_prelude_layers=1)
     with pytest.raises(ValueError, match="max_position_embeddings"):
-        _model()(torch.zeros(1, 17, dtype=torch.long))
+        make("plain")(torch.zeros(1, 41, dtype=torch.long))
 
 
-def test_flops_per_token_counts_the_matmuls():
-    model = _model()
-    c = model.config
-    per_layer = 2 * c.hidden_size * c.hidden_size + 2 * c.hidden_size * (c.hidden_size // 2) + 3 * c.hidden_size * c.intermediate_size
-    assert model.flops_per_token(16) == 6 * (2 * per_layer + 5 * 32 + 97 * 32) + 12 * 2 * 32 * 16
+def test_flops_count_the_loop_at_its_mean_depth():
+    plain, looped = make("plain"), make("loop")
+    assert looped.flops_per_token(40) > plain.flops_per_token(40)

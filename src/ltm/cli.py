@@ -28,7 +28,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ltm",
         description="ltm: train small language models that think in scenes. "
-        "Pipeline: ingest -> scenes -> build -> train -> eval -> report; `ltm run CONFIG` does all of it.",
+        "Pipeline: ingest -> scenes -> build -> train -> eval -> report; `ltm run CONFIG` does all of it; "
+        "`ltm export` hands the model to the Hugging Face ecosystem.",
     )
     parser.add_argument("--version", action="version", version=f"ltm {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -78,6 +79,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--data", type=Path, required=True, help="DATASET_DIR from `ltm build`")
     p.add_argument("-o", "--out", type=Path, required=True, help="output folder for metrics and checkpoint")
 
+    p = sub.add_parser("export", help="write a Hugging Face folder (a plain Llama when every extra is off)",
+                       description="Export a run's trained model (RUN/train/checkpoint) or a checkpoint folder to DIR: "
+                       "safetensors weights, config, tokenizer with chat template, generation config. With every scene-aware "
+                       "extra off the folder declares LlamaForCausalLM and loads with plain transformers; with extras on it "
+                       "declares LtmForCausalLM and loads after `import ltm.model`.")
+    p.add_argument("source", type=Path, help="run folder or checkpoint folder")
+    p.add_argument("-o", "--out", type=Path, required=True, help="output folder")
+    p.add_argument("--tokenizer", type=Path, help="tokenizer folder, when the checkpoint has none")
+
     p = sub.add_parser("eval", help="measure a trained run (held-out bits per byte and baselines)",
                        description="Evaluate RUN (a run folder from `ltm run`): held-out bits per byte of the trained model, "
                        "of the same model untrained, and of a unigram model; samples from the config's prompts.")
@@ -111,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     from ltm.config import ConfigError, RunConfig, load_config
     from ltm.eval import EvalError
     from ltm.log import console, error
+    from ltm.model.export import ExportError
     from ltm.train import TrainError
 
     hf_logging.disable_progress_bar()
@@ -144,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
             from ltm.train import train
 
             train(load_config(args.config), args.data, args.out)
+        elif args.command == "export":
+            stages.export_model(args.source, args.out, args.tokenizer)
         elif args.command == "eval":
             stages.evaluate_run(args.run, args.out)
         elif args.command == "report":
@@ -152,7 +165,8 @@ def main(argv: list[str] | None = None) -> int:
             run_dir = stages.run(args.config, args.run_dir)
             console.print(f"\nrun folder: {run_dir}\nreport:     {run_dir / stages.REPORT}\neval:       {run_dir / stages.EVAL}")
             print(run_dir)
-    except (ConfigError, BuildError, TrainError, EvalError, stages.StageError, FileNotFoundError, argparse.ArgumentTypeError) as exc:
+    except (ConfigError, BuildError, TrainError, EvalError, ExportError, stages.StageError, FileNotFoundError,
+            argparse.ArgumentTypeError) as exc:
         error(str(exc))
         return 1
     return 0

@@ -154,6 +154,18 @@ class ModelConfig(Section):
     max_seq_len: int = Field(128, ge=8, description="context length used for training and evaluation")
     rope_theta: float = 10000.0
     tie_embeddings: bool = True
+    # Scene-aware parts, each a switch (docs/model.md); all off = a plain Llama.
+    scene_state: bool = Field(False, description="add scene-state embeddings read from the marker tokens")
+    channels: int = Field(0, ge=0, description="soft-routed MLP channels per layer; 0 or 1 = off")
+    channel_names: list[str] | None = Field(None, description="default: logician, poet, archetype, ironist")
+    channel_aux_weight: float = Field(0.0, ge=0, description="weight of the loss aligning the gate with the pass's lens")
+    loop_core_layers: int = Field(0, ge=0, description="layers of the self-loop's core; 0 = off")
+    loop_prelude_layers: int = Field(1, ge=0)
+    loop_max_steps: int = Field(4, ge=1, description="training draws the number of loop steps from 1..this")
+    loop_backprop_steps: int = Field(2, ge=1, description="gradients flow through this many last steps")
+    think_steps: int = Field(2, ge=1, description="loop steps at inference")
+    scene_aux_weight: float = Field(0.0, ge=0, description="weight of the scene-consistency loss")
+    loop_aux_weight: float = Field(0.0, ge=0, description="weight of the loop-convergence loss")
 
     @model_validator(mode="after")
     def _heads_divide(self) -> "ModelConfig":

@@ -94,6 +94,16 @@ def evaluate_run(run_dir: Path, out: Path | None = None) -> Path:
     return out
 
 
+def export_model(source: Path, out: Path, tokenizer: Path | None = None) -> Path:
+    """Export RUN (its train/checkpoint) or a checkpoint folder as a Hugging Face folder."""
+    from ltm.model.export import export
+
+    checkpoint = source / TRAIN / "checkpoint" if (source / TRAIN / "checkpoint").is_dir() else source
+    architecture = export(checkpoint, out, tokenizer)
+    info(f"export: {architecture} -> {out}")
+    return out
+
+
 def report(runs: list[Path], out: Path) -> Path:
     write_report(runs, out)
     info(f"report: {out}")

@@ -38,6 +38,17 @@ CHAT_TEMPLATE = (
 )
 
 
+def marker_ids(tokenizer: PreTrainedTokenizerFast) -> dict[str, int]:
+    """The marker tokens' ids under the names LtmConfig.scene_token_ids uses ("scene", "/scene",
+    "header", "body", "tension:low", "loop:new", "lens:critic", ...)."""
+    named = {"scene": SCENE_BEGIN, "/scene": SCENE_END, "header": HEADER, "body": BODY}
+    named |= {f"tension:{level}": token for level, token in TENSION_TOKENS.items()}
+    named |= {token[2:-2]: token for token in LOOP_TOKENS.values()}  # "loop:claim", ..., "loop:new"
+    named |= {f"lens:{lens}": lens_token(lens) for lens in LENSES}
+    vocab = tokenizer.get_vocab()
+    return {name: vocab[token] for name, token in named.items() if token in vocab}
+
+
 class Marker(str):
     """A special token in a rendered scene: the builder inserts its id instead of encoding it."""
 

@@ -32,7 +32,7 @@ def model_bpb(model, tokens: np.ndarray, byte_lengths: np.ndarray, seq_len: int,
             rows[r, : len(w)] = torch.from_numpy(w)
             mask[r, : len(w) - 1] = True
         x, y = rows[:, :-1], rows[:, 1:]
-        logits, _ = model(x)
+        logits = model(x).logits
         nll = F.cross_entropy(logits.float().transpose(1, 2), y, reduction="none")
         text = mask & (weights[y] > 0)
         nats += nll[text].sum().item()

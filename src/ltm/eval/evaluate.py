@@ -35,7 +35,7 @@ def evaluate(config: RunConfig, dataset_dir: str | Path, checkpoint: str | Path)
     seq_len = model.config.max_position_embeddings
 
     bpb, n_tokens, n_bytes = model_bpb(model, heldout, lengths, seq_len)
-    untrained, _, _ = model_bpb(build_model(config, manifest.vocab_size), heldout, lengths, seq_len)
+    untrained, _, _ = model_bpb(build_model(config, tokenizer), heldout, lengths, seq_len)
     unigram = unigram_bpb(load_split(dataset_dir, manifest, "train"), heldout, lengths, seq_len)
     info(f"held-out bits per byte: model {bpb:.3f}, unigram {unigram:.3f}, untrained {untrained:.3f} ({n_bytes:,} bytes)")
 

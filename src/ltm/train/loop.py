@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from ltm.build.dataset import load_manifest, load_split
+from ltm.build.tokenizer import load_tokenizer, marker_ids
 from ltm.io import atomic_dir
 from ltm.config import ModelConfig, RunConfig, TrainConfig
 from ltm.log import info, progress
@@ -26,7 +27,10 @@ class TrainError(ValueError):
     pass
 
 
-def model_config(model: ModelConfig, vocab_size: int) -> LtmConfig:
+def model_config(model: ModelConfig, vocab_size: int, scene_token_ids: dict[str, int]) -> LtmConfig:
+    extras = model.model_dump(include={"scene_state", "channels", "channel_names", "channel_aux_weight", "loop_core_layers",
+                                       "loop_prelude_layers", "loop_max_steps", "loop_backprop_steps", "think_steps",
+                                       "scene_aux_weight", "loop_aux_weight"})
     return LtmConfig(
         vocab_size=vocab_size,
         hidden_size=model.d_model,
@@ -37,13 +41,15 @@ def model_config(model: ModelConfig, vocab_size: int) -> LtmConfig:
         max_position_embeddings=model.max_seq_len,
         rope_theta=model.rope_theta,
         tie_word_embeddings=model.tie_embeddings,
+        scene_token_ids=scene_token_ids,
+        **extras,
     )
 
 
-def build_model(config: RunConfig, vocab_size: int) -> LtmForCausalLM:
+def build_model(config: RunConfig, tokenizer) -> LtmForCausalLM:
     """The model at initialisation; the same seed always gives the same weights (the untrained reference)."""
     torch.manual_seed(config.seed)
-    return LtmForCausalLM(model_config(config.model, vocab_size))
+    return LtmForCausalLM(model_config(config.model, len(tokenizer), marker_ids(tokenizer)))
 
 
 def lr_at(step: int, train: TrainConfig) -> float:
@@ -69,7 +75,7 @@ def heldout_loss(model: LtmForCausalLM, windows) -> float:
     for window in windows:
         x = torch.from_numpy(window[:-1]).unsqueeze(0)
         y = torch.from_numpy(window[1:]).unsqueeze(0)
-        _, loss = model(x, y)
+        loss = model(x, y).loss
         total += loss.item() * y.numel()
         count += y.numel()
     model.train()
@@ -90,11 +96,12 @@ def train(config: RunConfig, dataset_dir: str | Path, out_dir: str | Path) -> Pa
     windows = eval_windows(load_split(dataset_dir, manifest, "heldout"), seq_len, limit=tc.eval_batches * tc.batch_size)
 
     torch.set_num_threads(tc.threads or os.cpu_count() or 1)
-    model = build_model(config, manifest.vocab_size)
+    tokenizer = load_tokenizer(Path(dataset_dir) / manifest.tokenizer)
+    model = build_model(config, tokenizer)
     flops = model.flops_per_token(seq_len)
     info(
         f"model: {model.num_parameters():,} parameters ({model.non_embedding_parameters():,} non-embedding), "
-        f"{flops / 1e6:.1f} MFLOPs per token (forward+backward)"
+        f"{flops / 1e6:.1f} MFLOPs per token (forward+backward); extras: {model.config.describe_extras()}"
     )
     info(f"data: {len(train_tokens):,} training tokens, {tc.steps} steps = {batches.epochs(tc.steps):.1f} passes over them")
     optimizer = make_optimizer(model, tc)
@@ -110,7 +117,8 @@ def train(config: RunConfig, dataset_dir: str | Path, out_dir: str | Path) -> Pa
             for group in optimizer.param_groups:
                 group["lr"] = lr
             x, y = batches.batch(step)
-            _, loss = model(x, y)
+            out = model(x, y)
+            loss = out.loss
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip).item()
@@ -122,6 +130,7 @@ def train(config: RunConfig, dataset_dir: str | Path, out_dir: str | Path) -> Pa
                 "loss": round(loss.item(), 5),
                 "lr": lr,
                 "grad_norm": round(grad_norm, 4),
+                **({f"loss_{k}": round(v, 5) for k, v in out.losses.items()} if len(out.losses) > 1 else {}),
                 "tokens": (step + 1) * tokens_per_step,
                 "tokens_per_s": round((step + 1) * tokens_per_step / elapsed, 1),
                 "elapsed_s": round(elapsed, 3),
@@ -138,5 +147,6 @@ def train(config: RunConfig, dataset_dir: str | Path, out_dir: str | Path) -> Pa
     checkpoint = out_dir / "checkpoint"
     with atomic_dir(checkpoint) as tmp:
         model.save_pretrained(str(tmp))
+        tokenizer.save_pretrained(str(tmp))  # a checkpoint is self-contained: `ltm export` needs nothing else
     info(f"trained {tc.steps} steps in {time.perf_counter() - started:.0f}s; checkpoint: {checkpoint}")
     return checkpoint

@@ -1,0 +1,66 @@
+"""`ltm export`: a trained checkpoint -> a Hugging Face folder anyone can load.
+
+With every extra off, the folder declares `LlamaForCausalLM` (config, safetensors weights with
+Llama's names), so plain `transformers.AutoModelForCausalLM` loads it without trust_remote_code,
+as do vLLM and llama.cpp's converter. With extras on, it declares `LtmForCausalLM` and loads after
+`import ltm.model`. Either way it carries the tokenizer (with its chat template) and a generation
+config.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from transformers import AutoTokenizer, GenerationConfig, LlamaConfig, LlamaForCausalLM
+
+from ltm.io import atomic_dir
+from ltm.model.config import LtmConfig
+from ltm.model.modeling import LtmForCausalLM
+
+
+class ExportError(ValueError):
+    pass
+
+
+def llama_config(config: LtmConfig) -> LlamaConfig:
+    return LlamaConfig(
+        vocab_size=config.vocab_size, hidden_size=config.hidden_size, intermediate_size=config.intermediate_size,
+        num_hidden_layers=config.num_hidden_layers, num_attention_heads=config.num_attention_heads,
+        num_key_value_heads=config.num_key_value_heads, head_dim=config.head_dim, hidden_act="silu",
+        max_position_embeddings=config.max_position_embeddings, rope_theta=config.rope_theta, rms_norm_eps=config.rms_norm_eps,
+        tie_word_embeddings=config.tie_word_embeddings, attention_bias=False, mlp_bias=False,
+        bos_token_id=getattr(config, "bos_token_id", None), eos_token_id=getattr(config, "eos_token_id", None),
+        pad_token_id=getattr(config, "pad_token_id", None),
+    )
+
+
+def export(checkpoint: str | Path, out: str | Path, tokenizer: str | Path | None = None) -> str:
+    """Write the HF folder `out`; return the architecture it declares."""
+    checkpoint = Path(checkpoint)
+    tokenizer_dir = Path(tokenizer) if tokenizer else checkpoint
+    if not (checkpoint / "config.json").exists():
+        raise ExportError(f"{checkpoint}: no config.json; give a checkpoint folder or a run folder")
+    if not (tokenizer_dir / "tokenizer.json").exists():
+        raise ExportError(f"{tokenizer_dir}: no tokenizer.json; pass --tokenizer with the dataset's tokenizer folder")
+    model = LtmForCausalLM.from_pretrained(str(checkpoint))
+    hf_tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    if len(hf_tokenizer) != model.config.vocab_size:
+        raise ExportError(f"tokenizer has {len(hf_tokenizer)} tokens, the model {model.config.vocab_size}: they do not belong together")
+    for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
+        setattr(model.config, name, getattr(hf_tokenizer, name))
+    with atomic_dir(out) as tmp:
+        if model.config.is_plain_llama:
+            llama = LlamaForCausalLM(llama_config(model.config))
+            missing, unexpected = llama.load_state_dict(model.state_dict(), strict=False)
+            if unexpected or [k for k in missing if k != "lm_head.weight"]:
+                raise ExportError(f"weights do not map onto Llama: missing {missing}, unexpected {unexpected}")
+            llama.save_pretrained(str(tmp))
+            architecture = "LlamaForCausalLM"
+        else:
+            model.save_pretrained(str(tmp))
+            architecture = "LtmForCausalLM"
+        hf_tokenizer.save_pretrained(str(tmp))
+        GenerationConfig(bos_token_id=hf_tokenizer.bos_token_id, eos_token_id=hf_tokenizer.eos_token_id,
+                         pad_token_id=hf_tokenizer.pad_token_id, do_sample=True, temperature=0.8, top_k=50,
+                         max_new_tokens=model.config.max_position_embeddings // 2).save_pretrained(str(tmp))
+    return architecture
