@@ -72,12 +72,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--scenes", type=Path, required=True, help="SCENES.jsonl from `ltm scenes`")
     p.add_argument("-o", "--out", type=Path, required=True, help="output DATASET_DIR")
 
-    p = sub.add_parser("train", help="train a model on a built dataset",
-                       description="Train the model described in the config's `model` section on DATASET_DIR; "
-                       "writes metrics.jsonl and checkpoint/ into OUT_DIR.")
+    p = sub.add_parser("train", help="train a model on a built dataset (torchrun for several GPUs)",
+                       description="Train the model described in the config's `model` section on DATASET_DIR with the "
+                       "`train` section (bf16, torch.compile, AdamW or Muon, cosine or WSD, accumulation, checkpoints); "
+                       "writes metrics.jsonl, tensorboard/, checkpoints/ and checkpoint/ (the final model) into OUT_DIR. "
+                       "Under `torchrun --nproc_per_node N` it trains with DDP or FSDP2.")
     p.add_argument("config", type=Path, help="config YAML (its `model`, `train` sections and `seed`)")
     p.add_argument("--data", type=Path, required=True, help="DATASET_DIR from `ltm build`")
     p.add_argument("-o", "--out", type=Path, required=True, help="output folder for metrics and checkpoint")
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in OUT (same config and data)")
 
     p = sub.add_parser("export", help="write a Hugging Face folder (a plain Llama when every extra is off)",
                        description="Export a run's trained model (RUN/train/checkpoint) or a checkpoint folder to DIR: "
@@ -154,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "train":
             from ltm.train import train
 
-            train(load_config(args.config), args.data, args.out)
+            train(load_config(args.config), args.data, args.out, resume=args.resume)
         elif args.command == "export":
             stages.export_model(args.source, args.out, args.tokenizer)
         elif args.command == "eval":

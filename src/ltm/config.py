@@ -178,15 +178,42 @@ class ModelConfig(Section):
 
 class TrainConfig(Section):
     steps: int = Field(300, ge=1)
-    batch_size: int = Field(16, ge=1)
+    batch_size: int = Field(16, ge=1, description="sequences per optimizer step, across all devices")
+    micro_batch_size: int | None = Field(None, ge=1, description="sequences per forward pass on one device; "
+                                         "default: batch_size / devices (no accumulation)")
     lr: float = Field(3e-3, gt=0)
     min_lr_ratio: float = Field(0.1, ge=0, le=1)
     warmup_steps: int = Field(30, ge=0)
+    schedule: Literal["cosine", "wsd"] = Field("cosine", description="warmup then cosine decay, or warmup-stable-decay")
+    decay_fraction: float = Field(0.2, gt=0, le=1, description="wsd: the last fraction of steps decays linearly")
+    optimizer: Literal["adamw", "muon"] = Field("adamw", description="muon: Muon for matrices, AdamW for the rest")
     weight_decay: float = Field(0.1, ge=0)
     grad_clip: float = Field(1.0, gt=0)
     eval_every: int = Field(100, ge=1, description="held-out loss is measured every N steps")
     eval_batches: int = Field(8, ge=1)
+    checkpoint_every: int = Field(0, ge=0, description="write a resumable checkpoint every N steps (0: only at the end)")
+    keep_checkpoints: int = Field(2, ge=1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["auto", "bf16", "fp32"] = Field("auto", description="auto: bf16 autocast on CUDA, fp32 on CPU")
+    compile: bool | None = Field(None, description="torch.compile the model; default: on for CUDA")
+    distributed: Literal["ddp", "fsdp"] = Field("ddp", description="under torchrun with several processes")
+    tensorboard: bool = True
     threads: int | None = Field(None, description="CPU threads; default all cores")
+
+
+class InitiationConfig(Section):
+    """The final stage after pretraining: `lora` (base frozen, LoRA merged into the weights),
+    `full` (every parameter), or `none`; on a separate dataset of dialogue scenes."""
+
+    mode: Literal["none", "lora", "full"] = "none"
+    paths: list[str] = Field(default_factory=list, description="dialogue texts for `ltm run` to ingest and build with the same tokenizer")
+    steps: int = Field(100, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    batch_size: int = Field(8, ge=1)
+    lora_r: int = Field(8, ge=1)
+    lora_alpha: int = Field(16, ge=1)
+    lora_dropout: float = Field(0.0, ge=0, lt=1)
+    target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
 
 
 class EvalConfig(Section):
@@ -203,6 +230,7 @@ class RunConfig(Section):
     build: BuildConfig = Field(default_factory=BuildConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    initiation: InitiationConfig = Field(default_factory=InitiationConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     # Folder of the config file: relative input paths start there, not at the working directory.
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)

@@ -1,7 +1,11 @@
 """Batches over the token shards, in the order the build wrote them.
 
 The build decides order and repetition (curriculum, regimes); the loader only cuts the stream into
-consecutive windows, so what the model reads is exactly what the manifest says.
+consecutive windows, so what the model reads is exactly what the manifest says. Step s reads
+windows s·B … s·B+B−1 (B = global batch), wrapping at the end; under torchrun each rank takes its
+own micro-batches of that same global batch, so the data, and the loss, do not depend on how many
+devices share the work. The batch of a step is a pure function of the step: resuming at step s
+reads what an uninterrupted run would have read.
 """
 
 from __future__ import annotations
@@ -10,13 +14,14 @@ import numpy as np
 import torch
 
 
-class SequentialBatches:
-    """Batch k holds windows k*B .. k*B+B-1 of length seq_len+1 (stride seq_len), wrapping at the end."""
-
-    def __init__(self, tokens: np.ndarray, seq_len: int, batch_size: int):
+class ShardBatches:
+    def __init__(self, tokens: np.ndarray, seq_len: int, batch_size: int, micro_batch: int, rank: int = 0, world: int = 1):
+        if batch_size % (micro_batch * world):
+            raise ValueError(f"batch_size {batch_size} is not a multiple of micro_batch_size {micro_batch} x {world} devices")
         self.tokens = tokens
         self.seq_len = seq_len
-        self.batch_size = batch_size
+        self.batch_size, self.micro_batch, self.rank, self.world = batch_size, micro_batch, rank, world
+        self.accumulation = batch_size // (micro_batch * world)
         self.windows = (len(tokens) - 1) // seq_len
         if self.windows < 1:
             raise ValueError(f"{len(tokens)} tokens are too few for one window of {seq_len + 1}")
@@ -24,11 +29,11 @@ class SequentialBatches:
     def epochs(self, steps: int) -> float:
         return steps * self.batch_size / self.windows
 
-    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        first = step * self.batch_size
-        starts = [((first + i) % self.windows) * self.seq_len for i in range(self.batch_size)]
-        rows = np.stack([self.tokens[s : s + self.seq_len + 1].astype(np.int64) for s in starts])
-        rows = torch.from_numpy(rows)
+    def batch(self, step: int, micro: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inputs and targets of this rank's `micro`-th micro-batch of the step."""
+        first = step * self.batch_size + (micro * self.world + self.rank) * self.micro_batch
+        starts = [((first + i) % self.windows) * self.seq_len for i in range(self.micro_batch)]
+        rows = torch.from_numpy(np.stack([self.tokens[s : s + self.seq_len + 1].astype(np.int64) for s in starts]))
         return rows[:, :-1], rows[:, 1:]
 
 

@@ -1,48 +1,50 @@
-"""The training loop: plain PyTorch, read top to bottom.
+"""The training loop: plain PyTorch, read top to bottom (not the HF Trainer).
 
-AdamW with warmup + cosine decay, gradient clipping, a held-out loss every `eval_every` steps,
-metrics as JSON lines, a rich progress bar, and the model saved with `save_pretrained`.
+bf16 autocast on GPUs, torch.compile, SDPA attention, fused AdamW (or Muon), warmup + cosine or
+warmup-stable-decay, gradient accumulation and clipping, a held-out loss every `eval_every` steps,
+a rich progress bar (loss, tokens/s, MFU, ETA), metrics as JSON lines and TensorBoard events,
+atomic checkpoints every `checkpoint_every` steps, `resume` from the last one, DDP or FSDP2 under
+torchrun. The final model goes to OUT/checkpoint (save_pretrained + tokenizer).
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
 
 from ltm.build.dataset import load_manifest, load_split
-from ltm.build.tokenizer import load_tokenizer, marker_ids
-from ltm.io import atomic_dir
+from ltm.build.tokenizer import load_tokenizer, marker_ids, tokenizer_sha256
 from ltm.config import ModelConfig, RunConfig, TrainConfig
-from ltm.log import info, progress
+from ltm.io import atomic_dir
+from ltm.log import info, progress, warn
 from ltm.model import LtmConfig, LtmForCausalLM
-from ltm.train.data import SequentialBatches, eval_windows
+from ltm.train import checkpoint as ckpt
+from ltm.train import distributed
+from ltm.train.data import ShardBatches, eval_windows
+from ltm.train.hardware import check_fits, peak_flops, training_bytes
+from ltm.train.optim import make_optimizers, set_lr
+from ltm.train.schedule import lr_at
 
 
 class TrainError(ValueError):
     pass
 
 
+EXTRA_FIELDS = {"scene_state", "channels", "channel_names", "channel_aux_weight", "loop_core_layers", "loop_prelude_layers",
+                "loop_max_steps", "loop_backprop_steps", "think_steps", "scene_aux_weight", "loop_aux_weight"}
+
+
 def model_config(model: ModelConfig, vocab_size: int, scene_token_ids: dict[str, int]) -> LtmConfig:
-    extras = model.model_dump(include={"scene_state", "channels", "channel_names", "channel_aux_weight", "loop_core_layers",
-                                       "loop_prelude_layers", "loop_max_steps", "loop_backprop_steps", "think_steps",
-                                       "scene_aux_weight", "loop_aux_weight"})
     return LtmConfig(
-        vocab_size=vocab_size,
-        hidden_size=model.d_model,
-        intermediate_size=model.d_ff,
-        num_hidden_layers=model.n_layers,
-        num_attention_heads=model.n_heads,
-        num_key_value_heads=model.n_kv_heads,
-        max_position_embeddings=model.max_seq_len,
-        rope_theta=model.rope_theta,
-        tie_word_embeddings=model.tie_embeddings,
-        scene_token_ids=scene_token_ids,
-        **extras,
+        vocab_size=vocab_size, hidden_size=model.d_model, intermediate_size=model.d_ff, num_hidden_layers=model.n_layers,
+        num_attention_heads=model.n_heads, num_key_value_heads=model.n_kv_heads, max_position_embeddings=model.max_seq_len,
+        rope_theta=model.rope_theta, tie_word_embeddings=model.tie_embeddings, scene_token_ids=scene_token_ids,
+        **model.model_dump(include=EXTRA_FIELDS),
     )
 
 
@@ -52,101 +54,181 @@ def build_model(config: RunConfig, tokenizer) -> LtmForCausalLM:
     return LtmForCausalLM(model_config(config.model, len(tokenizer), marker_ids(tokenizer)))
 
 
-def lr_at(step: int, train: TrainConfig) -> float:
-    if step < train.warmup_steps:
-        return train.lr * (step + 1) / train.warmup_steps
-    progress_ = (step - train.warmup_steps) / max(1, train.steps - train.warmup_steps)
-    floor = train.lr * train.min_lr_ratio
-    return floor + (train.lr - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress_)))
-
-
-def make_optimizer(model: torch.nn.Module, train: TrainConfig) -> torch.optim.AdamW:
-    # Matrices decay; norms and other vectors do not (the usual GPT recipe).
-    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
-    keep = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": train.weight_decay}, {"params": keep, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=train.lr, betas=(0.9, 0.95))
-
-
 @torch.no_grad()
-def heldout_loss(model: LtmForCausalLM, windows) -> float:
+def heldout_loss(model: torch.nn.Module, windows, device: torch.device, autocast) -> float:
     model.eval()
     total, count = 0.0, 0
     for window in windows:
-        x = torch.from_numpy(window[:-1]).unsqueeze(0)
-        y = torch.from_numpy(window[1:]).unsqueeze(0)
-        loss = model(x, y).loss
+        x = torch.from_numpy(window[:-1]).unsqueeze(0).to(device)
+        y = torch.from_numpy(window[1:]).unsqueeze(0).to(device)
+        with autocast():
+            loss = model(x, y).loss
         total += loss.item() * y.numel()
         count += y.numel()
     model.train()
     return total / max(count, 1)
 
 
-def train(config: RunConfig, dataset_dir: str | Path, out_dir: str | Path) -> Path:
-    """Train on DATASET_DIR; write OUT_DIR/metrics.jsonl and OUT_DIR/checkpoint/. Return the checkpoint folder."""
-    out_dir = Path(out_dir)
-    tc = config.train
-    manifest = load_manifest(dataset_dir)
-    train_tokens = load_split(dataset_dir, manifest, "train")
-    seq_len = config.model.max_seq_len
+def _autocast(device: torch.device, precision: str):
+    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
+        return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
+    return nullcontext
+
+
+def train(config: RunConfig, dataset_dir: str | Path, out_dir: str | Path, resume: bool = False) -> Path:
+    """Pretrain on DATASET_DIR; write OUT_DIR/metrics.jsonl, checkpoints/ and checkpoint/ (the final model)."""
+    out_dir, tc = Path(out_dir), config.train
+    world = distributed.setup(tc.device)
     try:
-        batches = SequentialBatches(train_tokens, seq_len, tc.batch_size)
+        manifest = load_manifest(dataset_dir)
+        tokenizer = load_tokenizer(Path(dataset_dir) / manifest.tokenizer)
+        if tokenizer_sha256(Path(dataset_dir) / manifest.tokenizer) != manifest.tokenizer_sha256:
+            raise TrainError(f"{dataset_dir}: the tokenizer folder differs from the one the shards were built with")
+        print_ = ckpt.fingerprint(config, manifest)
+        model, start, state = build_model(config, tokenizer), 0, None
+        if resume:
+            found = ckpt.latest(out_dir)
+            if found is None:
+                raise TrainError(f"--resume: no checkpoint under {out_dir / 'checkpoints'}")
+            meta, state = ckpt.read_state(found)
+            if meta["fingerprint"] != print_:
+                raise TrainError(f"--resume: {found} was written by a different config or dataset (fingerprint "
+                                 f"{meta['fingerprint']} != {print_}); resume with the config it was started with")
+            model = LtmForCausalLM.from_pretrained(str(found))
+            start = meta["step"]
+            info(f"resuming from {found} at step {start}")
+        fit(model, tokenizer, config, dataset_dir, manifest, out_dir, world, start, state, print_)
+    finally:
+        distributed.teardown(world)
+    return out_dir / "checkpoint"
+
+
+def fit(model, tokenizer, config: RunConfig, dataset_dir, manifest, out_dir: Path, world, start: int, state, print_: str) -> None:
+    tc = config.train
+    seq_len = model.config.max_position_embeddings
+    micro = tc.micro_batch_size or max(tc.batch_size // world.size, 1)
+    try:
+        batches = ShardBatches(load_split(dataset_dir, manifest, "train"), seq_len, tc.batch_size, micro, world.rank, world.size)
     except ValueError as exc:
         raise TrainError(f"{dataset_dir}: {exc}") from None
     windows = eval_windows(load_split(dataset_dir, manifest, "heldout"), seq_len, limit=tc.eval_batches * tc.batch_size)
-
+    c = model.config
+    check_fits(training_bytes(model.num_parameters(), micro, seq_len, c.hidden_size, c.num_hidden_layers, c.vocab_size,
+                              c.num_attention_heads), world.device)
     torch.set_num_threads(tc.threads or os.cpu_count() or 1)
-    tokenizer = load_tokenizer(Path(dataset_dir) / manifest.tokenizer)
-    model = build_model(config, tokenizer)
     flops = model.flops_per_token(seq_len)
-    info(
-        f"model: {model.num_parameters():,} parameters ({model.non_embedding_parameters():,} non-embedding), "
-        f"{flops / 1e6:.1f} MFLOPs per token (forward+backward); extras: {model.config.describe_extras()}"
-    )
-    info(f"data: {len(train_tokens):,} training tokens, {tc.steps} steps = {batches.epochs(tc.steps):.1f} passes over them")
-    optimizer = make_optimizer(model, tc)
+    if world.main:
+        info(f"model: {model.num_parameters():,} parameters ({model.non_embedding_parameters():,} non-embedding), "
+             f"{flops / 1e6:.1f} MFLOPs per token (forward+backward); extras: {model.config.describe_extras()}")
+        info(f"data: {len(batches.tokens):,} training tokens; {tc.steps} steps of {tc.batch_size} x {seq_len} tokens "
+             f"= {batches.epochs(tc.steps):.1f} passes; {world.size} process(es), micro-batch {micro}, accumulation {batches.accumulation}")
+
+    model.to(world.device)
+    wrapped = distributed.wrap(model, world, tc.distributed)
+    compiled = torch.compile(wrapped) if (tc.compile if tc.compile is not None else world.device.type == "cuda") else wrapped
+    optimizers = make_optimizers(model, tc, world.device)
+    if state is not None:
+        distributed.load_optimizer_states(model, optimizers, state["optimizers"], world)
+        torch.set_rng_state(state["torch_rng"])
+        if state.get("cuda_rng") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+    autocast = _autocast(world.device, tc.precision)
+    peak = peak_flops(world.device)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     metrics_path = out_dir / "metrics.jsonl"
+    if world.main:
+        _truncate_metrics(metrics_path, start)
+    writer = _tensorboard(out_dir, tc) if world.main else None
     tokens_per_step = tc.batch_size * seq_len
-    started = time.perf_counter()
-    with open(metrics_path, "w", encoding="utf-8") as metrics, progress() as bar:
-        task = bar.add_task("train", total=tc.steps, info="")
-        for step in range(tc.steps):
-            lr = lr_at(step, tc)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            x, y = batches.batch(step)
-            out = model(x, y)
-            loss = out.loss
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip).item()
-            optimizer.step()
+    metrics = open(metrics_path, "a", encoding="utf-8") if world.main else None
+    bar = progress() if world.main else nullcontext()
+    started, timed_from, timed_steps = time.perf_counter(), None, 0
+    with bar:
+        task = bar.add_task("train", total=tc.steps, completed=start, info="") if world.main else None
+        for step in range(start, tc.steps):
+            if step == start + 1:  # the first step includes compilation: keep it out of the speed
+                timed_from = time.perf_counter()
+            set_lr(optimizers, lr := lr_at(step, tc))
+            loss_sum, parts = 0.0, {}
+            for micro_step in range(batches.accumulation):
+                x, y = (t.to(world.device, non_blocking=True) for t in batches.batch(step, micro_step))
+                last = micro_step == batches.accumulation - 1
+                sync = nullcontext() if last or not hasattr(wrapped, "no_sync") else wrapped.no_sync()
+                with sync:
+                    with autocast():
+                        out = compiled(x, y)
+                    (out.loss / batches.accumulation).backward()
+                loss_sum += out.loss.item() / batches.accumulation
+                for key, value in out.losses.items():
+                    parts[key] = parts.get(key, 0.0) + value / batches.accumulation
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+            for optimizer in optimizers:
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
 
-            elapsed = time.perf_counter() - started
-            record = {
-                "step": step + 1,
-                "loss": round(loss.item(), 5),
-                "lr": lr,
-                "grad_norm": round(grad_norm, 4),
-                **({f"loss_{k}": round(v, 5) for k, v in out.losses.items()} if len(out.losses) > 1 else {}),
-                "tokens": (step + 1) * tokens_per_step,
-                "tokens_per_s": round((step + 1) * tokens_per_step / elapsed, 1),
-                "elapsed_s": round(elapsed, 3),
-            }
+            loss = distributed.mean(loss_sum, world)
+            if timed_from is not None:
+                timed_steps += 1
+            elapsed = time.perf_counter() - (timed_from or started)
+            tokens_per_s = tokens_per_step * max(timed_steps, 1) / max(elapsed, 1e-9)
+            record = {"step": step + 1, "loss": round(loss, 5), "lr": lr, "grad_norm": round(float(grad_norm), 4),
+                      "tokens": (step + 1) * tokens_per_step, "tokens_per_s": round(tokens_per_s, 1),
+                      "elapsed_s": round(time.perf_counter() - started, 3)}
+            if peak:
+                record["mfu"] = round(flops * tokens_per_s / (peak * world.size), 4)
+            if len(parts) > 1:
+                record |= {f"loss_{k}": round(distributed.mean(v, world), 5) for k, v in parts.items()}
             if (step + 1) % tc.eval_every == 0 or step + 1 == tc.steps:
-                record["heldout_loss"] = round(heldout_loss(model, windows), 5)
-            metrics.write(json.dumps(record) + "\n")
-            metrics.flush()
-            shown = f"loss {record['loss']:.3f}  {record['tokens_per_s']:,.0f} tok/s"
-            if "heldout_loss" in record:
-                shown += f"  held-out {record['heldout_loss']:.3f}"
-            bar.update(task, advance=1, info=shown)
+                # Every rank evaluates: under FSDP the forward pass needs all of them.
+                record["heldout_loss"] = round(heldout_loss(model, windows, world.device, autocast), 5)
+            if tc.checkpoint_every and (step + 1) % tc.checkpoint_every == 0 and step + 1 < tc.steps:
+                _save(out_dir, step + 1, model, optimizers, print_, tc, world)
+            if world.main:
+                metrics.write(json.dumps(record) + "\n")
+                metrics.flush()
+                if writer is not None:
+                    for key, value in record.items():
+                        if key not in ("step", "tokens") and value is not None:
+                            writer.add_scalar(f"train/{key}", value, step + 1)
+                shown = f"loss {record['loss']:.3f}  {tokens_per_s:,.0f} tok/s" + (f"  MFU {record['mfu']:.1%}" if peak else "")
+                if "heldout_loss" in record:
+                    shown += f"  held-out {record['heldout_loss']:.3f}"
+                bar.update(task, advance=1, info=shown)
+    _save(out_dir, tc.steps, model, optimizers, print_, tc, world)
+    final_state, _ = distributed.full_state(model, [], world)
+    if world.main:
+        metrics.close()
+        if writer is not None:
+            writer.close()
+        with atomic_dir(out_dir / "checkpoint") as tmp:
+            model.save_pretrained(str(tmp), state_dict=final_state)
+            tokenizer.save_pretrained(str(tmp))  # a checkpoint is self-contained: `ltm export` needs nothing else
+        info(f"trained to step {tc.steps} in {time.perf_counter() - started:.0f}s; model: {out_dir / 'checkpoint'}")
+    distributed.barrier(world)
 
-    checkpoint = out_dir / "checkpoint"
-    with atomic_dir(checkpoint) as tmp:
-        model.save_pretrained(str(tmp))
-        tokenizer.save_pretrained(str(tmp))  # a checkpoint is self-contained: `ltm export` needs nothing else
-    info(f"trained {tc.steps} steps in {time.perf_counter() - started:.0f}s; checkpoint: {checkpoint}")
-    return checkpoint
+
+def _save(out_dir, step, model, optimizers, print_, tc: TrainConfig, world) -> None:
+    model_state, optimizer_states = distributed.full_state(model, optimizers, world)  # every rank takes part
+    if world.main:
+        ckpt.save(out_dir, step, model, model_state, optimizer_states, print_, tc.keep_checkpoints)
+    distributed.barrier(world)
+
+
+def _truncate_metrics(path: Path, start: int) -> None:
+    """On resume, drop the lines past the checkpoint: the resumed run writes them again."""
+    if not path.exists():
+        return
+    keep = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip() and json.loads(line)["step"] <= start]
+    path.write_text("".join(line + "\n" for line in keep), encoding="utf-8")
+
+
+def _tensorboard(out_dir: Path, tc: TrainConfig):
+    if not tc.tensorboard:
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        warn("tensorboard is not installed: metrics go to metrics.jsonl only (pip install tensorboard)")
+        return None
+    return SummaryWriter(str(out_dir / "tensorboard"))

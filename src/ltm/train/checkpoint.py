@@ -1,0 +1,55 @@
+"""Resumable checkpoints: written atomically every N steps and at the end, the last few kept.
+
+A checkpoint folder holds the model (save_pretrained), the optimizer states, the step, the random
+number generators' states and a fingerprint of everything that shapes the loss curve (model and
+training config, seed, dataset). `--resume` refuses a checkpoint whose fingerprint differs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+from pathlib import Path
+
+import torch
+
+from ltm.io import atomic_dir
+
+# Fields that may change between a run and its resumption without changing the loss curve.
+RESUMABLE_CHANGES = {"eval_every", "checkpoint_every", "keep_checkpoints", "tensorboard", "threads", "device"}
+
+
+def fingerprint(config, manifest) -> str:
+    train = config.train.model_dump(exclude=RESUMABLE_CHANGES)
+    data = {"tokenizer": manifest.tokenizer_sha256, "shards": [s.model_dump() for s in manifest.shards], "seed": manifest.seed}
+    blob = json.dumps({"model": config.model.model_dump(), "train": train, "seed": config.seed, "data": data}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def folder_for(out_dir: Path, step: int) -> Path:
+    return out_dir / "checkpoints" / f"step_{step:07d}"
+
+
+def save(out_dir: Path, step: int, model, model_state: dict, optimizer_states: list[dict], print_: str, keep: int) -> Path:
+    """`model_state` and `optimizer_states` are full (unsharded) states, gathered by every rank."""
+    target = folder_for(out_dir, step)
+    with atomic_dir(target) as tmp:
+        model.save_pretrained(str(tmp), state_dict=model_state)
+        torch.save({"optimizers": optimizer_states, "torch_rng": torch.get_rng_state(),
+                    "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}, tmp / "trainer.pt")
+        (tmp / "trainer.json").write_text(json.dumps({"step": step, "fingerprint": print_}))
+    for old in sorted((out_dir / "checkpoints").glob("step_*"))[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
+def latest(out_dir: Path) -> Path | None:
+    found = sorted(p for p in (out_dir / "checkpoints").glob("step_*") if re.fullmatch(r"step_\d+", p.name) and (p / "trainer.json").exists())
+    return found[-1] if found else None
+
+
+def read_state(folder: Path) -> tuple[dict, dict]:
+    meta = json.loads((folder / "trainer.json").read_text())
+    return meta, torch.load(folder / "trainer.pt", weights_only=False)

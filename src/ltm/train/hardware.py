@@ -1,0 +1,36 @@
+"""What the hardware can do: bf16 dense peak FLOP/s for MFU, and whether a training config fits in
+the GPU's memory (checked before any weight is moved there)."""
+
+from __future__ import annotations
+
+import torch
+
+# Dense bf16 tensor-core peaks, in FLOP/s (vendor datasheets, without sparsity).
+PEAK_BF16 = {"H100": 989.4e12, "H200": 989.4e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12, "4090": 165.2e12}
+
+
+def peak_flops(device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((peak for key, peak in PEAK_BF16.items() if key in name), None)
+
+
+def training_bytes(parameters: int, micro_batch: int, seq_len: int, hidden: int, layers: int, vocab: int, heads: int) -> int:
+    """A rough upper estimate: fp32 weights, gradients and two AdamW moments (16 bytes per
+    parameter) plus bf16 activations (34·s·b·h + 5·a·s²·b bytes per layer, Korthikanti et al. 2022,
+    no recomputation; flash attention makes the s² term smaller) and the fp32 logits twice over."""
+    activations = layers * (34 * seq_len * micro_batch * hidden + 5 * heads * seq_len**2 * micro_batch)
+    logits = 2 * 4 * micro_batch * seq_len * vocab
+    return 16 * parameters + activations + logits
+
+
+def check_fits(need: int, device: torch.device) -> None:
+    if device.type != "cuda":
+        return
+    free, total = torch.cuda.mem_get_info(device)
+    if need > free:
+        raise MemoryError(
+            f"this config needs about {need / 2**30:.1f} GiB on the GPU, which has {free / 2**30:.1f} of {total / 2**30:.1f} GiB free: "
+            "lower train.micro_batch_size (gradient accumulation keeps the batch) or model.max_seq_len"
+        )

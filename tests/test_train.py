@@ -1,0 +1,168 @@
+"""The training engine on CPU: data order, schedules, accumulation, optimizers, checkpoints and a
+resume after SIGKILL, refusals, and DDP under torchrun (two Gloo processes)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from ltm import stages
+from ltm.config import TrainConfig, load_config
+from ltm.train import TrainError, train
+from ltm.train.data import ShardBatches
+from ltm.train.hardware import check_fits, training_bytes
+from ltm.train.schedule import lr_at
+
+
+@pytest.fixture
+def dataset(tmp_path, tiny_config):
+    config = load_config(tiny_config)
+    stages.ingest(config.ingest.paths, tmp_path / "docs.jsonl")
+    stages.scenes(tmp_path / "docs.jsonl", tmp_path / "scenes.jsonl", config)
+    stages.build(config, tmp_path / "scenes.jsonl", tmp_path / "ds")
+    return config, tmp_path / "ds"
+
+
+def losses(folder: Path) -> list[float]:
+    return [json.loads(line)["loss"] for line in (folder / "metrics.jsonl").read_text().splitlines()]
+
+
+def with_train(config, **changes):
+    changed = config.model_copy(deep=True)
+    changed.train = changed.train.model_copy(update=changes)
+    return changed
+
+
+# --- data and schedules -------------------------------------------------------------------------------
+
+
+def test_batches_are_consecutive_windows_that_wrap_and_do_not_depend_on_the_device_count():
+    tokens = np.arange(81, dtype=np.uint16)
+    one = ShardBatches(tokens, seq_len=4, batch_size=4, micro_batch=4)
+    x, y = one.batch(0)
+    assert x.tolist() == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11], [12, 13, 14, 15]] and y[0].tolist() == [1, 2, 3, 4]
+    assert one.batch(5)[0][:, 0].tolist() == [0, 4, 8, 12]  # 20 windows: step 5 wraps to the start
+    shards = [ShardBatches(tokens, 4, 4, micro_batch=1, rank=r, world=2) for r in range(2)]
+    split = sorted(row for s in shards for m in range(s.accumulation) for row in s.batch(3, m)[0][:, 0].tolist())
+    assert split == sorted(one.batch(3)[0][:, 0].tolist())  # two ranks x two micro-batches = the same global batch
+    with pytest.raises(ValueError, match="not a multiple"):
+        ShardBatches(tokens, 4, 6, micro_batch=4)
+
+
+def test_schedules():
+    cosine = TrainConfig(steps=100, lr=1.0, warmup_steps=10, min_lr_ratio=0.1)
+    lrs = [lr_at(s, cosine) for s in range(100)]
+    assert lrs[0] == pytest.approx(0.1) and max(lrs) == pytest.approx(1.0) and lrs[-1] == pytest.approx(0.1, rel=0.01)
+    wsd = TrainConfig(steps=100, lr=1.0, warmup_steps=10, min_lr_ratio=0.0, schedule="wsd", decay_fraction=0.2)
+    lrs = [lr_at(s, wsd) for s in range(100)]
+    assert lrs[10:80] == [1.0] * 70 and lrs[80] == 1.0 and lrs[-1] == pytest.approx(0.05) and lrs[90] == pytest.approx(0.5)
+
+
+def test_memory_estimate_refuses_a_config_that_does_not_fit(monkeypatch):
+    need = training_bytes(124_000_000, micro_batch=64, seq_len=1024, hidden=768, layers=12, vocab=50304, heads=12)
+    assert 40 * 2**30 < need < 200 * 2**30
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (8 * 2**30, 80 * 2**30))
+    with pytest.raises(MemoryError, match="lower train.micro_batch_size"):
+        check_fits(need, torch.device("cuda"))
+    check_fits(need // 100, torch.device("cuda"))
+
+
+# --- the loop ------------------------------------------------------------------------------------
+
+
+def test_training_lowers_the_loss_and_writes_metrics_and_events(dataset, tmp_path):
+    config, ds = dataset
+    checkpoint = train(config, ds, tmp_path / "train")
+    metrics = [json.loads(line) for line in (tmp_path / "train" / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics] == list(range(1, 31))
+    assert np.mean([m["loss"] for m in metrics[-5:]]) < metrics[0]["loss"] - 0.5
+    assert [m["step"] for m in metrics if "heldout_loss" in m] == [10, 20, 30]
+    assert (checkpoint / "model.safetensors").exists() and (checkpoint / "tokenizer.json").exists()
+    assert list((tmp_path / "train" / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_gradient_accumulation_matches_one_big_batch(dataset, tmp_path):
+    config, ds = dataset
+    train(config, ds, tmp_path / "big")
+    train(with_train(config, micro_batch_size=2), ds, tmp_path / "accumulated")
+    assert np.allclose(losses(tmp_path / "big"), losses(tmp_path / "accumulated"), atol=2e-4)
+
+
+def test_muon_trains_too(dataset, tmp_path):
+    config, ds = dataset
+    train(with_train(config, optimizer="muon", lr=0.02), ds, tmp_path / "muon")
+    curve = losses(tmp_path / "muon")
+    assert np.mean(curve[-5:]) < curve[0] - 0.5
+
+
+# --- checkpoints and resume -----------------------------------------------------------------------
+
+
+def _train_process(config_path: Path, ds: Path, out: Path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "ltm.cli", "train", str(config_path), "--data", str(ds), "-o", str(out), *extra],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def test_a_run_killed_with_sigkill_resumes_on_the_same_curve(dataset, tmp_path):
+    config, ds = dataset
+    config = with_train(config, steps=400, checkpoint_every=40, eval_every=100, tensorboard=False)
+    path = tmp_path / "long.yaml"
+    path.write_text(yaml.safe_dump(config.model_dump(mode="json")))
+    assert subprocess.run([sys.executable, "-m", "ltm.cli", "train", str(path), "--data", str(ds), "-o", str(tmp_path / "whole")],
+                          capture_output=True).returncode == 0
+    victim = _train_process(path, ds, tmp_path / "killed")
+    deadline = time.time() + 120
+    while not (tmp_path / "killed" / "checkpoints" / "step_0000080").exists():
+        assert victim.poll() is None, victim.stderr.read()
+        assert time.time() < deadline
+        time.sleep(0.01)
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait()
+    assert not (tmp_path / "killed" / "checkpoint").exists()  # it died before the end
+    resumed = _train_process(path, ds, tmp_path / "killed", "--resume")
+    assert resumed.wait(timeout=300) == 0, resumed.stderr.read()
+    whole, again = losses(tmp_path / "whole"), losses(tmp_path / "killed")
+    assert len(again) == 400 and np.allclose(whole, again, atol=1e-5)
+
+
+def test_resume_refuses_another_config_or_nothing_to_resume(dataset, tmp_path):
+    config, ds = dataset
+    with pytest.raises(TrainError, match="no checkpoint"):
+        train(config, ds, tmp_path / "fresh", resume=True)
+    train(with_train(config, steps=10), ds, tmp_path / "run")
+    with pytest.raises(TrainError, match="different config or dataset"):
+        train(with_train(config, steps=10, lr=0.1), ds, tmp_path / "run", resume=True)
+
+
+def test_a_dataset_whose_tokenizer_was_swapped_is_refused(dataset, tmp_path):
+    config, ds = dataset
+    tokenizer_json = ds / "tokenizer" / "tokenizer.json"
+    tokenizer_json.write_text(tokenizer_json.read_text().replace('"<|scene|>"', '"<|scene2|>"'))
+    with pytest.raises(TrainError, match="differs from the one the shards were built with"):
+        train(config, ds, tmp_path / "run")
+
+
+# --- several processes ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_torchrun_two_processes_follow_the_single_process_curve(dataset, tmp_path, strategy):
+    config, ds = dataset
+    config = with_train(config, steps=12, eval_every=6, distributed=strategy, tensorboard=False, threads=1)
+    path = tmp_path / "dist.yaml"
+    path.write_text(yaml.safe_dump(config.model_dump(mode="json")))
+    train(config, ds, tmp_path / "single")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "ltm.cli",
+                             "train", str(path), "--data", str(ds), "-o", str(tmp_path / "two")], capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert np.allclose(losses(tmp_path / "single"), losses(tmp_path / "two"), atol=1e-3)
+    assert (tmp_path / "two" / "checkpoint" / "model.safetensors").exists()
