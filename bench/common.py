@@ -9,6 +9,14 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # benchmarks never download anything
+
+
+def quiet_transformers() -> None:
+    """No per-file progress bars from save_pretrained in benchmark output."""
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()
 SHARED_CORPORA = ROOT.parent / "shared" / "corpora"
 
 

@@ -28,7 +28,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ltm",
         description="ltm: train small language models that think in scenes. "
-        "Pipeline: ingest -> scenes -> build -> train -> eval -> report; `ltm run CONFIG` does all of it; "
+        "Pipeline: ingest -> scenes -> build -> train [-> initiate] -> eval -> report; `ltm run CONFIG` does all of it; "
         "`ltm export` hands the model to the Hugging Face ecosystem.",
     )
     parser.add_argument("--version", action="version", version=f"ltm {__version__}")
@@ -82,8 +82,33 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--out", type=Path, required=True, help="output folder for metrics and checkpoint")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in OUT (same config and data)")
 
+    p = sub.add_parser("initiate", help="the initiation stage: LoRA (merged), full or none on dialogue data after pretraining",
+                       description="Run the final stage of training on a separate dataset of dialogue scenes, as the config's "
+                       "`initiation` section says: `lora` trains LoRA adapters on the frozen pretrained model and merges them into "
+                       "the weights, `full` trains every parameter, `none` copies the model unchanged (the comparisons). "
+                       "DATASET_DIR must be built with the checkpoint's tokenizer (build.tokenizer: the pretraining DATASET/tokenizer). "
+                       "Writes metrics.jsonl and checkpoint/ (a plain model, loads and exports like a trained one) into OUT_DIR, "
+                       "and under LoRA the adapter alone into OUT_DIR/adapter. See docs/training.md.")
+    p.add_argument("config", type=Path, help="config YAML (its `initiation` and `train` sections and `seed`)")
+    p.add_argument("--checkpoint", type=Path, required=True, help="the pretrained model, e.g. TRAIN_OUT/checkpoint")
+    p.add_argument("--data", type=Path, required=True, help="DATASET_DIR of dialogue scenes from `ltm build` (unused when mode is none)")
+    p.add_argument("-o", "--out", type=Path, required=True, help="output folder")
+
+    p = sub.add_parser("tune", help="LoRA-tune (or fully tune) a Hugging Face model you have on disk (Qwen, Saiga, ...)",
+                       description="Tune any local Hugging Face causal-LM folder (config.json, weights, tokenizer) on your texts with "
+                       "its own tokenizer, nothing downloaded: LoRA on the frozen model, merged into the weights (or every parameter "
+                       "with initiation.mode: full in the config). One text in ten is held out to measure the loss. The context is "
+                       "min(the model's, model.max_seq_len); steps, learning rate, batch and LoRA settings come from the config's "
+                       "`initiation` section. Writes OUT_DIR/checkpoint (loads with AutoModelForCausalLM, in the model's dtype), "
+                       "OUT_DIR/adapter and metrics.jsonl. See docs/training.md.")
+    p.add_argument("model", type=Path, help="Hugging Face model folder")
+    p.add_argument("--texts", type=Path, nargs="+", required=True, metavar="FILE",
+                   help="DOCS.jsonl or SCENES.jsonl (each line's `text`), or plain .txt/.md files (each one text)")
+    p.add_argument("-o", "--out", type=Path, required=True, help="output folder")
+    p.add_argument("-c", "--config", type=Path, help="config YAML (its `initiation`, `train`, `model.max_seq_len`); default: LoRA with defaults")
+
     p = sub.add_parser("export", help="write a Hugging Face folder (a plain Llama when every extra is off)",
-                       description="Export a run's trained model (RUN/train/checkpoint) or a checkpoint folder to DIR: "
+                       description="Export a run's model (RUN/initiation/checkpoint if the run has one, else RUN/train/checkpoint) or a checkpoint folder to DIR: "
                        "safetensors weights, config, tokenizer with chat template, generation config. With every scene-aware "
                        "extra off the folder declares LlamaForCausalLM and loads with plain transformers; with extras on it "
                        "declares LtmForCausalLM and loads after `import ltm.model`.")
@@ -93,7 +118,8 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="measure a trained run (held-out bits per byte and baselines)",
                        description="Evaluate RUN (a run folder from `ltm run`): held-out bits per byte of the trained model, "
-                       "of the same model untrained, and of a unigram model; samples from the config's prompts.")
+                       "of the same model untrained, and of a unigram model; samples from the config's prompts. The model is "
+                       "RUN/initiation/checkpoint if the run has one, else RUN/train/checkpoint.")
     p.add_argument("run", type=Path, help="run folder")
     p.add_argument("-o", "--out", type=Path, help="output eval.json (default RUN/eval.json)")
 
@@ -104,7 +130,10 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="run every stage from one YAML config",
                        description="Run ingest, scenes, build, train, eval and report in order into a new run folder "
-                       "under the config's out_dir (or --run-dir). The folder's path is printed at the end.")
+                       "under the config's out_dir (or --run-dir). The folder's path is printed at the end. When "
+                       "initiation.mode is lora or full, initiation.paths are ingested, cut into scenes and built with the "
+                       "pretraining tokenizer into RUN/dataset-initiation, the initiation stage runs after training into "
+                       "RUN/initiation, and eval and export use its model.")
     p.add_argument("config", type=Path, help="config YAML, e.g. examples/quickstart.yaml")
     p.add_argument("--run-dir", type=Path, help="use this run folder instead of a new timestamped one")
     return parser
@@ -158,6 +187,15 @@ def main(argv: list[str] | None = None) -> int:
             from ltm.train import train
 
             train(load_config(args.config), args.data, args.out, resume=args.resume)
+        elif args.command == "initiate":
+            from ltm.train.initiation import initiate
+
+            initiate(load_config(args.config), args.checkpoint, args.data, args.out)
+        elif args.command == "tune":
+            from ltm.train.initiation import read_texts, tune_hf
+
+            config = load_config(args.config) if args.config else RunConfig(initiation={"mode": "lora"})
+            tune_hf(args.model, read_texts(args.texts), config, args.out)
         elif args.command == "export":
             stages.export_model(args.source, args.out, args.tokenizer)
         elif args.command == "eval":

@@ -196,6 +196,8 @@ class TrainConfig(Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["auto", "bf16", "fp32"] = Field("auto", description="auto: bf16 autocast on CUDA, fp32 on CPU")
     compile: bool | None = Field(None, description="torch.compile the model; default: on for CUDA")
+    compile_mode: Literal["default", "max-autotune-no-cudagraphs"] = Field(
+        "default", description="max-autotune-no-cudagraphs: autotuned matmuls, minutes more compilation")
     distributed: Literal["ddp", "fsdp"] = Field("ddp", description="under torchrun with several processes")
     tensorboard: bool = True
     threads: int | None = Field(None, description="CPU threads; default all cores")

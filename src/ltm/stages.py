@@ -10,7 +10,7 @@ from datetime import datetime
 from pathlib import Path
 
 from ltm.build import SceneFileError, SceneTable, build_dataset
-from ltm.config import RunConfig, dump_config, load_config
+from ltm.config import BuildConfig, RunConfig, dump_config, load_config
 from ltm.eval import evaluate
 from ltm.ingest import ingest_paths, write_documents
 from ltm.io import atomic_write, write_json, write_jsonl
@@ -19,10 +19,15 @@ from ltm.report import write_report
 from ltm.scenes import load_documents, make_scenes
 from ltm.scenes.views import write_views
 from ltm.train import train
+from ltm.train.initiation import initiate
 
 # Where each stage's output lives inside a run folder (docs/formats.md, "Run folder").
 DOCS, SCENES, DATASET, TRAIN, EVAL, REPORT, CONFIG = (
     "documents.jsonl", "scenes.jsonl", "dataset", "train", "eval.json", "report.html", "config.yaml",
+)
+# The initiation stage's own documents, scenes and dataset, and its output (docs/training.md).
+INITIATION_DOCS, INITIATION_SCENES, INITIATION_DATASET, INITIATION = (
+    "documents-initiation.jsonl", "scenes-initiation.jsonl", "dataset-initiation", "initiation",
 )
 
 
@@ -82,9 +87,28 @@ def build(config: RunConfig, scenes_path: Path, out_dir: Path) -> Path:
     return out_dir
 
 
+def initiation(config: RunConfig, run_dir: Path) -> Path:
+    """`ltm run`'s initiation stage: initiation.paths -> documents, scenes, a dataset with the
+    pretraining tokenizer (every token once) -> RUN/initiation/checkpoint."""
+    ingest(config.initiation.paths, run_dir / INITIATION_DOCS)
+    scenes(run_dir / INITIATION_DOCS, run_dir / INITIATION_SCENES, config)
+    # Only the held-out share and the shard format carry over: no curriculum, lenses or budget of the pretraining build.
+    dialogue = config.model_copy(update={"build": BuildConfig(
+        tokenizer=str(run_dir / DATASET / "tokenizer"), heldout_docs=config.build.heldout_docs, dtype=config.build.dtype,
+        shard_tokens=config.build.shard_tokens, workers=config.build.workers)})
+    build(dialogue, run_dir / INITIATION_SCENES, run_dir / INITIATION_DATASET)
+    return initiate(config, run_dir / TRAIN / "checkpoint", run_dir / INITIATION_DATASET, run_dir / INITIATION)
+
+
+def final_checkpoint(run_dir: Path) -> Path:
+    """The run's model: the initiated one when the run had an initiation stage, else the pretrained one."""
+    initiated = run_dir / INITIATION / "checkpoint"
+    return initiated if initiated.is_dir() else run_dir / TRAIN / "checkpoint"
+
+
 def evaluate_run(run_dir: Path, out: Path | None = None) -> Path:
     config = load_config(run_dir / CONFIG)
-    checkpoint = run_dir / TRAIN / "checkpoint"
+    checkpoint = final_checkpoint(run_dir)
     if not checkpoint.exists():
         raise StageError(f"{run_dir}: no trained checkpoint at {checkpoint}; run `ltm train` first")
     result = evaluate(config, run_dir / DATASET, checkpoint)
@@ -95,10 +119,10 @@ def evaluate_run(run_dir: Path, out: Path | None = None) -> Path:
 
 
 def export_model(source: Path, out: Path, tokenizer: Path | None = None) -> Path:
-    """Export RUN (its train/checkpoint) or a checkpoint folder as a Hugging Face folder."""
+    """Export RUN (its initiation/checkpoint, else train/checkpoint) or a checkpoint folder as a Hugging Face folder."""
     from ltm.model.export import export
 
-    checkpoint = source / TRAIN / "checkpoint" if (source / TRAIN / "checkpoint").is_dir() else source
+    checkpoint = final_checkpoint(source) if final_checkpoint(source).is_dir() else source
     architecture = export(checkpoint, out, tokenizer)
     info(f"export: {architecture} -> {out}")
     return out
@@ -122,23 +146,35 @@ def run(config_path: Path, run_dir: Path | None = None) -> Path:
     # (`ltm eval RUN`) can be rerun from anywhere.
     resolved = config.model_copy(deep=True)
     resolved.ingest.paths = [str(config.resolve(p).resolve()) for p in config.ingest.paths]
+    resolved.initiation.paths = [str(config.resolve(p).resolve()) for p in config.initiation.paths]
     with atomic_write(run_dir / CONFIG) as handle:
         handle.write(dump_config(resolved))
     info(f"run folder: {run_dir}")
     if not resolved.ingest.paths:
         raise StageError(f"{config_path}: ingest.paths is empty; name the files or folders to train on")
+    initiating = resolved.initiation.mode != "none"
+    if initiating and not resolved.initiation.paths:
+        raise StageError(f"{config_path}: initiation.mode is {resolved.initiation.mode} but initiation.paths is empty; "
+                         "name the dialogue texts to initiate on")
+    names = ["ingest", "scenes", "build", "train", *(["initiation"] if initiating else []), "eval", "report"]
 
-    info("[bold]1/6 ingest")
+    def stage(name: str) -> None:
+        info(f"[bold]{names.index(name) + 1}/{len(names)} {name}")
+
+    stage("ingest")
     ingest(resolved.ingest.paths, run_dir / DOCS, resolved.ingest.tags)
-    info("[bold]2/6 scenes")
+    stage("scenes")
     scenes(run_dir / DOCS, run_dir / SCENES, resolved)
-    info("[bold]3/6 build")
+    stage("build")
     build(resolved, run_dir / SCENES, run_dir / DATASET)
-    info("[bold]4/6 train")
+    stage("train")
     train(resolved, run_dir / DATASET, run_dir / TRAIN)
-    info("[bold]5/6 eval")
+    if initiating:
+        stage("initiation")
+        initiation(resolved, run_dir)
+    stage("eval")
     evaluate_run(run_dir)
-    info("[bold]6/6 report")
+    stage("report")
     report([run_dir], run_dir / REPORT)
     info(f"done in {time.perf_counter() - started:.0f}s. Run folder: {run_dir}")
     return run_dir

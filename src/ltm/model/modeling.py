@@ -30,7 +30,7 @@ from ltm.model.scene_state import SceneStateEmbedding, SceneStates
 class CausalOutput:
     logits: torch.Tensor
     loss: torch.Tensor | None = None
-    losses: dict[str, float] = field(default_factory=dict)  # each part of the loss, for the logs
+    losses: dict[str, torch.Tensor] = field(default_factory=dict)  # each part of the loss, detached, for the logs
 
 
 class LtmPreTrainedModel(PreTrainedModel):
@@ -141,25 +141,28 @@ class LtmForCausalLM(LtmPreTrainedModel):
         return self.lm_head
 
     def forward(self, input_ids: torch.Tensor, labels: torch.Tensor | None = None, cache: KVCache | None = None,
-                think_steps: int | None = None) -> CausalOutput:
+                think_steps: int | None = None, return_logits: bool = True) -> CausalOutput:
         """Logits; with labels, the loss: cross-entropy over labels that are not -100, plus each
-        enabled auxiliary loss times its weight."""
+        enabled auxiliary loss times its weight. Training passes return_logits=False, so the
+        (batch x context x vocabulary) logits need not outlive the loss."""
         hidden, states, loop_delta = self.model(input_ids, cache, think_steps)
         logits = self.lm_head(hidden)
         if labels is None:
             return CausalOutput(logits)
         lm = F.cross_entropy(logits.float().view(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
-        loss, parts = lm, {"lm": lm.item()}
+        # Parts stay tensors: a .item() here would stall the GPU at every step, and under
+        # torch.compile break the graph.
+        loss, parts = lm, {"lm": lm.detach()}
         c = self.config
         if c.channel_aux_weight:
             aux = self._channel_loss(states)
-            loss, parts["channel"] = loss + c.channel_aux_weight * aux, aux.item()
+            loss, parts["channel"] = loss + c.channel_aux_weight * aux, aux.detach()
         if c.scene_aux_weight:
             aux = self._scene_loss(hidden, states)
-            loss, parts["scene"] = loss + c.scene_aux_weight * aux, aux.item()
+            loss, parts["scene"] = loss + c.scene_aux_weight * aux, aux.detach()
         if c.loop_aux_weight and loop_delta is not None:
-            loss, parts["loop"] = loss + c.loop_aux_weight * loop_delta, loop_delta.item()
-        return CausalOutput(logits, loss, parts)
+            loss, parts["loop"] = loss + c.loop_aux_weight * loop_delta, loop_delta.detach()
+        return CausalOutput(logits if return_logits else None, loss, parts)
 
     def _channel_loss(self, states: dict[str, torch.Tensor]) -> torch.Tensor:
         """Cross-entropy of the gates (averaged over layers) against the channel the pass's lens maps to."""

@@ -97,24 +97,32 @@ def train(config: RunConfig, dataset_dir: str | Path, out_dir: str | Path, resum
             model = LtmForCausalLM.from_pretrained(str(found))
             start = meta["step"]
             info(f"resuming from {found} at step {start}")
-        fit(model, tokenizer, config, dataset_dir, manifest, out_dir, world, start, state, print_)
+        seq_len = model.config.max_position_embeddings
+        batches = shard_batches(load_split(dataset_dir, manifest, "train"), seq_len, tc, world, dataset_dir)
+        windows = eval_windows(load_split(dataset_dir, manifest, "heldout"), seq_len, limit=tc.eval_batches * tc.batch_size)
+        fit(model, tokenizer, tc, batches, windows, out_dir, world, start, state, print_)
     finally:
         distributed.teardown(world)
     return out_dir / "checkpoint"
 
 
-def fit(model, tokenizer, config: RunConfig, dataset_dir, manifest, out_dir: Path, world, start: int, state, print_: str) -> None:
-    tc = config.train
-    seq_len = model.config.max_position_embeddings
+def shard_batches(tokens, seq_len: int, tc: TrainConfig, world, source) -> ShardBatches:
     micro = tc.micro_batch_size or max(tc.batch_size // world.size, 1)
     try:
-        batches = ShardBatches(load_split(dataset_dir, manifest, "train"), seq_len, tc.batch_size, micro, world.rank, world.size)
+        return ShardBatches(tokens, seq_len, tc.batch_size, micro, world.rank, world.size)
     except ValueError as exc:
-        raise TrainError(f"{dataset_dir}: {exc}") from None
-    windows = eval_windows(load_split(dataset_dir, manifest, "heldout"), seq_len, limit=tc.eval_batches * tc.batch_size)
+        raise TrainError(f"{source}: {exc}") from None
+
+
+def fit(model, tokenizer, tc: TrainConfig, batches: ShardBatches, windows, out_dir: Path, world, start: int = 0, state=None,
+        print_: str = "") -> None:
+    """Train `model` (an LtmForCausalLM, or anything with its forward(x, y) -> .loss/.losses and
+    its counting methods) for tc.steps on `batches`, measuring held-out loss on `windows`."""
+    seq_len, micro = batches.seq_len, batches.micro_batch
     c = model.config
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)  # fewer than all under LoRA
     check_fits(training_bytes(model.num_parameters(), micro, seq_len, c.hidden_size, c.num_hidden_layers, c.vocab_size,
-                              c.num_attention_heads), world.device)
+                              c.num_attention_heads, trainable), world.device)
     torch.set_num_threads(tc.threads or os.cpu_count() or 1)
     flops = model.flops_per_token(seq_len)
     if world.main:
@@ -123,9 +131,13 @@ def fit(model, tokenizer, config: RunConfig, dataset_dir, manifest, out_dir: Pat
         info(f"data: {len(batches.tokens):,} training tokens; {tc.steps} steps of {tc.batch_size} x {seq_len} tokens "
              f"= {batches.epochs(tc.steps):.1f} passes; {world.size} process(es), micro-batch {micro}, accumulation {batches.accumulation}")
 
+    if world.device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True  # the fp32 matmuls left outside autocast
+        torch.backends.cudnn.allow_tf32 = True
     model.to(world.device)
     wrapped = distributed.wrap(model, world, tc.distributed)
-    compiled = torch.compile(wrapped) if (tc.compile if tc.compile is not None else world.device.type == "cuda") else wrapped
+    use_compile = tc.compile if tc.compile is not None else world.device.type == "cuda"
+    compiled = torch.compile(wrapped, mode=tc.compile_mode) if use_compile else wrapped
     optimizers = make_optimizers(model, tc, world.device)
     if state is not None:
         distributed.load_optimizer_states(model, optimizers, state["optimizers"], world)
@@ -150,16 +162,16 @@ def fit(model, tokenizer, config: RunConfig, dataset_dir, manifest, out_dir: Pat
             if step == start + 1:  # the first step includes compilation: keep it out of the speed
                 timed_from = time.perf_counter()
             set_lr(optimizers, lr := lr_at(step, tc))
-            loss_sum, parts = 0.0, {}
+            loss_sum, parts = torch.zeros((), device=world.device), {}
             for micro_step in range(batches.accumulation):
-                x, y = (t.to(world.device, non_blocking=True) for t in batches.batch(step, micro_step))
+                x, y = (_to(t, world.device) for t in batches.batch(step, micro_step))
                 last = micro_step == batches.accumulation - 1
                 sync = nullcontext() if last or not hasattr(wrapped, "no_sync") else wrapped.no_sync()
                 with sync:
                     with autocast():
-                        out = compiled(x, y)
+                        out = compiled(x, y, return_logits=False)  # the loss is all training needs
                     (out.loss / batches.accumulation).backward()
-                loss_sum += out.loss.item() / batches.accumulation
+                loss_sum += out.loss.detach() / batches.accumulation
                 for key, value in out.losses.items():
                     parts[key] = parts.get(key, 0.0) + value / batches.accumulation
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
@@ -167,7 +179,7 @@ def fit(model, tokenizer, config: RunConfig, dataset_dir, manifest, out_dir: Pat
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
 
-            loss = distributed.mean(loss_sum, world)
+            loss = distributed.mean(loss_sum.item(), world)  # the step's one synchronisation with the GPU
             if timed_from is not None:
                 timed_steps += 1
             elapsed = time.perf_counter() - (timed_from or started)
@@ -178,7 +190,7 @@ def fit(model, tokenizer, config: RunConfig, dataset_dir, manifest, out_dir: Pat
             if peak:
                 record["mfu"] = round(flops * tokens_per_s / (peak * world.size), 4)
             if len(parts) > 1:
-                record |= {f"loss_{k}": round(distributed.mean(v, world), 5) for k, v in parts.items()}
+                record |= {f"loss_{k}": round(distributed.mean(float(v), world), 5) for k, v in parts.items()}
             if (step + 1) % tc.eval_every == 0 or step + 1 == tc.steps:
                 # Every rank evaluates: under FSDP the forward pass needs all of them.
                 record["heldout_loss"] = round(heldout_loss(model, windows, world.device, autocast), 5)
@@ -203,9 +215,17 @@ def fit(model, tokenizer, config: RunConfig, dataset_dir, manifest, out_dir: Pat
             writer.close()
         with atomic_dir(out_dir / "checkpoint") as tmp:
             model.save_pretrained(str(tmp), state_dict=final_state)
-            tokenizer.save_pretrained(str(tmp))  # a checkpoint is self-contained: `ltm export` needs nothing else
+            if tokenizer is not None:  # a checkpoint is self-contained: `ltm export` needs nothing else
+                tokenizer.save_pretrained(str(tmp))
         info(f"trained to step {tc.steps} in {time.perf_counter() - started:.0f}s; model: {out_dir / 'checkpoint'}")
     distributed.barrier(world)
+
+
+def _to(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Pinned host memory lets the copy to the GPU overlap the running step."""
+    if device.type == "cuda":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor
 
 
 def _save(out_dir, step, model, optimizers, print_, tc: TrainConfig, world) -> None:

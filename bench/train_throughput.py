@@ -1,0 +1,130 @@
+"""Training throughput of ltm's own loop (src/ltm/train/loop.py: fit), optionally side by side
+with nanoGPT's train.py at the same shape and batch, in the same command.
+
+    python bench/train_throughput.py --preset gpt2-124m [--nanogpt DIR] [--steps 60]
+    torchrun --nproc_per_node 2 bench/train_throughput.py --preset gpt2-124m --single GPU1.jsonl
+    python bench/train_throughput.py --preset cpu-10m
+
+gpt2-124m: 12 layers, width 768, 12 heads (no grouping), context 1024, vocabulary 50304, bf16,
+torch.compile, fused AdamW, micro-batch 32 per GPU. Random tokens (throughput does not depend on
+them). Speed is taken between step `--skip` and the last step, so compilation is left out.
+MFU = training FLOPs per token (6N + 12·L·d·T, as nanoGPT and the PaLM appendix count) x tokens/s /
+the GPU's bf16 dense peak. nanoGPT (DIR holds its train.py, model.py, configurator.py; not part
+of ltm) is run on random tokens written to DIR/data/synthetic and timed from its own log lines;
+its MFU uses the same FLOP count for the same shape.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import emit, quiet_transformers  # noqa: E402
+
+from ltm.config import TrainConfig  # noqa: E402
+from ltm.model import LtmConfig, LtmForCausalLM  # noqa: E402
+from ltm.train import distributed  # noqa: E402
+from ltm.train.data import ShardBatches  # noqa: E402
+from ltm.train.hardware import peak_flops  # noqa: E402
+from ltm.train.loop import fit  # noqa: E402
+
+PRESETS = {
+    "gpt2-124m": {"layers": 12, "d": 768, "heads": 12, "seq": 1024, "vocab": 50304, "micro": 32, "steps": 60, "skip": 20},
+    "cpu-10m": {"layers": 6, "d": 384, "heads": 6, "seq": 256, "vocab": 4096, "micro": 8, "steps": 12, "skip": 4},
+}
+
+
+def measure_ltm(p: dict, world, steps: int, skip: int, compile_: bool, mode: str) -> dict:
+    torch.manual_seed(0)
+    config = LtmConfig(vocab_size=p["vocab"], hidden_size=p["d"], num_hidden_layers=p["layers"], num_attention_heads=p["heads"],
+                       num_key_value_heads=p["heads"], max_position_embeddings=p["seq"], tie_word_embeddings=True)
+    model = LtmForCausalLM(config)
+    batch = p["micro"] * world.size
+    tokens = np.random.default_rng(0).integers(0, p["vocab"], size=(steps + 1) * batch * p["seq"] + 1, dtype=np.uint16)
+    batches = ShardBatches(tokens, p["seq"], batch, p["micro"], world.rank, world.size)
+    windows = [tokens[: p["seq"] + 1].astype(np.int64)]
+    tc = TrainConfig(steps=steps, batch_size=batch, micro_batch_size=p["micro"], lr=6e-4, warmup_steps=10, eval_every=10**9,
+                     tensorboard=False, compile=compile_, compile_mode=mode, threads=None)
+    with tempfile.TemporaryDirectory() as out:
+        fit(model, None, tc, batches, windows, Path(out), world)
+        records = [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()] if world.main else []
+    result = {"parameters": model.num_parameters(), "flops_per_token": model.flops_per_token(p["seq"])}
+    if world.main:
+        first, last = records[skip - 1], records[-1]
+        result["tokens_per_s"] = (last["tokens"] - first["tokens"]) / (last["elapsed_s"] - first["elapsed_s"])
+        result["final_loss"] = last["loss"]
+    if world.device.type == "cuda":
+        result["peak_memory_gib"] = torch.cuda.max_memory_allocated(world.device) / 2**30
+    return result
+
+
+def measure_nanogpt(folder: Path, p: dict, steps: int, skip: int) -> float:
+    data = folder / "data" / "synthetic"
+    data.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 20_000_000), ("val", 1_000_000)):
+        rng.integers(0, 50257, size=n, dtype=np.uint16).tofile(data / f"{split}.bin")
+    args = ["--dataset=synthetic", f"--batch_size={p['micro']}", f"--block_size={p['seq']}", "--gradient_accumulation_steps=1",
+            f"--n_layer={p['layers']}", f"--n_head={p['heads']}", f"--n_embd={p['d']}", f"--max_iters={steps}", "--lr_decay_iters=1000",
+            "--eval_interval=100000", "--eval_iters=1", "--log_interval=1", "--compile=True", "--dtype=bfloat16", "--dropout=0.0",
+            "--bias=False", "--always_save_checkpoint=False", "--wandb_log=False", "--out_dir=out"]
+    run = subprocess.run([sys.executable, "train.py", *args], cwd=folder, capture_output=True, text=True)
+    if run.returncode != 0:
+        raise RuntimeError(f"nanoGPT failed:\n{run.stdout[-2000:]}\n{run.stderr[-2000:]}")
+    times = [float(m.group(2)) for m in re.finditer(r"iter (\d+): loss [\d.]+, time ([\d.]+)ms", run.stdout) if int(m.group(1)) >= skip]
+    return p["micro"] * p["seq"] / (np.mean(times) / 1000)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", choices=PRESETS, default="gpt2-124m")
+    parser.add_argument("--steps", type=int)
+    parser.add_argument("--nanogpt", type=Path, help="folder with nanoGPT's train.py, model.py, configurator.py")
+    parser.add_argument("--single", type=Path, help="(torchrun) the one-GPU result file, for the scaling efficiency")
+    parser.add_argument("--no-compile", action="store_true")
+    parser.add_argument("--compile-mode", default="default", choices=["default", "max-autotune-no-cudagraphs"])
+    parser.add_argument("--micro", type=int, help="micro-batch per GPU (default: the preset's)")
+    args = parser.parse_args()
+    quiet_transformers()
+    p = PRESETS[args.preset] | ({"micro": args.micro} if args.micro else {})
+    steps = args.steps or p["steps"]
+    world = distributed.setup("auto")
+    compile_ = world.device.type == "cuda" and not args.no_compile
+    ours = measure_ltm(p, world, steps, p["skip"], compile_, args.compile_mode)
+    if not world.main:
+        distributed.teardown(world)
+        return
+    peak = peak_flops(world.device)
+    how = f"compiled ({args.compile_mode})" if compile_ else "eager"
+    shape = f"{args.preset}, micro-batch {p['micro']} x {world.size} device(s), {how}"
+    bench = "train_throughput"
+    emit(bench, "tokens_per_s", ours["tokens_per_s"], "tokens/s", shape=shape, parameters=ours["parameters"], world=world.size)
+    if peak:
+        mfu = ours["flops_per_token"] * ours["tokens_per_s"] / (peak * world.size)
+        emit(bench, "mfu", mfu, "fraction", target=0.5, shape=shape)
+        emit(bench, "peak_memory_gib", ours["peak_memory_gib"], "GiB", shape=shape)
+    if args.single:
+        single = next(json.loads(line)["value"] for line in args.single.read_text().splitlines()
+                      if json.loads(line)["metric"] == "tokens_per_s")
+        emit(bench, "scaling_efficiency", ours["tokens_per_s"] / (world.size * single), "fraction", shape=shape,
+             single_gpu_tokens_per_s=single)
+    if args.nanogpt:
+        theirs = measure_nanogpt(args.nanogpt, p, steps, p["skip"])
+        emit(bench, "nanogpt_tokens_per_s", theirs, "tokens/s", shape=shape)
+        if peak:
+            emit(bench, "nanogpt_mfu", ours["flops_per_token"] * theirs / peak, "fraction", shape=shape)
+        emit(bench, "tokens_per_s_ratio_vs_nanogpt", ours["tokens_per_s"] / theirs, "ratio", target=1.3, shape=shape)
+    distributed.teardown(world)
+
+
+if __name__ == "__main__":
+    main()
