@@ -1,13 +1,18 @@
-"""Evaluation metrics on models whose answer is known."""
+"""Evaluation metrics on models whose answer is known, and the whole evaluation on tiny runs."""
 
+import json
 import math
 
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from ltm import stages
-from ltm.eval.bpb import model_bpb, unigram_bpb
+from ltm.cli import main
+from ltm.eval.bpb import bits_per_byte, range_mask, token_nll, unigram_nll
+from ltm.eval.diversity import diversity
+from ltm.eval.memorization import bucket
 from ltm.train.data import eval_windows
 
 
@@ -15,6 +20,9 @@ class _Uniform(torch.nn.Module):
     def __init__(self, vocab):
         super().__init__()
         self.vocab = vocab
+
+    def parameters(self):
+        return iter([torch.zeros(1)])
 
     def forward(self, x):
         from ltm.model import CausalOutput
@@ -25,19 +33,28 @@ class _Uniform(torch.nn.Module):
 def test_bpb_of_a_uniform_model_is_log2_vocab_per_token_over_bytes():
     vocab, lengths = 8, np.array([0, 1, 1, 2, 2, 3, 3, 4])
     tokens = np.array([0, 1, 3, 5, 7, 2, 0, 6, 4, 1], dtype=np.int64)
-    bpb, n_tokens, n_bytes = model_bpb(_Uniform(vocab), tokens, lengths, seq_len=4)
+    bpb, n_tokens, n_bytes = bits_per_byte(token_nll(_Uniform(vocab), tokens, seq_len=4), tokens, lengths)
     targets = np.concatenate([w[1:] for w in eval_windows(tokens, 4)])
     targets = targets[lengths[targets] > 0]
     assert n_tokens == len(targets) and n_bytes == lengths[targets].sum()
     assert bpb == pytest.approx(n_tokens * math.log2(vocab) / n_bytes)
+    # A group is the tokens inside its ranges.
+    mask = range_mask(len(tokens), np.array([2]), np.array([6]))
+    assert mask.tolist() == [False, False, True, True, True, True, False, False, False, False]
+    _, group_tokens, group_bytes = bits_per_byte(token_nll(_Uniform(vocab), tokens, seq_len=4), tokens, lengths, mask)
+    assert group_bytes == lengths[tokens[2:6]].sum() and group_tokens == int((lengths[tokens[2:6]] > 0).sum())
 
 
 def test_unigram_bpb_rewards_matching_frequencies():
     lengths = np.ones(4, dtype=np.int64)
+
+    def unigram(train, heldout):
+        return bits_per_byte(unigram_nll(train, heldout, 4), heldout, lengths)[0]
+
     frequent = np.array([1] * 90 + [2] * 10)
-    assert unigram_bpb(frequent, frequent, lengths, 16) < unigram_bpb(frequent, np.array([2] * 100), lengths, 16)
+    assert unigram(frequent, frequent) < unigram(frequent, np.array([2] * 100))
     # With add-one smoothing the unigram of a one-token stream is close to, not exactly, 0 bits.
-    assert unigram_bpb(np.ones(1000, dtype=np.int64), np.ones(50, dtype=np.int64), lengths, 16) < 0.01
+    assert unigram(np.ones(1000, dtype=np.int64), np.ones(50, dtype=np.int64)) < 0.01
 
 
 def test_eval_refuses_a_run_without_checkpoint(tmp_path, tiny_config):
@@ -46,3 +63,81 @@ def test_eval_refuses_a_run_without_checkpoint(tmp_path, tiny_config):
     (run / "config.yaml").write_text(tiny_config.read_text())
     with pytest.raises(stages.StageError, match="no trained checkpoint"):
         stages.evaluate_run(run)
+
+
+# --- the whole evaluation on tiny runs ---------------------------------------------------------------
+
+PASSAGES = [
+    "The river does not remember the rain that made it, yet every bend of it is a memory of some old flood. "
+    "Those who live on its banks learn to read the bends the way others read letters from home, slowly and twice.",
+    "A question asked too early is a stone thrown into fog: you hear it land, but you cannot see where. "
+    "Wait until the fog lifts, the old teacher said, and then ask again, and watch the stone all the way down.",
+    "Память не хранит прошлое, она его пересказывает, и каждый пересказ чуть глаже предыдущего. "
+    "Поэтому старые люди рассказывают одну и ту же историю всё лучше, а помнят её всё хуже.",
+    "Вопрос, заданный вовремя, похож на ключ, который сам находит замок. "
+    "Но если торопиться, ключ ломается, и приходится долго искать другой, уже не такой точный.",
+]
+
+
+def memorizing_run(tmp_path, steps: int, name: str):
+    corpus = tmp_path / f"corpus-{name}"
+    corpus.mkdir()
+    for i, text in enumerate(PASSAGES):
+        (corpus / f"text_{i}.md").write_text(f"# T{i}\n\n{text}\n", encoding="utf-8")
+    config = {
+        "name": name, "seed": 3, "out_dir": str(tmp_path / "runs"), "ingest": {"paths": [str(corpus)]},
+        "scenes": {"min_tokens": 5, "max_tokens": 200, "link_k": 0},
+        "build": {"vocab_size": 300, "heldout_docs": 0.3, "heldout_lenses": ["plain", "scene"]},
+        "model": {"d_model": 64, "n_layers": 2, "n_heads": 4, "n_kv_heads": 2, "max_seq_len": 96},
+        "train": {"steps": steps, "batch_size": 4, "lr": 1e-2, "warmup_steps": 5, "eval_every": max(steps, 1), "tensorboard": False},
+        "eval": {"memorization_per_bucket": 16, "samples_per_prompt": 1, "sample_tokens": 16, "data_sample_tokens": 2000,
+                 "wikitext": str(tmp_path / "missing-wikitext.txt")},
+    }
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(config, allow_unicode=True))
+    run_dir = tmp_path / "runs" / name
+    assert main(["run", str(path), "--run-dir", str(run_dir)]) == 0
+    return run_dir, json.loads((run_dir / "eval.json").read_text())
+
+
+def test_a_model_trained_to_memorize_continues_its_training_text_and_the_untrained_one_does_not(tmp_path):
+    run_dir, result = memorizing_run(tmp_path, steps=800, name="memorize")
+    memo = result["memorization"]
+    assert memo["overall"]["n"] >= 2
+    assert memo["overall"]["exact"] >= 0.5 and memo["overall"]["token_match"] >= 0.8
+    assert memo["overall"]["control_exact"] == 0.0 and memo["overall"]["control_token_match"] < 0.1
+    assert memo["control"] == "untrained"
+    assert set(memo["by_times_seen"]) and all(b.split("-")[0].isdigit() for b in memo["by_times_seen"])
+    # The rest of the contract, on the same run.
+    assert result["schema"] == "ltm.eval/2" and isinstance(result["heldout_bpb"], float)
+    assert set(result["heldout_by"]) == {"document", "author", "phase", "lens"}
+    assert set(result["heldout_by"]["lens"]) == {"plain", "scene"}
+    assert result["wikitext"]["skipped"].endswith("not found")
+    assert set(result["probes"]) and all(set(v) == {"model_rate", "data_rate"} for v in result["probes"].values())
+    assert {"distinct_1", "distinct_2", "repetition_rate"} <= set(result["diversity"])
+    html = (run_dir / "report.html").read_text()
+    assert "Memorization vs times seen" in html and "Thinking-behaviour probes" in html
+    # A control run: the memorizing model's own run as control makes the control memorize too.
+    assert main(["eval", str(run_dir), "-o", str(tmp_path / "self.json"), "--control", str(run_dir)]) == 0
+    assert json.loads((tmp_path / "self.json").read_text())["memorization"]["overall"]["control_exact"] >= 0.5
+
+
+def test_bad_input_is_named(tmp_path, capsys):
+    run_dir, _ = memorizing_run(tmp_path, steps=2, name="short")
+    (run_dir / "dataset" / "manifest.json").rename(run_dir / "dataset" / "manifest.moved")
+    assert main(["eval", str(run_dir)]) == 1
+    assert "no dataset manifest" in capsys.readouterr().err
+    (run_dir / "dataset" / "manifest.moved").rename(run_dir / "dataset" / "manifest.json")
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("en: []\n")
+    config["eval"]["prompts"] = str(empty)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
+    assert main(["eval", str(run_dir)]) == 1
+    assert "no prompts" in capsys.readouterr().err
+
+
+def test_diversity_and_buckets():
+    assert diversity([[1, 2, 3, 4], [1, 2, 3, 4]]) == {"distinct_1": 0.5, "distinct_2": 0.5, "repetition_rate": 0.0}
+    assert diversity([[7, 7, 7, 7, 7, 7]])["repetition_rate"] == pytest.approx(2 / 3)
+    assert [bucket(n) for n in (1, 2, 3, 4, 7, 8, 100)] == ["1", "2-3", "2-3", "4-7", "4-7", "8-15", "64-127"]

@@ -216,7 +216,8 @@ def test_run_with_lora_initiation_evaluates_the_initiated_model(tmp_path, tiny_c
     tiny_config.write_text(yaml.safe_dump(config))
     evaluated = []
     real_evaluate = stages.evaluate
-    monkeypatch.setattr(stages, "evaluate", lambda config, dataset, checkpoint: evaluated.append(checkpoint) or real_evaluate(config, dataset, checkpoint))
+    monkeypatch.setattr(stages, "evaluate", lambda config, dataset, checkpoint, control=None: evaluated.append(checkpoint)
+                        or real_evaluate(config, dataset, checkpoint, control))
 
     assert main(["run", str(tiny_config)]) == 0
     run_dir = Path(capsys.readouterr().out.strip().splitlines()[-1])

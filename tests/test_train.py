@@ -45,11 +45,13 @@ def with_train(config, **changes):
 
 
 def test_batches_are_consecutive_windows_that_wrap_and_do_not_depend_on_the_device_count():
-    tokens = np.arange(81, dtype=np.uint16)
+    tokens = np.arange(84, dtype=np.uint16)
     one = ShardBatches(tokens, seq_len=4, batch_size=4, micro_batch=4)
     x, y = one.batch(0)
     assert x.tolist() == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11], [12, 13, 14, 15]] and y[0].tolist() == [1, 2, 3, 4]
-    assert one.batch(5)[0][:, 0].tolist() == [0, 4, 8, 12]  # 20 windows: step 5 wraps to the start
+    # 20 windows: step 5 wraps to the start, cut 37 mod 4 = 1 token later.
+    assert one.batch(5)[0][:, 0].tolist() == [1, 5, 9, 13]
+    assert all(int(x[-1, -1]) < 84 for step in range(40) for x in [one.batch(step)[1]])
     shards = [ShardBatches(tokens, 4, 4, micro_batch=1, rank=r, world=2) for r in range(2)]
     split = sorted(row for s in shards for m in range(s.accumulation) for row in s.batch(3, m)[0][:, 0].tolist())
     assert split == sorted(one.batch(3)[0][:, 0].tolist())  # two ranks x two micro-batches = the same global batch

@@ -122,11 +122,27 @@ def _parser() -> argparse.ArgumentParser:
                        "RUN/initiation/checkpoint if the run has one, else RUN/train/checkpoint.")
     p.add_argument("run", type=Path, help="run folder")
     p.add_argument("-o", "--out", type=Path, help="output eval.json (default RUN/eval.json)")
+    p.add_argument("--control", type=Path, help="another run folder: its model is the memorization control (default: untrained)")
 
     p = sub.add_parser("report", help="write an HTML report for one or more runs",
                        description="Write one HTML page comparing the given run folders: metrics table, loss curves, samples.")
     p.add_argument("runs", nargs="+", type=Path, help="run folders with eval.json")
     p.add_argument("-o", "--out", type=Path, required=True, help="output report.html")
+
+    p = sub.add_parser("experiment", help="run a grid of runs (axes x seeds) at one token budget, recorded in SQLite",
+                       description="Run every cell of EXP.yaml (a base config, axes of overrides, seeds; see docs/experiments.md), "
+                       "each in its own process, one per GPU when there are several. Finished cells are skipped and "
+                       "interrupted ones resumed. Writes report.md and report.html (mean ± 95% CI over seeds) in the workspace.")
+    p.add_argument("spec", type=Path, help="experiment YAML")
+    p.add_argument("--workers", type=int, help="cells at a time (default: one per GPU, else 1)")
+
+    p = sub.add_parser("runs", help="list or compare the runs recorded in an experiment workspace",
+                       description="`ltm runs list` shows every recorded run; `ltm runs compare` prints the study table "
+                       "(mean ± 95% CI over seeds per cell) from the SQLite registry alone.")
+    p.add_argument("action", choices=["list", "compare"])
+    p.add_argument("--workspace", type=Path, required=True, help="the experiment's workspace (holds ltm.sqlite)")
+    p.add_argument("--experiment", help="only this experiment")
+    p.add_argument("--baseline", help="compare: also print each cell minus this cell, paired by seed (e.g. regime=unique)")
 
     p = sub.add_parser("run", help="run every stage from one YAML config",
                        description="Run ingest, scenes, build, train, eval and report in order into a new run folder "
@@ -136,6 +152,7 @@ def _parser() -> argparse.ArgumentParser:
                        "RUN/initiation, and eval and export use its model.")
     p.add_argument("config", type=Path, help="config YAML, e.g. examples/quickstart.yaml")
     p.add_argument("--run-dir", type=Path, help="use this run folder instead of a new timestamped one")
+    p.add_argument("--resume", action="store_true", help="keep finished stages in --run-dir and resume training from its checkpoint")
     return parser
 
 
@@ -151,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     from ltm import stages
     from ltm.build import BuildError
     from ltm.config import ConfigError, RunConfig, load_config
-    from ltm.eval import EvalError
+    from ltm.eval.evaluate import EvalError
     from ltm.log import console, error
     from ltm.model.export import ExportError
     from ltm.train import TrainError
@@ -199,11 +216,31 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "export":
             stages.export_model(args.source, args.out, args.tokenizer)
         elif args.command == "eval":
-            stages.evaluate_run(args.run, args.out)
+            stages.evaluate_run(args.run, args.out, args.control)
         elif args.command == "report":
             stages.report(args.runs, args.out)
+        elif args.command == "experiment":
+            from ltm.experiment.runner import run_experiment
+
+            run_experiment(args.spec, args.workers)
+        elif args.command == "runs":
+            from ltm.experiment.registry import Registry
+            from ltm.experiment.report import paired_table, study_table
+
+            path = args.workspace / "ltm.sqlite"
+            if not path.exists():
+                raise FileNotFoundError(f"{path}: no registry; run `ltm experiment` first")
+            registry = Registry(path)
+            if args.action == "list":
+                for row in registry.runs(args.experiment):
+                    print(f"{row['experiment']}\t{row['cell']}\tseed {row['seed']}\t{row['status']}\t{row['config_hash']}\t{row['run_dir']}")
+            else:
+                for name in sorted({row["experiment"] for row in registry.runs(args.experiment)}):
+                    print(f"## {name}\n\n{study_table(registry, name)}\n")
+                    if args.baseline:
+                        print(f"Paired with {args.baseline}, seed by seed:\n\n{paired_table(registry, name, args.baseline)}\n")
         elif args.command == "run":
-            run_dir = stages.run(args.config, args.run_dir)
+            run_dir = stages.run(args.config, args.run_dir, resume=args.resume)
             console.print(f"\nrun folder: {run_dir}\nreport:     {run_dir / stages.REPORT}\neval:       {run_dir / stages.EVAL}")
             print(run_dir)
     except (ConfigError, BuildError, TrainError, EvalError, ExportError, stages.StageError, FileNotFoundError,

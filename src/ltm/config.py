@@ -139,6 +139,8 @@ class BuildConfig(Section):
         description="the spiral schedule: passes per lens, in order, cycled when the regime asks for more passes",
     )
     llm: LLMConfig = Field(default_factory=LLMConfig, description="endpoint for generative lenses (commentary, analogy, paraphrase)")
+    heldout_lenses: list[str] = Field(default_factory=lambda: ["plain"], description="built-in lenses the held-out documents are also "
+                                      "written under, so evaluation can report bits per byte by lens")
     shard_tokens: int = Field(50_000_000, ge=1024, description="tokens per shard file")
     tokenizer_sample_mb: float = Field(200.0, gt=0, description="train the tokenizer on at most this much text")
     tokenizer: str | None = Field(None, description="reuse this tokenizer folder (e.g. another dataset's) instead of training one")
@@ -219,8 +221,17 @@ class InitiationConfig(Section):
 
 
 class EvalConfig(Section):
-    samples: list[str] = Field(default_factory=list, description="prompts to sample from the trained model")
+    samples: list[str] = Field(default_factory=list, description="prompts whose continuations the report shows")
     sample_tokens: int = Field(48, ge=1)
+    prompts: str | None = Field(None, description="YAML {lang: [prompts]} for the probes; default: ltm's own set")
+    samples_per_prompt: int = Field(2, ge=1)
+    temperature: float = Field(0.8, ge=0)
+    memorization_per_bucket: int = Field(64, ge=1, description="training sequences per times-seen bucket")
+    control: str | None = Field(None, description="another run folder whose model is the memorization control; default: untrained")
+    wikitext: str | None = Field(None, description="WikiText-2 validation file, an out-of-domain reference (relative to the config)")
+    wikitext_max_tokens: int = Field(20000, ge=100)
+    data_sample_tokens: int = Field(200000, ge=1000, description="training tokens decoded to measure the probes' data rates")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
 
 
 class RunConfig(Section):

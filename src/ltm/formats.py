@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 DOCUMENT_SCHEMA = "ltm.document/1"
 SCENE_SCHEMA = "ltm.scene/2"
 MANIFEST_SCHEMA = "ltm.manifest/2"
-EVAL_SCHEMA = "ltm.eval/1"
+EVAL_SCHEMA = "ltm.eval/2"
 
 
 class Record(BaseModel):
@@ -147,6 +147,7 @@ class Manifest(Record):
     budget_tokens: int
     shards: list[ShardInfo]
     docs: list[str]
+    doc_tags: dict[str, dict] = Field(default_factory=dict, description="per document: lang, author, phase and other tags, for evaluation by group")
     lenses: list[str]
     phases: list[str]
     heldout_docs: list[str]
@@ -169,12 +170,30 @@ class Baselines(Record):
     untrained_bpb: float
 
 
+class GroupBpb(Record):
+    bpb: float
+    bytes: int
+
+
+class ProbeRate(Record):
+    model_rate: float = Field(description="matches per 1,000 generated tokens")
+    data_rate: float = Field(description="matches per 1,000 tokens of training text")
+
+
 class EvalResult(Record):
-    schema_: Literal["ltm.eval/1"] = Field(EVAL_SCHEMA, alias="schema")
-    heldout_bpb: float
+    schema_: Literal["ltm.eval/2"] = Field(EVAL_SCHEMA, alias="schema")
+    model: str = Field("", description="the checkpoint evaluated")
+    heldout_bpb: float = Field(description="bits per byte on the held-out documents, plain")
     heldout_tokens: int
     heldout_bytes: int
     baselines: Baselines
+    heldout_by: dict[str, dict[str, GroupBpb]] = Field(default_factory=dict, description="document, author, phase, lens -> group -> bpb")
+    wikitext: dict = Field(default_factory=dict, description="{bpb, tokens, bytes} on WikiText-2 validation, or {skipped: why}")
+    memorization: dict = Field(default_factory=dict, description="overall and by_times_seen: exact and token_match, model and control")
+    probes: dict[str, ProbeRate] = Field(default_factory=dict)
+    probe_validation: dict = Field(default_factory=dict, description="precision and recall of each probe on ltm's labelled set")
+    valid_scene_structure: float | None = Field(None, description="share of samples claiming a scene structure that have a valid one")
+    diversity: dict[str, float] = Field(default_factory=dict)
     samples: list[dict] = Field(default_factory=list)
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)

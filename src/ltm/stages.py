@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ltm.build import SceneFileError, SceneTable, build_dataset
 from ltm.config import BuildConfig, RunConfig, dump_config, load_config
-from ltm.eval import evaluate
+from ltm.eval.evaluate import evaluate
 from ltm.ingest import ingest_paths, write_documents
 from ltm.io import atomic_write, write_json, write_jsonl
 from ltm.log import error, info, progress
@@ -106,12 +106,17 @@ def final_checkpoint(run_dir: Path) -> Path:
     return initiated if initiated.is_dir() else run_dir / TRAIN / "checkpoint"
 
 
-def evaluate_run(run_dir: Path, out: Path | None = None) -> Path:
+def evaluate_run(run_dir: Path, out: Path | None = None, control: Path | None = None) -> Path:
+    """Evaluate RUN's final model; the memorization control is `control` (a run folder), else the
+    config's eval.control, else the untrained network."""
     config = load_config(run_dir / CONFIG)
     checkpoint = final_checkpoint(run_dir)
     if not checkpoint.exists():
         raise StageError(f"{run_dir}: no trained checkpoint at {checkpoint}; run `ltm train` first")
-    result = evaluate(config, run_dir / DATASET, checkpoint)
+    if not (run_dir / DATASET / "manifest.json").exists():
+        raise StageError(f"{run_dir}: no dataset manifest at {run_dir / DATASET / 'manifest.json'}; run `ltm build` first")
+    control = control or (config.resolve(config.eval.control) if config.eval.control else None)
+    result = evaluate(config, run_dir / DATASET, checkpoint, final_checkpoint(control) if control else None)
     out = out or run_dir / EVAL
     write_json(out, result)
     info(f"eval: held-out bpb {result.heldout_bpb:.3f} -> {out}")
@@ -134,8 +139,9 @@ def report(runs: list[Path], out: Path) -> Path:
     return out
 
 
-def run(config_path: Path, run_dir: Path | None = None) -> Path:
-    """Every stage in order into one run folder; return its path."""
+def run(config_path: Path, run_dir: Path | None = None, resume: bool = False) -> Path:
+    """Every stage in order into one run folder; return its path. With `resume`, stages whose
+    output is already there are kept and training continues from its last checkpoint."""
     config = load_config(config_path)
     started = time.perf_counter()
     if run_dir is None:
@@ -147,8 +153,14 @@ def run(config_path: Path, run_dir: Path | None = None) -> Path:
     resolved = config.model_copy(deep=True)
     resolved.ingest.paths = [str(config.resolve(p).resolve()) for p in config.ingest.paths]
     resolved.initiation.paths = [str(config.resolve(p).resolve()) for p in config.initiation.paths]
+    for key in ("wikitext", "prompts", "control"):
+        if getattr(config.eval, key):
+            setattr(resolved.eval, key, str(config.resolve(getattr(config.eval, key)).resolve()))
+    written = dump_config(resolved)
+    if resume and (run_dir / CONFIG).exists() and (run_dir / CONFIG).read_text(encoding="utf-8") != written:
+        raise StageError(f"--resume: {run_dir / CONFIG} holds another config; resume with the same one or use a new run folder")
     with atomic_write(run_dir / CONFIG) as handle:
-        handle.write(dump_config(resolved))
+        handle.write(written)
     info(f"run folder: {run_dir}")
     if not resolved.ingest.paths:
         raise StageError(f"{config_path}: ingest.paths is empty; name the files or folders to train on")
@@ -158,24 +170,29 @@ def run(config_path: Path, run_dir: Path | None = None) -> Path:
                          "name the dialogue texts to initiate on")
     names = ["ingest", "scenes", "build", "train", *(["initiation"] if initiating else []), "eval", "report"]
 
-    def stage(name: str) -> None:
+    def stage(name: str, done: Path | None = None) -> bool:
+        """Announce the stage; False when resuming and its output `done` is already there."""
+        if resume and done is not None and done.exists():
+            info(f"[bold]{names.index(name) + 1}/{len(names)} {name}[/bold]: kept ({done})")
+            return False
         info(f"[bold]{names.index(name) + 1}/{len(names)} {name}")
+        return True
 
-    stage("ingest")
-    ingest(resolved.ingest.paths, run_dir / DOCS, resolved.ingest.tags)
-    stage("scenes")
-    scenes(run_dir / DOCS, run_dir / SCENES, resolved)
-    stage("build")
-    build(resolved, run_dir / SCENES, run_dir / DATASET)
-    stage("train")
-    train(resolved, run_dir / DATASET, run_dir / TRAIN)
-    if initiating:
-        stage("initiation")
+    if stage("ingest", run_dir / DOCS):
+        ingest(resolved.ingest.paths, run_dir / DOCS, resolved.ingest.tags)
+    if stage("scenes", run_dir / SCENES):
+        scenes(run_dir / DOCS, run_dir / SCENES, resolved)
+    if stage("build", run_dir / DATASET / "manifest.json"):
+        build(resolved, run_dir / SCENES, run_dir / DATASET)
+    if stage("train", run_dir / TRAIN / "checkpoint"):
+        from ltm.train.checkpoint import latest
+
+        train(resolved, run_dir / DATASET, run_dir / TRAIN, resume=resume and latest(run_dir / TRAIN) is not None)
+    if initiating and stage("initiation", run_dir / INITIATION / "checkpoint"):
         initiation(resolved, run_dir)
-    stage("eval")
-    evaluate_run(run_dir)
+    if stage("eval", run_dir / EVAL):
+        evaluate_run(run_dir)
     stage("report")
     report([run_dir], run_dir / REPORT)
     info(f"done in {time.perf_counter() - started:.0f}s. Run folder: {run_dir}")
     return run_dir
-

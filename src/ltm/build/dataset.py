@@ -126,9 +126,12 @@ def _estimate_expansion(table: SceneTable, encoder: _Encoder, config: BuildConfi
 def build_dataset(table: SceneTable, config: BuildConfig, seed: int, out_dir: str | Path) -> Manifest:
     out_dir = Path(out_dir)
     try:
-        check_lenses([step.lens for step in config.lenses])
+        check_lenses([step.lens for step in config.lenses] + config.heldout_lenses)
     except ValueError as exc:
         raise BuildError(str(exc)) from None
+    generative = [lens for lens in config.heldout_lenses if lens in GENERATIVE_LENSES]
+    if generative:
+        raise BuildError(f"build.heldout_lenses: {generative} need a model's text; held-out documents take built-in lenses only")
     if not len(table):
         raise BuildError("no scenes to build from: run `ltm scenes` on a DOCS.jsonl with text first")
     infos = table.infos
@@ -179,15 +182,10 @@ def build_dataset(table: SceneTable, config: BuildConfig, seed: int, out_dir: st
         except RegimeError as exc:
             raise BuildError(str(exc)) from None
 
-        heldout_writer = ShardWriter(tmp, "heldout", dtype, config.shard_tokens)
-        eot = np.asarray([encoder.ids[EOT]])
-        for i, scene in enumerate(infos):
-            if scene.doc_id in heldout:
-                if scene.index == 0 or i == 0 or infos[i - 1].doc_id != scene.doc_id:
-                    heldout_writer.add(eot, None)
-                heldout_writer.add(plain_ids[offsets[i] : offsets[i + 1]], {"doc": doc_index[scene.doc_id], "scene": scene.index, "lens": 0, "pass_index": 0,
-                                         "times_seen": 0, "phase": -1})
-        heldout_writer.close()
+        for lens in config.heldout_lenses:
+            if lens not in lens_names:
+                lens_names.append(lens)
+        heldout_writer = _write_heldout(table, infos, heldout, encoder, plain_ids, offsets, config, dtype, tmp, doc_index, lens_names)
         del plain_ids
         store.unlink()
 
@@ -197,12 +195,30 @@ def build_dataset(table: SceneTable, config: BuildConfig, seed: int, out_dir: st
             seed=seed, regime=config.regime.describe(), curriculum=_describe_curriculum(config), budget_tokens=train_writer.written,
             shards=[ShardInfo(path=n, split="train", tokens=t) for n, t in train_writer.shards]
             + [ShardInfo(path=n, split="heldout", tokens=t) for n, t in heldout_writer.shards],
-            docs=doc_order, lenses=lens_names, phases=phases, heldout_docs=heldout_docs, stats=stats,
+            docs=doc_order, doc_tags=_doc_tags(infos), lenses=lens_names, phases=phases, heldout_docs=heldout_docs, stats=stats,
         )
         write_json(tmp / "manifest.json", manifest)
     for split in ("train", "heldout"):
         info(f"  {split}: {manifest.stats[split]['documents']} documents, {manifest.split_tokens(split):,} tokens")
     return manifest
+
+
+def _write_heldout(table, infos, heldout, encoder, plain_ids, offsets, config, dtype, folder, doc_index, lens_names) -> ShardWriter:
+    """Each held-out document once per held-out lens (plain first), never seen in training."""
+    writer = ShardWriter(folder, "heldout", dtype, config.shard_tokens)
+    eot = np.asarray([encoder.ids[EOT]])
+    indices = [i for i, scene in enumerate(infos) if scene.doc_id in heldout]
+    for lens in dict.fromkeys(["plain", *config.heldout_lenses]):
+        rendered = None if lens == "plain" else encoder.pieces([render(table.scene(i), lens) for i in indices])
+        for n, i in enumerate(indices):
+            scene = infos[i]
+            if n == 0 or infos[indices[n - 1]].doc_id != scene.doc_id:
+                writer.add(eot, None)
+            ids = plain_ids[offsets[i] : offsets[i + 1]] if rendered is None else rendered[n]
+            writer.add(ids, {"doc": doc_index[scene.doc_id], "scene": scene.index, "lens": lens_names.index(lens), "pass_index": 0,
+                             "times_seen": 0, "phase": -1})
+    writer.close()
+    return writer
 
 
 def _tokenizer(table: SceneTable, indices: list[int], config: BuildConfig, folder: Path):
@@ -269,6 +285,14 @@ def _write_train(stream, table, encoder, plain_ids, offsets, generated, limit, d
 
 def _lens_text_ready(o: Occurrence, table: SceneTable, generated: dict) -> bool:
     return o.lens not in GENERATIVE_LENSES or table.infos[o.scene].scene_id in generated.get(o.lens, {})
+
+
+def _doc_tags(infos: list[SceneInfo]) -> dict[str, dict]:
+    tags: dict[str, dict] = {}
+    for scene in infos:
+        if scene.doc_id not in tags:
+            tags[scene.doc_id] = {"lang": scene.lang, **{k: v for k, v in scene.meta.items() if isinstance(v, (str, int, float, bool))}}
+    return tags
 
 
 def _describe_curriculum(config: BuildConfig) -> str:

@@ -1,5 +1,4 @@
-"""Eval: a trained run -> eval.json (held-out bits per byte against baselines, samples)."""
+"""Eval: a trained run -> eval.json (bits per byte, memorization, probes, diversity).
 
-from ltm.eval.evaluate import EvalError, evaluate
-
-__all__ = ["EvalError", "evaluate"]
+The heavy entry point lives in ltm.eval.evaluate; importing the package stays light, so the probes
+and metrics can be used without loading torch."""

@@ -1,7 +1,8 @@
 """Bits per byte: cross-entropy over text tokens divided by the UTF-8 bytes they stand for.
 
 Marker tokens (scene boundaries, end of text) carry no bytes, so their predictions are left out of
-both sums; what remains is comparable across tokenizers.
+both sums; what remains is comparable across tokenizers. Per-token losses are kept so the same
+pass gives bits per byte overall and for any group of token ranges (document, author, phase, lens).
 """
 
 from __future__ import annotations
@@ -16,36 +17,49 @@ from ltm.train.data import eval_windows
 
 
 @torch.no_grad()
-def model_bpb(model, tokens: np.ndarray, byte_lengths: np.ndarray, seq_len: int, batch_size: int = 16) -> tuple[float, int, int]:
-    """Return (bpb, text tokens scored, bytes) over the whole token stream in windows of seq_len."""
+def token_nll(model, tokens: np.ndarray, seq_len: int, batch_size: int = 16, device: torch.device | None = None) -> np.ndarray:
+    """Loss in nats of every token given the tokens before it in its window of seq_len; NaN for
+    the first token, which nothing predicts. Windows do not overlap, as in the quick reference."""
     model.eval()
-    weights = torch.from_numpy(byte_lengths)
-    nats, n_tokens, n_bytes = 0.0, 0, 0
+    device = device or next(model.parameters()).device
+    nll = np.full(len(tokens), np.nan)
     windows = eval_windows(tokens, seq_len)
     for i in range(0, len(windows), batch_size):
         group = windows[i : i + batch_size]
         width = max(len(w) for w in group)
-        # Pad short windows; padded targets get byte weight 0 through the mask below.
         rows = torch.zeros(len(group), width, dtype=torch.long)
-        mask = torch.zeros(len(group), width - 1, dtype=torch.bool)
         for r, w in enumerate(group):
             rows[r, : len(w)] = torch.from_numpy(w)
-            mask[r, : len(w) - 1] = True
-        x, y = rows[:, :-1], rows[:, 1:]
-        logits = model(x).logits
-        nll = F.cross_entropy(logits.float().transpose(1, 2), y, reduction="none")
-        text = mask & (weights[y] > 0)
-        nats += nll[text].sum().item()
-        n_tokens += int(text.sum())
-        n_bytes += int(weights[y][text].sum())
-    return nats / math.log(2) / max(n_bytes, 1), n_tokens, n_bytes
+        rows = rows.to(device)
+        logits = model(rows[:, :-1]).logits
+        losses = F.cross_entropy(logits.float().transpose(1, 2), rows[:, 1:], reduction="none").cpu().numpy()
+        for r, w in enumerate(group):
+            start = (i + r) * seq_len
+            nll[start + 1 : start + len(w)] = losses[r, : len(w) - 1]
+    return nll
 
 
-def unigram_bpb(train_tokens: np.ndarray, heldout_tokens: np.ndarray, byte_lengths: np.ndarray, seq_len: int) -> float:
-    """The same measure for a unigram model fitted on the training tokens (add-one smoothing)."""
-    counts = np.bincount(np.asarray(train_tokens, dtype=np.int64), minlength=len(byte_lengths)).astype(np.float64) + 1.0
-    log_p = np.log(counts / counts.sum())
-    # Score exactly the targets model_bpb scores: every token after the first of each window.
-    targets = np.concatenate([w[1:] for w in eval_windows(heldout_tokens, seq_len)]) if len(heldout_tokens) > 1 else np.zeros(0, dtype=np.int64)
-    targets = targets[byte_lengths[targets] > 0]
-    return float(-log_p[targets].sum() / math.log(2) / max(byte_lengths[targets].sum(), 1))
+def unigram_nll(train_tokens: np.ndarray, tokens: np.ndarray, vocab: int) -> np.ndarray:
+    """The same per-token loss for a unigram model fitted on the training tokens (add-one smoothing)."""
+    counts = np.bincount(np.asarray(train_tokens, dtype=np.int64), minlength=vocab).astype(np.float64) + 1.0
+    nll = -np.log(counts / counts.sum())[np.asarray(tokens, dtype=np.int64)]
+    nll[0] = np.nan
+    return nll
+
+
+def bits_per_byte(nll: np.ndarray, tokens: np.ndarray, byte_lengths: np.ndarray, mask: np.ndarray | None = None) -> tuple[float, int, int]:
+    """(bpb, text tokens scored, bytes) over the tokens where `mask` is true (all by default)."""
+    lengths = byte_lengths[np.asarray(tokens, dtype=np.int64)]
+    scored = ~np.isnan(nll) & (lengths > 0)
+    if mask is not None:
+        scored &= mask
+    n_bytes = int(lengths[scored].sum())
+    return float(nll[scored].sum() / math.log(2) / max(n_bytes, 1)), int(scored.sum()), n_bytes
+
+
+def range_mask(length: int, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """A boolean mask that is true inside the given [start, end) token ranges."""
+    delta = np.zeros(length + 1, dtype=np.int64)
+    np.add.at(delta, starts, 1)
+    np.add.at(delta, ends, -1)
+    return np.cumsum(delta[:-1]) > 0

@@ -1,15 +1,33 @@
-"""Evaluate a trained run: held-out bpb of the trained model, the untrained model and a unigram model."""
+"""`ltm eval`: what a trained run learned, what it memorized, and how often it shows thinking
+behaviours — each next to a reference that keeps the figure honest:
+
+- held-out bits per byte, overall and by document, author, phase and lens, against a unigram model
+  and the same network untrained; WikiText-2 validation as an out-of-domain reference;
+- extractable memorization (32-token prefix, greedy, exact 32-token continuation) by times seen,
+  against a control model (untrained, or another run's);
+- probe rates per 1,000 tokens on samples from a fixed prompt set, next to the same rates in the
+  training text, and the probes' precision and recall on ltm's labelled set;
+- diversity of the samples (distinct-1/2, repetition).
+"""
 
 from __future__ import annotations
 
+from importlib import resources
 from pathlib import Path
 
+import numpy as np
+import torch
+import yaml
+
 from ltm.build.dataset import load_manifest, load_split
+from ltm.build.shards import load_segments
 from ltm.build.tokenizer import load_tokenizer, token_byte_lengths, tokenizer_sha256
 from ltm.config import RunConfig
-from ltm.eval.bpb import model_bpb, unigram_bpb
+from ltm.eval.bpb import bits_per_byte, range_mask, token_nll, unigram_nll
+from ltm.eval.diversity import diversity
+from ltm.eval.memorization import extraction, sample_sequences, summarize
 from ltm.eval.sample import sample
-from ltm.formats import Baselines, EvalResult
+from ltm.formats import Baselines, EvalResult, GroupBpb, ProbeRate
 from ltm.log import info
 from ltm.model import LtmForCausalLM
 from ltm.train.loop import build_model
@@ -19,34 +37,153 @@ class EvalError(ValueError):
     pass
 
 
-def evaluate(config: RunConfig, dataset_dir: str | Path, checkpoint: str | Path) -> EvalResult:
+def _device(choice: str) -> torch.device:
+    if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def load_prompts(path: str | Path | None) -> dict[str, list[str]]:
+    text = Path(path).read_text(encoding="utf-8") if path else resources.files("ltm.data.prompts").joinpath("eval_prompts.yaml").read_text(encoding="utf-8")
+    prompts = {lang: [str(p) for p in items or []] for lang, items in (yaml.safe_load(text) or {}).items()}
+    if not any(prompts.values()):
+        raise EvalError(f"{path or 'the built-in prompt set'}: no prompts; give a YAML mapping of language to a list of prompts")
+    return prompts
+
+
+def evaluate(config: RunConfig, dataset_dir: str | Path, checkpoint: str | Path, control: str | Path | None = None) -> EvalResult:
+    dataset_dir, ec = Path(dataset_dir), config.eval
     manifest = load_manifest(dataset_dir)
-    tokenizer_dir = Path(dataset_dir) / manifest.tokenizer
+    tokenizer_dir = dataset_dir / manifest.tokenizer
     if tokenizer_sha256(tokenizer_dir) != manifest.tokenizer_sha256:
         raise EvalError(f"{tokenizer_dir}: tokenizer differs from the one the manifest was built with")
     tokenizer = load_tokenizer(tokenizer_dir)
-    model = LtmForCausalLM.from_pretrained(str(checkpoint))
+    prompts = load_prompts(config.resolve(ec.prompts) if ec.prompts else None)
+    device = _device(ec.device)
+    model = LtmForCausalLM.from_pretrained(str(checkpoint)).to(device).eval()
     if model.config.vocab_size != manifest.vocab_size:
-        raise EvalError(f"{checkpoint}: model vocabulary {model.config.vocab_size} != dataset vocabulary {manifest.vocab_size}")
+        raise EvalError(f"{checkpoint}: model vocabulary {model.config.vocab_size} != dataset vocabulary {manifest.vocab_size}: "
+                        "the model and the dataset's tokenizer do not belong together")
     heldout = load_split(dataset_dir, manifest, "heldout")
     if len(heldout) < 2:
         raise EvalError(f"{dataset_dir}: the held-out split is empty")
+    train_tokens = load_split(dataset_dir, manifest, "train")
     lengths = token_byte_lengths(tokenizer)
     seq_len = model.config.max_position_embeddings
+    untrained = build_model(config, tokenizer).to(device).eval()
 
-    bpb, n_tokens, n_bytes = model_bpb(model, heldout, lengths, seq_len)
-    untrained, _, _ = model_bpb(build_model(config, tokenizer), heldout, lengths, seq_len)
-    unigram = unigram_bpb(load_split(dataset_dir, manifest, "train"), heldout, lengths, seq_len)
-    info(f"held-out bits per byte: model {bpb:.3f}, unigram {unigram:.3f}, untrained {untrained:.3f} ({n_bytes:,} bytes)")
+    segments = load_segments(dataset_dir, "heldout")
+    plain = segments["lens"] == manifest.lenses.index("plain")
+    plain_mask = range_mask(len(heldout), segments["start"][plain], segments["end"][plain])
+    nll = token_nll(model, heldout, seq_len, device=device)
+    bpb, n_tokens, n_bytes = bits_per_byte(nll, heldout, lengths, plain_mask)
+    untrained_bpb = bits_per_byte(token_nll(untrained, heldout, seq_len, device=device), heldout, lengths, plain_mask)[0]
+    unigram = bits_per_byte(unigram_nll(train_tokens, heldout, manifest.vocab_size), heldout, lengths, plain_mask)[0]
+    info(f"held-out bits per byte: model {bpb:.3f}, unigram {unigram:.3f}, untrained {untrained_bpb:.3f} ({n_bytes:,} bytes)")
 
-    samples = [
-        {"prompt": prompt, "text": sample(model, tokenizer, prompt, config.eval.sample_tokens, seed=config.seed)}
-        for prompt in config.eval.samples
-    ]
+    control_model = untrained
+    if control:
+        control_model = LtmForCausalLM.from_pretrained(str(control)).to(device).eval()
+    memorization = _memorization(model, control_model, train_tokens, dataset_dir, ec.memorization_per_bucket, config.seed, device)
+    memorization["control"] = str(control) if control else "untrained"
+
+    generated, langs = _generate(model, tokenizer, prompts, ec, config.seed)
+    texts = [tokenizer.decode(ids, skip_special_tokens=True) for ids in generated]
+    raw = [tokenizer.decode(ids) for ids in generated]  # markers kept, for the scene-structure check
+    probe_fields = _probes(texts, raw, langs, train_tokens, manifest, dataset_dir, tokenizer, ec.data_sample_tokens, config.seed)
     return EvalResult(
-        heldout_bpb=bpb,
-        heldout_tokens=n_tokens,
-        heldout_bytes=n_bytes,
-        baselines=Baselines(unigram_bpb=unigram, untrained_bpb=untrained),
-        samples=samples,
+        model=str(checkpoint),
+        heldout_bpb=bpb, heldout_tokens=n_tokens, heldout_bytes=n_bytes,
+        baselines=Baselines(unigram_bpb=unigram, untrained_bpb=untrained_bpb),
+        heldout_by=_groups(nll, heldout, lengths, segments, manifest),
+        wikitext=_wikitext(model, tokenizer, lengths, config, device),
+        memorization=memorization,
+        diversity=diversity(generated),
+        samples=[{"prompt": p, "text": sample(model, tokenizer, p, ec.sample_tokens, seed=config.seed)} for p in ec.samples],
+        **probe_fields,
     )
+
+
+def _groups(nll, tokens, lengths, segments, manifest) -> dict[str, dict[str, GroupBpb]]:
+    """Bits per byte by document, author and phase (plain text) and by lens."""
+    plain = segments["lens"] == manifest.lenses.index("plain")
+    keys = {
+        "document": [manifest.docs[d] for d in segments["doc"]],
+        "author": [str(manifest.doc_tags.get(manifest.docs[d], {}).get("author", "unknown")) for d in segments["doc"]],
+        "phase": [str(manifest.doc_tags.get(manifest.docs[d], {}).get("phase", "untagged")) for d in segments["doc"]],
+        "lens": [manifest.lenses[k] for k in segments["lens"]],
+    }
+    out: dict[str, dict[str, GroupBpb]] = {}
+    for name, values in keys.items():
+        values = np.asarray(values)
+        rows_ok = np.ones(len(values), dtype=bool) if name == "lens" else plain
+        out[name] = {}
+        for value in dict.fromkeys(values[rows_ok]):
+            rows = rows_ok & (values == value)
+            mask = range_mask(len(tokens), segments["start"][rows], segments["end"][rows])
+            group_bpb, _, group_bytes = bits_per_byte(nll, tokens, lengths, mask)
+            out[name][str(value)] = GroupBpb(bpb=group_bpb, bytes=group_bytes)
+    return out
+
+
+def _wikitext(model, tokenizer, lengths, config: RunConfig, device) -> dict:
+    if not config.eval.wikitext:
+        return {"skipped": "eval.wikitext is not set"}
+    path = config.resolve(config.eval.wikitext)
+    if not path.exists():
+        return {"skipped": f"{path} not found"}
+    ids = np.asarray(tokenizer.encode(path.read_text(encoding="utf-8"), add_special_tokens=False)[: config.eval.wikitext_max_tokens])
+    bpb, n_tokens, n_bytes = bits_per_byte(token_nll(model, ids, model.config.max_position_embeddings, device=device), ids, lengths)
+    info(f"WikiText-2 validation: {bpb:.3f} bits per byte over {n_bytes:,} bytes")
+    return {"bpb": bpb, "tokens": n_tokens, "bytes": n_bytes, "source": str(path)}
+
+
+def _memorization(model, control, train_tokens, dataset_dir, per_bucket: int, seed: int, device) -> dict:
+    drawn = sample_sequences(train_tokens, load_segments(dataset_dir, "train"), per_bucket, seed)
+    exact, matched = extraction(model, drawn.sequences, device=device)
+    control_exact, control_matched = extraction(control, drawn.sequences, device=device)
+    result = summarize(drawn, exact, matched, control_exact, control_matched)
+    info(f"memorization: {result['overall']['exact']:.1%} of {len(exact)} training prefixes continued exactly "
+         f"(control {result['overall']['control_exact']:.1%})")
+    return result
+
+
+def _generate(model, tokenizer, prompts: dict[str, list[str]], ec, seed: int) -> tuple[list[list[int]], list[str]]:
+    """Continuations of every prompt (several per prompt), with their languages."""
+    generator = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
+    out, langs = [], []
+    for lang, items in prompts.items():
+        for prompt in items:
+            ids = torch.tensor([[tokenizer.bos_token_id] + tokenizer.encode(prompt, add_special_tokens=False)])
+            ids = ids[:, -(model.config.max_position_embeddings // 2) :].to(next(model.parameters()).device)
+            for _ in range(ec.samples_per_prompt):
+                new = model.generate_ids(ids, ec.sample_tokens, temperature=ec.temperature, top_k=50,
+                                         eos_token_id=tokenizer.eos_token_id, generator=generator)
+                out.append(new[0].tolist())
+                langs.append(lang)
+    return out, langs
+
+
+def _probes(texts, raw, langs, train_tokens, manifest, dataset_dir, tokenizer, data_tokens: int, seed: int) -> dict:
+    from ltm.eval.probes import rates_per_1k_tokens, valid_structure_fraction, validate
+
+    def count(text: str) -> int:
+        return len(tokenizer.encode(text, add_special_tokens=False))
+
+    segments = load_segments(dataset_dir, "train")
+    rng = np.random.default_rng(seed)
+    data_texts, data_langs, total = [], [], 0
+    for row in rng.permutation(len(segments["start"])):
+        if total >= data_tokens:
+            break
+        start, end = segments["start"][row], segments["end"][row]
+        data_texts.append(tokenizer.decode(train_tokens[start:end].tolist(), skip_special_tokens=True))
+        data_langs.append(str(manifest.doc_tags.get(manifest.docs[segments["doc"][row]], {}).get("lang", "en")))
+        total += end - start
+    model_rates = rates_per_1k_tokens(texts, langs, count)
+    data_rates = rates_per_1k_tokens(data_texts, data_langs, count)
+    return {
+        "probes": {name: ProbeRate(model_rate=model_rates[name], data_rate=data_rates[name]) for name in model_rates},
+        "probe_validation": validate(),
+        "valid_scene_structure": valid_structure_fraction(raw),
+    }

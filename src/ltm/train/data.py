@@ -2,7 +2,8 @@
 
 The build decides order and repetition (curriculum, regimes); the loader only cuts the stream into
 consecutive windows, so what the model reads is exactly what the manifest says. Step s reads
-windows s·B … s·B+B−1 (B = global batch), wrapping at the end; under torchrun each rank takes its
+windows s·B … s·B+B−1 (B = global batch), wrapping at the end with the cuts shifted (a pass beyond
+the first re-reads the stream in order, cut at other places); under torchrun each rank takes its
 own micro-batches of that same global batch, so the data, and the loss, do not depend on how many
 devices share the work. The batch of a step is a pure function of the step: resuming at step s
 reads what an uninterrupted run would have read.
@@ -22,9 +23,10 @@ class ShardBatches:
         self.seq_len = seq_len
         self.batch_size, self.micro_batch, self.rank, self.world = batch_size, micro_batch, rank, world
         self.accumulation = batch_size // (micro_batch * world)
-        self.windows = (len(tokens) - 1) // seq_len
+        # One window fewer than would fit, so every pass can start at its own offset.
+        self.windows = (len(tokens) - seq_len) // seq_len
         if self.windows < 1:
-            raise ValueError(f"{len(tokens)} tokens are too few for one window of {seq_len + 1}")
+            raise ValueError(f"{len(tokens)} tokens are too few for windows of {seq_len + 1}")
 
     def epochs(self, steps: int) -> float:
         return steps * self.batch_size / self.windows
@@ -32,9 +34,21 @@ class ShardBatches:
     def batch(self, step: int, micro: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         """Inputs and targets of this rank's `micro`-th micro-batch of the step."""
         first = step * self.batch_size + (micro * self.world + self.rank) * self.micro_batch
-        starts = [((first + i) % self.windows) * self.seq_len for i in range(self.micro_batch)]
+        starts = [self._start(first + i) for i in range(self.micro_batch)]
         rows = torch.from_numpy(np.stack([self.tokens[s : s + self.seq_len + 1].astype(np.int64) for s in starts]))
         return rows[:, :-1], rows[:, 1:]
+
+
+    def _start(self, window: int) -> int:
+        """Window `window` of the stream: pass p = window // windows reads the same order with its
+        windows shifted by a different offset, so text repeated across passes is not always cut at
+        the same places (the model would learn the cuts, not the text)."""
+        pass_index, position = divmod(window, self.windows)
+        return position * self.seq_len + (pass_index * PASS_SHIFT) % self.seq_len
+
+
+# A shift coprime with common context lengths, so successive passes rarely repeat an offset.
+PASS_SHIFT = 37
 
 
 def eval_windows(tokens: np.ndarray, seq_len: int, limit: int | None = None) -> list[np.ndarray]:

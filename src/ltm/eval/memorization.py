@@ -1,0 +1,87 @@
+"""Extractable memorization as Carlini et al. (2023) and Pythia (Biderman et al. 2023) define it:
+a 32-token prefix taken from the training data, greedy decoding, and whether the model reproduces
+the exact 32-token continuation (also: the fraction of the 32 tokens it gets right).
+
+Sequences are sampled by *times seen* — how many times the build put that scene into the training
+stream (from the manifest's provenance) — so memorization can be read against repetition, and the
+same sequences go to a control model (the same network untrained, or another run's model).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+PREFIX = SUFFIX = 32
+
+
+@dataclass
+class Sample:
+    sequences: np.ndarray  # (n, PREFIX + SUFFIX) token ids
+    buckets: list[str]  # the times-seen bucket of each sequence
+
+
+def bucket(times: int) -> str:
+    """1, 2-3, 4-7, 8-15, ...: how often a text was read, in powers of two."""
+    low = 1 << (times.bit_length() - 1)
+    return str(low) if low == 1 else f"{low}-{2 * low - 1}"
+
+
+def sample_sequences(tokens: np.ndarray, segments: dict[str, np.ndarray], per_bucket: int, seed: int) -> Sample:
+    """Up to `per_bucket` sequences of 64 tokens per times-seen bucket, each from the start of a
+    scene occurrence long enough to hold one (the first occurrence of its scene, so every bucket
+    samples distinct texts)."""
+    key = segments["doc"] * 100_000 + segments["scene"]
+    reads = defaultdict(int)
+    for k in key:
+        reads[int(k)] += 1
+    first: dict[int, int] = {}
+    for row, k in enumerate(key):
+        if segments["end"][row] - segments["start"][row] >= PREFIX + SUFFIX:
+            first.setdefault(int(k), row)
+    by_bucket: dict[str, list[int]] = defaultdict(list)
+    for k, row in first.items():
+        by_bucket[bucket(reads[k])].append(row)
+    rng = np.random.default_rng(seed)
+    rows, labels = [], []
+    for name in sorted(by_bucket, key=lambda b: int(b.split("-")[0])):
+        chosen = rng.permutation(by_bucket[name])[:per_bucket]
+        rows.extend(int(r) for r in chosen)
+        labels.extend([name] * len(chosen))
+    sequences = np.stack([np.asarray(tokens[segments["start"][r] : segments["start"][r] + PREFIX + SUFFIX], dtype=np.int64) for r in rows]) \
+        if rows else np.zeros((0, PREFIX + SUFFIX), dtype=np.int64)
+    return Sample(sequences, labels)
+
+
+@torch.no_grad()
+def extraction(model, sequences: np.ndarray, batch_size: int = 256, device: torch.device | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(exact, token_match) per sequence: greedy continuation of the prefix, compared with the true suffix."""
+    device = device or next(model.parameters()).device
+    exact, matched = [], []
+    for i in range(0, len(sequences), batch_size):
+        batch = torch.from_numpy(sequences[i : i + batch_size]).to(device)
+        generated = model.generate_ids(batch[:, :PREFIX], SUFFIX)
+        truth = batch[:, PREFIX:]
+        same = generated[:, : truth.shape[1]] == truth[:, : generated.shape[1]]
+        exact.append(same.all(dim=1).cpu().numpy() & (generated.shape[1] == SUFFIX))
+        matched.append(same.float().sum(dim=1).cpu().numpy() / SUFFIX)
+    if not exact:
+        return np.zeros(0, dtype=bool), np.zeros(0)
+    return np.concatenate(exact), np.concatenate(matched)
+
+
+def summarize(sample: Sample, exact: np.ndarray, matched: np.ndarray, control_exact: np.ndarray, control_matched: np.ndarray) -> dict:
+    labels = np.asarray(sample.buckets)
+    by_bucket = {}
+    for name in dict.fromkeys(sample.buckets):
+        rows = labels == name
+        by_bucket[name] = {"n": int(rows.sum()), "exact": float(exact[rows].mean()), "token_match": float(matched[rows].mean()),
+                           "control_exact": float(control_exact[rows].mean()), "control_token_match": float(control_matched[rows].mean())}
+    overall = {"n": int(len(exact)), "exact": float(exact.mean()) if len(exact) else 0.0,
+               "token_match": float(matched.mean()) if len(matched) else 0.0,
+               "control_exact": float(control_exact.mean()) if len(exact) else 0.0,
+               "control_token_match": float(control_matched.mean()) if len(matched) else 0.0}
+    return {"prefix_tokens": PREFIX, "suffix_tokens": SUFFIX, "overall": overall, "by_times_seen": by_bucket}

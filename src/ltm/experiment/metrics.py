@@ -1,0 +1,40 @@
+"""The figures of one finished run that an experiment compares, read from its eval.json."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+# (key, label, digits): the columns of the study table, in order.
+COLUMNS = [
+    ("heldout_bpb", "held-out bpb", 3),
+    ("wikitext_bpb", "WikiText-2 bpb", 3),
+    ("memorized_exact", "memorized (exact)", 3),
+    ("memorized_token_match", "memorized (token match)", 3),
+    ("control_exact", "control (exact)", 3),
+    ("distinct_2", "distinct-2", 3),
+]
+
+
+def run_metrics(run_dir: Path) -> dict:
+    ev = json.loads((run_dir / "eval.json").read_text(encoding="utf-8"))
+    memo = ev.get("memorization", {})
+    metrics = {
+        "heldout_bpb": ev["heldout_bpb"],
+        "unigram_bpb": ev["baselines"]["unigram_bpb"],
+        "untrained_bpb": ev["baselines"]["untrained_bpb"],
+        "wikitext_bpb": ev.get("wikitext", {}).get("bpb"),
+        "memorized_exact": memo.get("overall", {}).get("exact"),
+        "memorized_token_match": memo.get("overall", {}).get("token_match"),
+        "control_exact": memo.get("overall", {}).get("control_exact"),
+        "distinct_2": ev.get("diversity", {}).get("distinct_2"),
+        "memorization_by_times_seen": {k: v["exact"] for k, v in memo.get("by_times_seen", {}).items()},
+        "probes": {k: v["model_rate"] for k, v in ev.get("probes", {}).items()},
+        "probes_data": {k: v["data_rate"] for k, v in ev.get("probes", {}).items()},
+    }
+    curve = run_dir / "train" / "metrics.jsonl"
+    if curve.exists():
+        rows = [json.loads(line) for line in curve.read_text(encoding="utf-8").splitlines() if line.strip()]
+        metrics["heldout_curve"] = [[r["tokens"], r["heldout_loss"]] for r in rows if r.get("heldout_loss") is not None]
+        metrics["train_seconds"] = rows[-1]["elapsed_s"] if rows else None
+    return metrics

@@ -1,0 +1,115 @@
+"""The experiment file: a base config, the axes to vary and the seeds; every cell gets the same
+token budget.
+
+    name: repetition
+    base: ../examples/quickstart.yaml       # relative to this file
+    workspace: ../experiments/repetition    # runs and the SQLite registry (default: experiments/<name>)
+    seeds: [1, 2, 3]
+    budget_tokens: 400000                   # written into every cell's build section
+    axes:
+      regime:
+        unique: {build: {regime: unique}}
+        epochs_4: {build: {regime: {corpus_epochs: 4}}}
+        spiral_12: {build: {regime: {spiral: 12}}}
+      initiation:
+        none: {}
+        lora: {initiation: {mode: lora, paths: [dialogues]}}
+
+A cell is one value per axis; its config is the base with each value's overrides merged in (nested
+mappings merge, anything else replaces), the seed and the budget set. The config hash names it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ltm.config import ConfigError, RunConfig
+
+
+class ExperimentSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    base: str
+    workspace: str | None = None
+    seeds: list[int] = Field(default_factory=lambda: [1, 2, 3], min_length=1)
+    budget_tokens: int | None = Field(None, ge=1)
+    axes: dict[str, dict[str, dict]] = Field(default_factory=dict)
+
+
+@dataclass
+class Cell:
+    name: str  # "regime=unique,initiation=lora"
+    values: dict[str, str]
+    seed: int
+    config: dict  # the merged config, as YAML would hold it
+
+    @property
+    def config_hash(self) -> str:
+        return hashlib.sha256(json.dumps(self.config, sort_keys=True).encode()).hexdigest()[:12]
+
+    @property
+    def run_name(self) -> str:
+        safe = "_".join(f"{v}" for v in self.values.values()) or "base"
+        return f"{safe}-s{self.seed}-{self.config_hash[:8]}"
+
+
+def merge(base: dict, override: dict) -> dict:
+    out = dict(base)
+    for key, value in override.items():
+        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def load_spec(path: Path) -> tuple[ExperimentSpec, Path]:
+    try:
+        spec = ExperimentSpec.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such experiment file") from None
+    except (yaml.YAMLError, ValidationError) as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    return spec, path.resolve().parent
+
+
+def cells(spec: ExperimentSpec, folder: Path) -> list[Cell]:
+    """Every cell of the grid, each seed; configs validated before any run starts."""
+    base_path = (folder / spec.base).resolve()
+    base = yaml.safe_load(base_path.read_text(encoding="utf-8")) or {}
+    # Relative input paths of the base keep pointing where they did.
+    base.setdefault("ingest", {})["paths"] = [str((base_path.parent / p).resolve()) for p in base.get("ingest", {}).get("paths", [])]
+    for key in ("wikitext", "prompts", "control"):
+        if base.get("eval", {}).get(key):
+            base["eval"][key] = str((base_path.parent / base["eval"][key]).resolve())
+    axes = list(spec.axes.items())
+    out = []
+    for combo in itertools.product(*[list(values.items()) for _, values in axes]) if axes else [()]:
+        values = {axis: value for (axis, _), (value, _) in zip(axes, combo)}
+        config = base
+        for _, override in combo:
+            config = merge(config, override)
+        for seed in spec.seeds:
+            cell_config = merge(config, {"seed": seed, "name": spec.name})
+            if spec.budget_tokens:
+                cell_config = merge(cell_config, {"build": {"budget_tokens": spec.budget_tokens}})
+            _resolve_paths(cell_config, folder)
+            try:
+                RunConfig.model_validate(cell_config)
+            except ValidationError as exc:
+                cell = ",".join(f"{a}={v}" for a, v in values.items())
+                raise ConfigError(f"cell {cell} seed {seed}: {exc}") from None
+            out.append(Cell(",".join(f"{a}={v}" for a, v in values.items()) or "base", values, seed, cell_config))
+    return out
+
+
+def _resolve_paths(config: dict, folder: Path) -> None:
+    """Paths an axis adds (initiation.paths) are relative to the experiment file."""
+    initiation = config.get("initiation", {})
+    if initiation.get("paths"):
+        initiation["paths"] = [str((folder / p).resolve()) for p in initiation["paths"]]

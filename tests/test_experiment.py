@@ -1,0 +1,97 @@
+"""Experiments on CPU with tiny configs: the grid, the registry, skipping finished cells, resuming an
+interrupted one, and the study table from the database alone."""
+
+import json
+import math
+import sqlite3
+
+import pytest
+import yaml
+
+from conftest import TINY_CONFIG
+from ltm.cli import main
+from ltm.config import ConfigError
+from ltm.experiment.spec import cells, load_spec
+from ltm.experiment.stats import format_ci, mean_ci
+
+
+def write_experiment(tmp_path, corpus, seeds=(1, 2)):
+    base = dict(TINY_CONFIG, ingest={"paths": [str(corpus)]}, out_dir=str(tmp_path / "unused"))
+    base["train"] = dict(base["train"], steps=12, eval_every=6, checkpoint_every=4, tensorboard=False)
+    base["eval"] = {"memorization_per_bucket": 4, "samples_per_prompt": 1, "sample_tokens": 8, "data_sample_tokens": 1000}
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
+    spec = {
+        "name": "tiny-study", "base": "base.yaml", "workspace": "ws", "seeds": list(seeds), "budget_tokens": 3000,
+        "axes": {"regime": {"epochs_2": {"build": {"regime": {"corpus_epochs": 2}}}, "spiral_2": {"build": {"regime": {"spiral": 2}}}}},
+    }
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def test_the_grid_is_axes_times_seeds_at_one_budget(tmp_path, corpus):
+    spec, folder = load_spec(write_experiment(tmp_path, corpus, seeds=(1, 2, 3)))
+    grid = cells(spec, folder)
+    assert len(grid) == 6 and len({c.config_hash for c in grid}) == 6
+    assert {c.config["build"]["budget_tokens"] for c in grid} == {3000}
+    assert {c.name for c in grid} == {"regime=epochs_2", "regime=spiral_2"}
+    assert {c.config["build"]["regime"].get("spiral") for c in grid} == {None, 2}
+
+
+def test_a_bad_cell_is_refused_before_anything_runs(tmp_path, corpus):
+    path = write_experiment(tmp_path, corpus)
+    spec = yaml.safe_load(path.read_text())
+    spec["axes"]["regime"]["broken"] = {"build": {"regime": {"twice": 2}}}
+    path.write_text(yaml.safe_dump(spec))
+    with pytest.raises(ConfigError, match="regime=broken"):
+        cells(*load_spec(path))
+    assert not (tmp_path / "ws").exists()
+
+
+def test_run_skip_resume_and_compare(tmp_path, corpus, capsys):
+    path = write_experiment(tmp_path, corpus)
+    assert main(["experiment", str(path)]) == 0
+    db = sqlite3.connect(tmp_path / "ws" / "ltm.sqlite")
+    rows = db.execute("SELECT cell, seed, status, run_dir, metrics FROM runs ORDER BY cell, seed").fetchall()
+    assert [(r[0], r[1], r[2]) for r in rows] == [("regime=epochs_2", 1, "done"), ("regime=epochs_2", 2, "done"),
+                                                   ("regime=spiral_2", 1, "done"), ("regime=spiral_2", 2, "done")]
+    assert all(isinstance(json.loads(r[4])["heldout_bpb"], float) for r in rows)
+    report = (tmp_path / "ws" / "report.md").read_text()
+    assert "regime=spiral_2 | 2 |" in report and " ± " in report
+
+    # Rerunning skips every finished cell.
+    capsys.readouterr()
+    assert main(["experiment", str(path)]) == 0
+    assert capsys.readouterr().err.count("skip regime=") == 4
+
+    # An interrupted cell (status running, training stopped after a checkpoint) is resumed, not restarted.
+    run_dir = tmp_path / "ws" / "runs" / next(p.name for p in (tmp_path / "ws" / "runs").iterdir())
+    for name in ("eval.json", "report.html"):
+        (run_dir / name).unlink()
+    import shutil
+
+    shutil.rmtree(run_dir / "train" / "checkpoint")
+    for old in sorted((run_dir / "train" / "checkpoints").iterdir())[1:]:
+        shutil.rmtree(old)
+    db.execute("UPDATE runs SET status = 'running', metrics = NULL WHERE run_dir = ?", (str(run_dir),))
+    db.commit()
+    assert main(["experiment", str(path)]) == 0
+    log = (tmp_path / "ws" / "logs" / f"{run_dir.name}.log").read_text()
+    assert "build: kept" in log.replace("[bold]", "").replace("[/bold]", "").replace("3/6 ", "") or "kept" in log
+    assert "resuming from" in log
+    assert db.execute("SELECT count(*) FROM runs WHERE status = 'done'").fetchone()[0] == 4
+
+    # The table comes back from the database alone.
+    capsys.readouterr()
+    assert main(["runs", "compare", "--workspace", str(tmp_path / "ws")]) == 0
+    table = capsys.readouterr().out
+    assert "## tiny-study" in table and table.count("| regime=") == 2
+    assert main(["runs", "list", "--workspace", str(tmp_path / "ws")]) == 0
+    assert capsys.readouterr().out.count("\tdone\t") == 4
+
+
+def test_mean_and_confidence_interval():
+    mean, half, n = mean_ci([1.0, 2.0, 3.0])
+    assert (mean, n) == (2.0, 3) and half == pytest.approx(4.302653 * 1.0 / math.sqrt(3), rel=1e-5)
+    assert math.isnan(mean_ci([5.0])[1]) and format_ci(*mean_ci([5.0])[:2]) == "5.000"
+    assert format_ci(2.0, 0.5, digits=2) == "2.00 ± 0.50"
