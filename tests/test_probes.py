@@ -220,3 +220,29 @@ def test_structure_fraction_counts_only_claiming_texts():
     assert not any(map(claims_scene_structure, prose))
     assert valid_structure_fraction([VALID_SCENES[0], BROKEN_SCENES[0], *prose]) == 0.5
     assert valid_structure_fraction(prose) is None
+
+
+def test_the_llm_judge_counts_behaviours_through_a_real_endpoint_and_caches(tmp_path):
+    from openai_stub import StubServer, completion, scene_of
+
+    from ltm.config import LLMConfig
+    from ltm.eval.judge import judge
+
+    asked = []
+
+    def reply(body, headers):
+        text = scene_of(body)
+        asked.append(text)
+        if "BROKEN" in text and len(body["messages"]) == 1:
+            return 200, completion("I think there is some verification here.")
+        return 200, completion('{"verification": %d, "backtracking": 0, "subgoal_setting": %d, "backward_chaining": 0}'
+                               % (text.lower().count("check"), text.lower().count("first")))
+
+    with StubServer(reply) as stub:
+        config = LLMConfig(base_url=stub.base_url, model="stub", api_key_env=None, cache_dir=str(tmp_path / "cache"), retries=1)
+        texts = ["Let me check. Check again.", "First this, then that.", "BROKEN answer, then a check"]
+        result = judge(texts, ["en", "en", "en"], config)
+        assert result["samples_judged"] == 3
+        assert result["mean_per_sample"] == {"verification": 1.0, "backtracking": 0.0, "subgoal_setting": 1 / 3, "backward_chaining": 0.0}
+        assert len(asked) == 4  # the broken answer was asked again once
+        assert judge(texts, ["en", "en", "en"], config) == result and len(asked) == 4  # all from the cache

@@ -232,6 +232,7 @@ class EvalConfig(Section):
     wikitext_max_tokens: int = Field(20000, ge=100)
     data_sample_tokens: int = Field(200000, ge=1000, description="training tokens decoded to measure the probes' data rates")
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    judge: LLMConfig | None = Field(None, description="an OpenAI-compatible endpoint that counts Gandhi et al.'s behaviours per sample")
 
 
 class RunConfig(Section):

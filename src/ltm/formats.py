@@ -194,6 +194,7 @@ class EvalResult(Record):
     probe_validation: dict = Field(default_factory=dict, description="precision and recall of each probe on ltm's labelled set")
     valid_scene_structure: float | None = Field(None, description="share of samples claiming a scene structure that have a valid one")
     diversity: dict[str, float] = Field(default_factory=dict)
+    judge: dict = Field(default_factory=dict, description="LLM judge: samples_judged, model, mean_per_sample of four behaviours")
     samples: list[dict] = Field(default_factory=list)
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)

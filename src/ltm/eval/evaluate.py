@@ -91,6 +91,11 @@ def evaluate(config: RunConfig, dataset_dir: str | Path, checkpoint: str | Path,
     texts = [tokenizer.decode(ids, skip_special_tokens=True) for ids in generated]
     raw = [tokenizer.decode(ids) for ids in generated]  # markers kept, for the scene-structure check
     probe_fields = _probes(texts, raw, langs, train_tokens, manifest, dataset_dir, tokenizer, ec.data_sample_tokens, config.seed)
+    if ec.judge is not None:
+        from ltm.eval.judge import judge
+
+        judge_config = ec.judge.model_copy(update={"cache_dir": str(config.resolve(ec.judge.cache_dir))})
+        probe_fields["judge"] = judge(texts, langs, judge_config)
     return EvalResult(
         model=str(checkpoint),
         heldout_bpb=bpb, heldout_tokens=n_tokens, heldout_bytes=n_bytes,
