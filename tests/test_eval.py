@@ -128,6 +128,14 @@ def test_bad_input_is_named(tmp_path, capsys):
     assert main(["eval", str(run_dir)]) == 1
     assert "no dataset manifest" in capsys.readouterr().err
     (run_dir / "dataset" / "manifest.moved").rename(run_dir / "dataset" / "manifest.json")
+    # A model whose vocabulary is not the dataset's.
+    manifest_path = run_dir / "dataset" / "manifest.json"
+    original = manifest_path.read_text()
+    manifest = json.loads(original)
+    manifest_path.write_text(json.dumps(manifest | {"vocab_size": manifest["vocab_size"] + 1}))
+    assert main(["eval", str(run_dir)]) == 1
+    assert "do not belong together" in capsys.readouterr().err
+    manifest_path.write_text(original)
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     empty = tmp_path / "empty.yaml"
     empty.write_text("en: []\n")
