@@ -114,6 +114,9 @@ def test_with_every_extra_off_it_is_a_llama():
     assert not llama.load_state_dict(model.state_dict(), strict=False).unexpected_keys
     x = scene_batch()
     assert torch.allclose(llama(x).logits, model(x).logits, atol=1e-4)
+    from ltm.model.export import from_llama
+
+    assert torch.allclose(from_llama(llama).eval()(x).logits, model(x).logits, atol=1e-5)  # and back
 
 
 def test_scene_states_follow_the_markers():

@@ -116,6 +116,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--out", type=Path, required=True, help="output folder")
     p.add_argument("--tokenizer", type=Path, help="tokenizer folder, when the checkpoint has none")
 
+    p = sub.add_parser("serve", help="serve an exported model through an OpenAI-compatible HTTP API",
+                       description="Serve MODEL_DIR (from `ltm export`) with /v1/models, /v1/completions, /v1/chat/completions "
+                       "(streaming as server-sent events), /health and /metrics. Binds 127.0.0.1 unless told otherwise; "
+                       "any other address needs an API key.")
+    p.add_argument("model_dir", type=Path)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--api-key-env", help="environment variable holding the API key clients must send")
+
     p = sub.add_parser("eval", help="measure a trained run (held-out bits per byte and baselines)",
                        description="Evaluate RUN (a run folder from `ltm run`): held-out bits per byte of the trained model, "
                        "of the same model untrained, and of a unigram model; samples from the config's prompts. The model is "
@@ -215,6 +224,15 @@ def main(argv: list[str] | None = None) -> int:
             tune_hf(args.model, read_texts(args.texts), config, args.out)
         elif args.command == "export":
             stages.export_model(args.source, args.out, args.tokenizer)
+        elif args.command == "serve":
+            import uvicorn
+
+            from ltm.serve.app import check_binding, create_app
+            from ltm.serve.engine import Engine
+
+            api_key = os.environ.get(args.api_key_env) if args.api_key_env else None
+            check_binding(args.host, api_key)
+            uvicorn.run(create_app(Engine(args.model_dir), api_key), host=args.host, port=args.port, log_level="info")
         elif args.command == "eval":
             stages.evaluate_run(args.run, args.out, args.control)
         elif args.command == "report":
@@ -244,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
             console.print(f"\nrun folder: {run_dir}\nreport:     {run_dir / stages.REPORT}\neval:       {run_dir / stages.EVAL}")
             print(run_dir)
     except (ConfigError, BuildError, TrainError, EvalError, ExportError, stages.StageError, FileNotFoundError,
-            argparse.ArgumentTypeError) as exc:
+            argparse.ArgumentTypeError, ValueError) as exc:
         error(str(exc))
         return 1
     return 0

@@ -34,6 +34,18 @@ def llama_config(config: LtmConfig) -> LlamaConfig:
     )
 
 
+def from_llama(llama: LlamaForCausalLM) -> LtmForCausalLM:
+    """The inverse of the plain export: a Llama model as an LtmForCausalLM with the same weights."""
+    c = llama.config
+    model = LtmForCausalLM(LtmConfig(
+        vocab_size=c.vocab_size, hidden_size=c.hidden_size, intermediate_size=c.intermediate_size,
+        num_hidden_layers=c.num_hidden_layers, num_attention_heads=c.num_attention_heads, num_key_value_heads=c.num_key_value_heads,
+        max_position_embeddings=c.max_position_embeddings, rope_theta=getattr(c, "rope_theta", None) or c.rope_parameters["rope_theta"],
+        rms_norm_eps=c.rms_norm_eps, tie_word_embeddings=c.tie_word_embeddings))
+    model.load_state_dict(llama.state_dict(), strict=False)
+    return model
+
+
 def export(checkpoint: str | Path, out: str | Path, tokenizer: str | Path | None = None) -> str:
     """Write the HF folder `out`; return the architecture it declares."""
     checkpoint = Path(checkpoint)

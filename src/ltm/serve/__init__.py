@@ -1,0 +1,1 @@
+"""Serve: an exported model behind an OpenAI-compatible HTTP API (FastAPI + uvicorn)."""
