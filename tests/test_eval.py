@@ -12,7 +12,7 @@ from ltm import stages
 from ltm.cli import main
 from ltm.eval.bpb import bits_per_byte, range_mask, token_nll, unigram_nll
 from ltm.eval.diversity import diversity
-from ltm.eval.memorization import bucket
+from ltm.build.shards import repetition_bucket
 from ltm.train.data import eval_windows
 
 
@@ -148,4 +148,4 @@ def test_bad_input_is_named(tmp_path, capsys):
 def test_diversity_and_buckets():
     assert diversity([[1, 2, 3, 4], [1, 2, 3, 4]]) == {"distinct_1": 0.5, "distinct_2": 0.5, "repetition_rate": 0.0}
     assert diversity([[7, 7, 7, 7, 7, 7]])["repetition_rate"] == pytest.approx(2 / 3)
-    assert [bucket(n) for n in (1, 2, 3, 4, 7, 8, 100)] == ["1", "2-3", "2-3", "4-7", "4-7", "8-15", "64-127"]
+    assert [repetition_bucket(n) for n in (0, 1, 2, 3, 4, 7, 8, 100)] == ["0", "1", "2-3", "2-3", "4-7", "4-7", "8-15", "64-127"]

@@ -28,7 +28,7 @@ from ltm.build.fast_encoder import FastEncoder, encode_parallel
 from ltm.build.lenses import GENERATIVE_LENSES, check_lenses, render
 from ltm.build.regimes import Occurrence, RegimeError, occurrences
 from ltm.build.scenes_table import SceneInfo, SceneTable
-from ltm.build.shards import ShardWriter, load_segments
+from ltm.build.shards import ShardWriter, load_segments, repetition_bucket
 from ltm.build.tokenizer import (
     EOT, SCENE_BEGIN, SCENE_END, SPECIAL_TOKENS, Marker, load_tokenizer, save_tokenizer, tokenizer_sha256, train_tokenizer,
 )
@@ -308,7 +308,7 @@ def _stats(folder, infos, train_docs, heldout_docs, data_tokens, seen, lens_name
     by_phase = {phases[k]: int(tokens[train["phase"] == k].sum()) for k in np.unique(train["phase"])}
     by_seen: Counter = Counter()
     for n in np.unique(train["times_seen"]):
-        by_seen[_bucket(int(n))] += int(tokens[train["times_seen"] == n].sum())
+        by_seen[repetition_bucket(int(n))] += int(tokens[train["times_seen"] == n].sum())
     heldout_set = set(heldout_docs)
     return {
         "train": {"documents": len(train_docs), "scenes": sum(1 for s in infos if s.doc_id not in heldout_set),
@@ -319,13 +319,6 @@ def _stats(folder, infos, train_docs, heldout_docs, data_tokens, seen, lens_name
                     "text_bytes": sum(len(t.encode("utf-8")) for t in table.texts([i for i, s in enumerate(infos) if s.doc_id in heldout_set]))},
     }
 
-
-def _bucket(n: int) -> str:
-    """0, 1, 2-3, 4-7, 8-15, ...: repetition counts in powers of two."""
-    if n < 2:
-        return str(n)
-    low = 1 << (n.bit_length() - 1)
-    return f"{low}-{2 * low - 1}"
 
 
 def load_manifest(dataset_dir: str | Path) -> Manifest:

@@ -67,6 +67,14 @@ class ShardWriter:
         np.savez(self.folder / f"segments_{self.split}.npz", **arrays)
 
 
+def repetition_bucket(times: int) -> str:
+    """0, 1, 2-3, 4-7, 8-15, ...: a repetition count in powers of two (build statistics, memorization)."""
+    if times < 2:
+        return str(times)
+    low = 1 << (times.bit_length() - 1)
+    return f"{low}-{2 * low - 1}"
+
+
 def load_segments(dataset_dir: str | Path, split: str) -> dict[str, np.ndarray]:
     with np.load(Path(dataset_dir) / f"segments_{split}.npz") as data:
         return {key: data[key] for key in SEGMENT_COLUMNS}

@@ -10,10 +10,9 @@ import json
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ltm.config import LLMConfig
-from ltm.llm import AnswerCache, Answers, Query, ask_all, load_prompt
+from ltm.llm import AnswerCache, Answers, Query, ask_all, language_name, load_prompt
 
 PROMPT = "judge_behaviours"
-LANGUAGES = {"ru": "Russian", "en": "English"}
 
 
 class Counts(BaseModel):
@@ -53,7 +52,7 @@ def judge(texts: list[str], langs: list[str], config: LLMConfig, client=None) ->
     """Mean count per sample of each behaviour over the samples the judge answered, and how many it did."""
     prompt = load_prompt(PROMPT)
     queries = [Query(AnswerCache.key(text, f"{PROMPT}:{prompt.version}", config.model),
-                     prompt.render(text=text, language=LANGUAGES.get(lang, "in any language"))) for text, lang in zip(texts, langs)]
+                     prompt.render(text=text, language=language_name(lang))) for text, lang in zip(texts, langs)]
     answered = [o.answer for o in ask_all(queries, ANSWERS, config, client=client) if o.answer is not None]
     if not answered:
         return {"samples_judged": 0, "model": config.model}

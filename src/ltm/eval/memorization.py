@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ltm.build.shards import repetition_bucket
+
 PREFIX = SUFFIX = 32
 
 
@@ -22,12 +24,6 @@ PREFIX = SUFFIX = 32
 class Sample:
     sequences: np.ndarray  # (n, PREFIX + SUFFIX) token ids
     buckets: list[str]  # the times-seen bucket of each sequence
-
-
-def bucket(times: int) -> str:
-    """1, 2-3, 4-7, 8-15, ...: how often a text was read, in powers of two."""
-    low = 1 << (times.bit_length() - 1)
-    return str(low) if low == 1 else f"{low}-{2 * low - 1}"
 
 
 def sample_sequences(tokens: np.ndarray, segments: dict[str, np.ndarray], per_bucket: int, seed: int) -> Sample:
@@ -44,7 +40,7 @@ def sample_sequences(tokens: np.ndarray, segments: dict[str, np.ndarray], per_bu
             first.setdefault(int(k), row)
     by_bucket: dict[str, list[int]] = defaultdict(list)
     for k, row in first.items():
-        by_bucket[bucket(reads[k])].append(row)
+        by_bucket[repetition_bucket(reads[k])].append(row)
     rng = np.random.default_rng(seed)
     rows, labels = [], []
     for name in sorted(by_bucket, key=lambda b: int(b.split("-")[0])):

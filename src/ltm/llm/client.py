@@ -163,3 +163,11 @@ def map_bounded(
             pool.shutdown(wait=True, cancel_futures=True)
             raise
     return results
+
+
+LANGUAGE_NAMES = {"ru": "Russian", "en": "English"}
+
+
+def language_name(lang: str) -> str:
+    """How a prompt names a text's language; an unknown code asks the model to follow the text."""
+    return LANGUAGE_NAMES.get(lang, "not identified; use the language the text is written in")

@@ -29,12 +29,11 @@ from ltm.llm import (
     Prompt,
     Query,
     ask_all,
+    language_name,
     load_prompt,
 )
 
 PROMPT_NAME = "scene_annotation"
-LANGUAGES = {"ru": "Russian", "en": "English"}
-UNKNOWN_LANGUAGE = "not identified; use the language the scene is written in"
 CORRECTION = (
     "Your answer was not valid: {problem}\n"
     "Answer again with ONLY the JSON object, with the keys roles, tension, vector, loop, questions, backrefs."
@@ -103,7 +102,7 @@ def annotate_with_llm(
 
 def scene_prompt(prompt: Prompt, scene: Scene) -> str:
     """The prompt filled with the scene's text and the name of its language."""
-    return prompt.render(text=scene.text, language=LANGUAGES.get(scene.lang, UNKNOWN_LANGUAGE))
+    return prompt.render(text=scene.text, language=language_name(scene.lang))
 
 
 def _load(value: dict) -> Annotation | None:
