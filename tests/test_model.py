@@ -6,7 +6,7 @@ import torch
 from transformers import AutoModelForCausalLM, LlamaForCausalLM
 
 from ltm.model import LtmConfig, LtmForCausalLM
-from ltm.model.cache import KVCache
+from ltm.model.cache import KVCache, StaticKVCache
 from ltm.model.scene_state import SceneStates
 
 VOCAB = 97
@@ -83,6 +83,27 @@ def test_kv_cache_generation_equals_full_recomputation(switch):
     for i in range(5):
         step = model(cached[:, i : i + 1], cache=cache).logits
         assert torch.allclose(step[:, 0], full[:, 12 + i], atol=1e-5)
+
+
+@pytest.mark.parametrize("switch", SWITCHES)
+def test_static_cache_rows_at_their_own_positions_match_full_recomputation(switch):
+    """What the server's batched decoding relies on: rows prefilled to different lengths, then
+    decoded together, each give the logits of its own full forward (an idle row beside them)."""
+    model = make(switch).eval()
+    seqs = scene_batch(2)
+    full = model(seqs).logits
+    cache = StaticKVCache(rows=3, context=model.config.max_position_embeddings, device=torch.device("cpu"), dtype=torch.float32)
+    lengths = (12, 7)
+    for row, n in enumerate(lengths):
+        logits = model(seqs[row : row + 1, :n], cache=cache.view(slice(row, row + 1), torch.tensor([0]))).logits
+        assert torch.allclose(logits[0], full[row, :n], atol=1e-5)
+    start = torch.tensor([*lengths, 0])
+    for i in range(5):
+        tokens = torch.tensor([[seqs[0, lengths[0] + i]], [seqs[1, lengths[1] + i]], [0]])
+        logits = model(tokens, cache=cache.view(slice(0, 3), start)).logits[:, 0]
+        assert torch.allclose(logits[0], full[0, lengths[0] + i], atol=1e-5)
+        assert torch.allclose(logits[1], full[1, lengths[1] + i], atol=1e-5)
+        start[:2] += 1
 
 
 @pytest.mark.parametrize("switch", SWITCHES)

@@ -56,16 +56,13 @@ class Attention(nn.Module):
         k = self.k_proj(x).view(b, t, self.n_kv, self.head_dim).transpose(1, 2)
         v = self.v_proj(x).view(b, t, self.n_kv, self.head_dim).transpose(1, 2)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        past = 0
+        mask = None
         if cache is not None:
-            past = cache.length
-            k, v = cache.extend(slot, k, v)
+            k, v, mask = cache.extend(slot, k, v)
         gqa = self.n_kv != self.n_heads
-        if past == 0:
+        if mask is None:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
         else:
-            # New tokens see every cached token and the new ones up to themselves.
-            mask = torch.ones(t, past + t, dtype=torch.bool, device=x.device).tril(diagonal=past)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
         return self.o_proj(y.transpose(1, 2).reshape(b, t, -1))
 

@@ -76,20 +76,24 @@ class LtmModel(LtmPreTrainedModel):
     def forward(self, input_ids: torch.Tensor, cache: KVCache | None = None, think_steps: int | None = None):
         """Hidden states (after the final norm), the scene states, and the loop's last change."""
         c = self.config
-        past = cache.length if cache is not None else 0
         t = input_ids.shape[1]
-        if past + t > c.max_position_embeddings:
-            raise ValueError(f"sequence of {past + t} tokens exceeds max_position_embeddings={c.max_position_embeddings}")
+        if cache is None:
+            if t > c.max_position_embeddings:
+                raise ValueError(f"sequence of {t} tokens exceeds max_position_embeddings={c.max_position_embeddings}")
+            positions = slice(0, t)
+        else:
+            positions = cache.positions(t, c.max_position_embeddings, input_ids.device)
         x = self.embed_tokens(input_ids)
         states = None
         if self.scene_states is not None:
-            history = input_ids if cache is None or cache.ids is None else torch.cat([cache.ids, input_ids], dim=1)
-            states = {k: v[:, -t:] for k, v in self.scene_states(history).items()}
-            if cache is not None:
-                cache.ids = history
+            history, where = (input_ids, None) if cache is None else cache.history(input_ids)
+            full = self.scene_states(history)
+            states = {k: v[:, -t:] if where is None else v.gather(1, where) for k, v in full.items()}
         if self.scene_embedding is not None:
             x = x + self.scene_embedding(states).to(x.dtype)
-        cos, sin = (table[past : past + t].to(x.dtype) for table in self.rope(x.device))
+        cos, sin = (table[positions].to(x.dtype) for table in self.rope(x.device))
+        if cos.dim() == 3:  # a position per row (static cache): broadcast over the heads
+            cos, sin = cos[:, None], sin[:, None]
         loop_delta = None
         if not c.loop_core_layers:
             for i, layer in enumerate(self.layers):
@@ -97,7 +101,7 @@ class LtmModel(LtmPreTrainedModel):
         else:
             x, loop_delta = self._looped(x, cos, sin, cache, self.loop_steps(think_steps))
         if cache is not None:
-            cache.length += t
+            cache.advance(t)
         return self.norm(x), states, loop_delta
 
     def _looped(self, x, cos, sin, cache, steps: int):
