@@ -95,7 +95,13 @@ def main() -> None:
     parser.add_argument("--compile-mode", default="default", choices=["default", "max-autotune-no-cudagraphs"])
     parser.add_argument("--micro", type=int, help="micro-batch per GPU (default: the preset's)")
     parser.add_argument("--optimizer", default="adamw", choices=["adamw", "muon"])
+    parser.add_argument("--attention", default="default", choices=["default", "cudnn"],
+                        help="cudnn: cuDNN's fused attention instead of PyTorch's flash kernel (the SDPA backend flags)")
     args = parser.parse_args()
+    if args.attention == "cudnn":
+        torch.backends.cuda.enable_flash_sdp(False)
+        torch.backends.cuda.enable_mem_efficient_sdp(False)
+        torch.backends.cuda.enable_cudnn_sdp(True)
     quiet_transformers()
     p = PRESETS[args.preset] | ({"micro": args.micro} if args.micro else {})
     steps = args.steps or p["steps"]
@@ -107,7 +113,8 @@ def main() -> None:
         return
     peak = peak_flops(world.device)
     how = f"compiled ({args.compile_mode})" if compile_ else "eager"
-    shape = f"{args.preset}, micro-batch {p['micro']} x {world.size} device(s), {how}, {args.optimizer}"
+    shape = f"{args.preset}, micro-batch {p['micro']} x {world.size} device(s), {how}, {args.optimizer}" + (
+        ", cuDNN attention" if args.attention == "cudnn" else "")
     bench = "train_throughput"
     emit(bench, "tokens_per_s", ours["tokens_per_s"], "tokens/s", shape=shape, parameters=ours["parameters"], world=world.size)
     if peak:
