@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import socket
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -64,3 +67,59 @@ def tiny_config(tmp_path: Path, corpus: Path) -> Path:
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
     return path
+
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory) -> Path:
+    """A tiny model trained on the tiny corpus and exported (`ltm export`): the serving tests' model."""
+    from ltm.cli import main
+
+    tmp = tmp_path_factory.mktemp("serve")
+    corpus = write_corpus(tmp / "corpus")
+    config = dict(TINY_CONFIG, ingest={"paths": [str(corpus)]}, out_dir=str(tmp / "runs"))
+    config["model"] = dict(config["model"], max_seq_len=64)
+    config["eval"] = {"memorization_per_bucket": 2, "samples_per_prompt": 1, "sample_tokens": 4, "data_sample_tokens": 1000}
+    path = tmp / "tiny.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert main(["run", str(path), "--run-dir", str(tmp / "run")]) == 0
+    assert main(["export", str(tmp / "run"), "-o", str(tmp / "hf")]) == 0
+    return tmp / "hf"
+
+
+def serve(app):
+    """Run an ASGI app on a free loopback port in a thread; returns (server, base URL). Stop it with
+    `server.should_exit = True`."""
+    import uvicorn
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.01)
+    return server, f"http://127.0.0.1:{port}"
+
+
+class ScriptedEngine:
+    """A stand-in for ltm.serve.engine.Engine that answers from a script and records each call, for
+    tests of what the server sends to the model and does with well-formed or broken answers."""
+
+    name = "scripted"
+
+    class tokenizer:  # noqa: N801  (stands in for engine.tokenizer; words count as tokens)
+        @staticmethod
+        def encode(text: str, add_special_tokens: bool = False) -> list[str]:
+            return text.split()
+
+    def __init__(self, reply):
+        self.reply = reply  # prompt -> text
+        self.calls: list[dict] = []
+
+    def chat_prompt(self, messages: list[dict]) -> str:
+        return "".join(f"<|{m['role']}|>{m['content']}<|end|>" for m in messages) + "<|assistant|>"
+
+    def stream(self, prompt, max_tokens, temperature, top_p, stop, seed):
+        self.calls.append({"prompt": prompt, "seed": seed, "stop": stop, "max_tokens": max_tokens})
+        yield self.reply(prompt)

@@ -1,13 +1,11 @@
 """The OpenAI-compatible server, driven by the official `openai` package over loopback."""
 
-import socket
-import threading
-import time
+import io
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-import uvicorn
+from conftest import serve
 from openai import OpenAI
 
 from ltm.cli import main
@@ -16,37 +14,8 @@ from ltm.serve.engine import Engine
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory, request):
-    from conftest import TINY_CONFIG, write_corpus
-    import yaml
-
-    tmp = tmp_path_factory.mktemp("serve")
-    corpus = write_corpus(tmp / "corpus")
-    config = dict(TINY_CONFIG, ingest={"paths": [str(corpus)]}, out_dir=str(tmp / "runs"))
-    config["model"] = dict(config["model"], max_seq_len=64)
-    config["eval"] = {"memorization_per_bucket": 2, "samples_per_prompt": 1, "sample_tokens": 4, "data_sample_tokens": 1000}
-    path = tmp / "tiny.yaml"
-    path.write_text(yaml.safe_dump(config))
-    assert main(["run", str(path), "--run-dir", str(tmp / "run")]) == 0
-    assert main(["export", str(tmp / "run"), "-o", str(tmp / "hf")]) == 0
-    return tmp / "hf"
-
-
-def _serve(app):
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.01)
-    return server, f"http://127.0.0.1:{port}"
-
-
-@pytest.fixture(scope="module")
 def server(exported):
-    server, url = _serve(create_app(Engine(exported)))
+    server, url = serve(create_app(Engine(exported)))
     yield url
     server.should_exit = True
 
@@ -91,10 +60,12 @@ def test_a_bounded_load_ends_with_zero_failures(server):
     with ThreadPoolExecutor(16) as pool:
         codes = list(pool.map(one, range(200)))
     assert codes == [200] * 200
+    metrics = dict(line.split() for line in httpx.get(f"{server}/metrics").text.splitlines())
+    assert int(metrics["ltm_batch_rows_total"]) > int(metrics["ltm_batch_steps_total"]) > 0  # steps carried several requests
 
 
 def test_api_key_and_binding(exported):
-    server, url = _serve(create_app(Engine(exported), api_key="sesame"))
+    server, url = serve(create_app(Engine(exported), api_key="sesame"))
     try:
         assert httpx.get(f"{url}/v1/models").status_code == 401
         assert httpx.get(f"{url}/v1/models", headers={"Authorization": "Bearer sesame"}).status_code == 200
@@ -104,3 +75,13 @@ def test_api_key_and_binding(exported):
         check_binding("0.0.0.0", None)
     check_binding("0.0.0.0", "sesame")
     check_binding("127.0.0.1", None)
+
+
+def test_terminal_chat_streams_answers_and_forgets_on_reset(exported, monkeypatch, capsys):
+    monkeypatch.setattr("sys.stdin", io.StringIO("hello\n/reset\nhello\n/exit\nnever read\n"))
+    assert main(["chat", str(exported), "--max-tokens", "5", "--temperature", "0"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    answers = [line for line in lines if line.startswith("ltm> ")]
+    # After /reset the same question meets the same empty history, so greedy decoding repeats itself.
+    assert len(answers) == 2 and answers[0] == answers[1] and "(conversation forgotten)" in lines
+    assert lines[-1] == "bye (2 turns)"

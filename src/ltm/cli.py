@@ -24,6 +24,12 @@ def _tags(pairs: list[str]) -> dict[str, str]:
     return tags
 
 
+def _memory_dir() -> Path:
+    """Where `ltm serve` keeps scene memory unless told: the user's data folder (XDG), not the model
+    folder, which `ltm export` replaces whole."""
+    return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "ltm" / "memory"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ltm",
@@ -118,12 +124,23 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", help="serve an exported model through an OpenAI-compatible HTTP API",
                        description="Serve MODEL_DIR (from `ltm export`) with /v1/models, /v1/completions, /v1/chat/completions "
-                       "(streaming as server-sent events), /health and /metrics. Binds 127.0.0.1 unless told otherwise; "
-                       "any other address needs an API key.")
+                       "(streaming as server-sent events), /v1/scenes (structured scene queries), /v1/memory (scene memory), "
+                       "/health and /metrics. Binds 127.0.0.1 unless told otherwise; any other address needs an API key.")
     p.add_argument("model_dir", type=Path)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--api-key-env", help="environment variable holding the API key clients must send")
+    p.add_argument("--memory-dir", type=Path, default=_memory_dir(),
+                   help="scene memory: one folder per namespace, kept across restarts (default: %(default)s)")
+
+    p = sub.add_parser("chat", help="talk to an exported model in the terminal, answers streamed",
+                       description="A terminal conversation with MODEL_DIR (from `ltm export`): each line is a user turn, the answer "
+                       "streams as it is generated. /reset forgets the conversation, /exit or end of input leaves.")
+    p.add_argument("model_dir", type=Path)
+    p.add_argument("--max-tokens", type=int, default=200)
+    p.add_argument("--temperature", type=float, default=0.8)
+    p.add_argument("--top-p", type=float, default=0.95)
+    p.add_argument("--system", help="a system message opening the conversation")
 
     p = sub.add_parser("eval", help="measure a trained run (held-out bits per byte and baselines)",
                        description="Evaluate RUN (a run folder from `ltm run`): held-out bits per byte of the trained model, "
@@ -229,10 +246,16 @@ def main(argv: list[str] | None = None) -> int:
 
             from ltm.serve.app import check_binding, create_app
             from ltm.serve.engine import Engine
+            from ltm.serve.memory import MemoryStore
 
             api_key = os.environ.get(args.api_key_env) if args.api_key_env else None
             check_binding(args.host, api_key)
-            uvicorn.run(create_app(Engine(args.model_dir), api_key), host=args.host, port=args.port, log_level="info")
+            app = create_app(Engine(args.model_dir), api_key, MemoryStore(args.memory_dir))
+            uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+        elif args.command == "chat":
+            from ltm.serve.chat import chat
+
+            return chat(args.model_dir, args.max_tokens, args.temperature, args.top_p, args.system)
         elif args.command == "eval":
             stages.evaluate_run(args.run, args.out, args.control)
         elif args.command == "report":

@@ -13,6 +13,7 @@ DOCUMENT_SCHEMA = "ltm.document/1"
 SCENE_SCHEMA = "ltm.scene/2"
 MANIFEST_SCHEMA = "ltm.manifest/2"
 EVAL_SCHEMA = "ltm.eval/2"
+MEMORY_SCHEMA = "ltm.memory/1"
 
 
 class Record(BaseModel):
@@ -200,6 +201,21 @@ class EvalResult(Record):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
+# --- scene memory (serve) ----------------------------------------------------------------------------
+
+
+class MemoryRecord(Record):
+    """One line of MEMORY_DIR/NAMESPACE/records.jsonl: a scene the server remembers (ltm.serve.memory)."""
+
+    schema_: Literal["ltm.memory/1"] = Field(MEMORY_SCHEMA, alias="schema")
+    id: int = Field(ge=0, description="the record's id in its namespace, also its id in the FAISS index")
+    text: str = Field(min_length=1)
+    meta: dict = Field(default_factory=dict, description="the client's tags; for stored exchanges kind (chat, completion, scene) and model")
+    created: float = Field(description="Unix time in seconds")
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
 # --- JSON Schemas ------------------------------------------------------------------------------------
 
 SCHEMAS: dict[str, type[BaseModel]] = {
@@ -207,6 +223,7 @@ SCHEMAS: dict[str, type[BaseModel]] = {
     "scene": Scene,
     "manifest": Manifest,
     "eval": EvalResult,
+    "memory": MemoryRecord,
 }
 
 

@@ -20,7 +20,7 @@ SEARCH_MARGIN = 32  # extra neighbours fetched so that k earlier ones usually re
 _WORD = re.compile(r"\w\w+")
 
 
-def _stems(text: str) -> list[str]:
+def stems(text: str) -> list[str]:
     return [word[:5] for word in _WORD.findall(text.lower())]
 
 
@@ -30,11 +30,11 @@ def tfidf_vectors(texts: list[str], seed: int = 0) -> np.ndarray:
 
     # Words cut to their first five letters cope with Russian inflection without a stemmer (and are
     # twenty times faster than character n-grams, which did the same job).
-    matrix = TfidfVectorizer(analyzer=_stems, sublinear_tf=True, min_df=1, max_features=200_000).fit_transform(texts)
+    matrix = TfidfVectorizer(analyzer=stems, sublinear_tf=True, min_df=1, max_features=200_000).fit_transform(texts)
     dims = min(SVD_DIMENSIONS, matrix.shape[0] - 1, matrix.shape[1] - 1)
     if dims < 2:
-        return _normalise(matrix.toarray().astype(np.float32))
-    return _normalise(TruncatedSVD(n_components=dims, random_state=seed).fit_transform(matrix).astype(np.float32))
+        return normalise(matrix.toarray().astype(np.float32))
+    return normalise(TruncatedSVD(n_components=dims, random_state=seed).fit_transform(matrix).astype(np.float32))
 
 
 def minilm_vectors(texts: list[str], batch_size: int = 64) -> np.ndarray:
@@ -54,10 +54,10 @@ def minilm_vectors(texts: list[str], batch_size: int = 64) -> np.ndarray:
             hidden = model(**batch).last_hidden_state
             mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
             out.append(((hidden * mask).sum(1) / mask.sum(1).clamp(min=1)).numpy())  # mean pooling, as the model was trained
-    return _normalise(np.concatenate(out).astype(np.float32))
+    return normalise(np.concatenate(out).astype(np.float32))
 
 
-def _normalise(vectors: np.ndarray) -> np.ndarray:
+def normalise(vectors: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     return vectors / np.maximum(norms, 1e-12)
 

@@ -1,5 +1,9 @@
 """The OpenAI-compatible API: /v1/models, /v1/completions, /v1/chat/completions (streaming as
-server-sent events ending in [DONE]), /health and /metrics (Prometheus text).
+server-sent events ending in [DONE]), /health and /metrics (Prometheus text), and the web page at /
+(src/ltm/serve/web, served as static files). Beyond OpenAI: /v1/scenes answers a structured scene
+query (ltm.serve.pvq) and /v1/memory keeps scenes per namespace (ltm.serve.memory); a chat or
+completion request that names a `namespace` gets its most related earlier scenes in the prompt and
+is remembered there.
 
 Security: the server binds 127.0.0.1 by default and refuses to bind another address without an API
 key; requests over MAX_BODY_BYTES and max_tokens over the limit get a 4xx; a malformed body gets a
@@ -12,15 +16,22 @@ import json
 import time
 import uuid
 from collections import Counter
+from pathlib import Path
 
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from fastapi import FastAPI, Query, Request
+from fastapi import Path as UrlPath
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, StreamingResponse
+from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
 
 from ltm.serve.engine import Engine
+from ltm.serve.memory import NAMESPACE_PATTERN, Hit, MemoryStore, snippets
+from ltm.serve.pvq import answer_scene, parse_request
 
 MAX_BODY_BYTES = 256 * 1024
 MAX_TOKENS = 1024
+WEB = Path(__file__).parent / "web"  # the page at / (plain HTML, JS and CSS, shipped as package data)
 
 
 class Sampling(BaseModel):
@@ -33,6 +44,8 @@ class Sampling(BaseModel):
     stop: str | list[str] | None = None
     seed: int | None = None
     stream: bool = False
+    namespace: str | None = Field(None, pattern=NAMESPACE_PATTERN, description="scene memory to recall from and add to")
+    memory_k: int = Field(3, ge=0, le=20, description="earlier scenes recalled into the prompt")
 
     def stops(self) -> list[str]:
         return [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
@@ -51,7 +64,13 @@ class ChatRequest(Sampling):
     messages: list[Message] = Field(min_length=1)
 
 
-def create_app(engine: Engine, api_key: str | None = None) -> FastAPI:
+class MemoryItem(BaseModel):
+    namespace: str = Field(pattern=NAMESPACE_PATTERN)
+    text: str = Field(min_length=1)
+    meta: dict = Field(default_factory=dict)
+
+
+def create_app(engine: Engine, api_key: str | None = None, memory: MemoryStore | None = None) -> FastAPI:
     app = FastAPI(title="ltm", version="1")
     counts: Counter = Counter()
 
@@ -70,20 +89,84 @@ def create_app(engine: Engine, api_key: str | None = None) -> FastAPI:
 
     @app.get("/metrics", response_class=PlainTextResponse)
     def metrics() -> str:
-        return "".join(f"ltm_{key} {value}\n" for key, value in sorted(counts.items()))
+        batching = {"batch_steps_total": engine.batcher.steps, "batch_rows_total": engine.batcher.rows_stepped}
+        return "".join(f"ltm_{key} {value}\n" for key, value in sorted((counts | batching).items()))
+
+    # The page and its assets sit outside /v1/, so they load without the key; the page sends it with its API calls.
+    app.mount("/web", StaticFiles(directory=WEB), name="web")
+
+    @app.get("/", include_in_schema=False)
+    def page() -> FileResponse:
+        return FileResponse(WEB / "index.html")
 
     @app.get("/v1/models")
     def models() -> dict:
         return {"object": "list", "data": [{"id": engine.name, "object": "model", "created": 0, "owned_by": "ltm"}]}
 
+    def recall(request: Sampling, query: str) -> list[Hit]:
+        return memory.search(request.namespace, query, request.memory_k) if request.namespace else []
+
+    def remembering(request: Sampling, kind: str, asked: str):
+        """What _respond calls with the generated text to store the exchange, when the request names a namespace."""
+        if not request.namespace:
+            return None
+
+        def remember(text: str) -> None:
+            if (asked + text).strip():  # an empty prompt answered with nothing is no scene
+                memory.add(request.namespace, asked + text, {"kind": kind, "model": engine.name})
+
+        return remember
+
     @app.post("/v1/completions")
     def completions(request: CompletionRequest):
-        return _respond(engine, request, request.prompt, counts, chat=False)
+        if refused := _no_memory(request.namespace, memory):
+            return refused
+        hits = recall(request, request.prompt)
+        prompt = f"Related earlier scenes:\n{snippets(hits)}\n\n{request.prompt}" if hits else request.prompt
+        return _respond(engine, request, prompt, counts, chat=False, remember=remembering(request, "completion", request.prompt))
 
     @app.post("/v1/chat/completions")
     def chat(request: ChatRequest):
-        prompt = engine.chat_prompt([m.model_dump() for m in request.messages])
-        return _respond(engine, request, prompt, counts, chat=True)
+        if refused := _no_memory(request.namespace, memory):
+            return refused
+        asked = request.messages[-1].content
+        hits = recall(request, asked)
+        recalled = [{"role": "system", "content": f"Related earlier scenes:\n{snippets(hits)}"}] if hits else []
+        prompt = engine.chat_prompt(recalled + [m.model_dump() for m in request.messages])
+        return _respond(engine, request, prompt, counts, chat=True, remember=remembering(request, "chat", f"User: {asked}\nAssistant: "))
+
+    @app.post("/v1/scenes")
+    async def scenes(request: Request):
+        # Read by hand rather than by a pydantic parameter: the body may be YAML.
+        try:
+            query = parse_request(await request.body(), request.headers.get("content-type", ""))
+        except ValueError as exc:
+            return _error(422, str(exc))
+        if refused := _no_memory(query.namespace, memory) or _over_limit(query.max_tokens):
+            return refused
+        answer = await run_in_threadpool(answer_scene, engine, query, memory)
+        counts["tokens_generated_total"] += answer.usage.completion_tokens
+        return answer.model_dump()
+
+    if memory is not None:
+        @app.post("/v1/memory")
+        def add_memory(item: MemoryItem) -> dict:
+            return memory.add(item.namespace, item.text, item.meta).model_dump(by_alias=True)
+
+        @app.get("/v1/memory")
+        def list_memory(namespace: str = Query(pattern=NAMESPACE_PATTERN), limit: int = Query(50, ge=1, le=1000)) -> dict:
+            return {"records": [record.model_dump(by_alias=True) for record in memory.list(namespace, limit)]}
+
+        @app.get("/v1/memory/search")
+        def search_memory(namespace: str = Query(pattern=NAMESPACE_PATTERN), q: str = Query(min_length=1),
+                          k: int = Query(5, ge=1, le=100)) -> dict:
+            return {"results": [hit.model_dump() for hit in memory.search(namespace, q, k)]}
+
+        @app.delete("/v1/memory/{namespace}/{ident}")
+        def delete_memory(ident: int, namespace: str = UrlPath(pattern=NAMESPACE_PATTERN)):
+            if not memory.delete(namespace, ident):
+                return _error(404, f"no record {ident} in namespace {namespace!r}")
+            return {"deleted": True}
 
     return app
 
@@ -92,24 +175,43 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": {"message": message, "type": "invalid_request_error"}}, status_code=status)
 
 
-def _respond(engine: Engine, request: Sampling, prompt: str, counts: Counter, chat: bool):
-    if request.max_tokens > MAX_TOKENS:
-        return _error(400, f"max_tokens {request.max_tokens} is over this server's limit of {MAX_TOKENS}")
+def _no_memory(namespace: str | None, memory: MemoryStore | None) -> JSONResponse | None:
+    if namespace and memory is None:
+        return _error(400, f"namespace {namespace!r}: this server runs without scene memory (ltm serve --memory-dir)")
+    return None
+
+
+def _over_limit(max_tokens: int) -> JSONResponse | None:
+    if max_tokens > MAX_TOKENS:
+        return _error(400, f"max_tokens {max_tokens} is over this server's limit of {MAX_TOKENS}")
+    return None
+
+
+def _respond(engine: Engine, request: Sampling, prompt: str, counts: Counter, chat: bool, remember=None):
+    """`remember`, when given, is called with the whole generated text once it is done."""
+    if refused := _over_limit(request.max_tokens):
+        return refused
     pieces = engine.stream(prompt, request.max_tokens, request.temperature, request.top_p, request.stops(), request.seed)
     ident, created = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}", int(time.time())
     kind = "chat.completion" if chat else "text_completion"
     if request.stream:
         def events():
+            streamed = []
             for piece in pieces:
+                streamed.append(piece)
                 counts["tokens_generated_total"] += 1
                 delta = {"delta": {"content": piece}} if chat else {"text": piece}
                 yield f"data: {json.dumps({'id': ident, 'object': kind + ('.chunk' if chat else ''), 'created': created, 'model': engine.name, 'choices': [{'index': 0, **delta, 'finish_reason': None}]})}\n\n"
             end = {"delta": {}} if chat else {"text": ""}
             yield f"data: {json.dumps({'id': ident, 'object': kind + ('.chunk' if chat else ''), 'created': created, 'model': engine.name, 'choices': [{'index': 0, **end, 'finish_reason': 'stop'}]})}\n\n"
+            if remember:
+                remember("".join(streamed))
             yield "data: [DONE]\n\n"
 
         return StreamingResponse(events(), media_type="text/event-stream")
     text = "".join(pieces)
+    if remember:
+        remember(text)
     generated = len(engine.tokenizer.encode(text, add_special_tokens=False))
     counts["tokens_generated_total"] += generated
     choice = {"index": 0, "message": {"role": "assistant", "content": text}} if chat else {"index": 0, "text": text}

@@ -1,0 +1,50 @@
+"""`ltm chat MODEL_DIR`: a conversation in the terminal, each answer streamed as it is generated.
+
+Lines typed are user turns; `/reset` forgets the conversation, `/exit` (or end of input) leaves.
+The whole conversation goes through the model's chat template at every turn, cut from the left
+when it outgrows the context, as the server does."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TextIO
+
+from ltm.serve.engine import Engine
+
+
+def chat(model_dir: Path, max_tokens: int, temperature: float, top_p: float, system: str | None,
+         read: TextIO | None = None, write: TextIO | None = None) -> int:
+    read, write = read or sys.stdin, write or sys.stdout
+    engine = Engine(model_dir, batch=1)
+    opening = [{"role": "system", "content": system}] if system else []
+    messages = list(opening)
+    interactive = read.isatty()
+    write.write(f"ltm chat: {engine.name} on {engine.device} — /reset forgets, /exit leaves\n")
+    turns = 0
+    while True:
+        if interactive:
+            write.write("you> ")
+            write.flush()
+        line = read.readline()
+        if not line or line.strip() == "/exit":
+            break
+        line = line.strip()
+        if not line:
+            continue
+        if line == "/reset":
+            messages = list(opening)
+            write.write("(conversation forgotten)\n")
+            continue
+        messages.append({"role": "user", "content": line})
+        write.write("ltm> ")
+        answer = []
+        for piece in engine.stream(engine.chat_prompt(messages), max_tokens, temperature, top_p, [], None):
+            answer.append(piece)
+            write.write(piece)
+            write.flush()
+        write.write("\n")
+        messages.append({"role": "assistant", "content": "".join(answer)})
+        turns += 1
+    write.write(f"bye ({turns} turns)\n")
+    return 0
