@@ -115,9 +115,10 @@ def shard_batches(tokens, seq_len: int, tc: TrainConfig, world, source) -> Shard
 
 
 def fit(model, tokenizer, tc: TrainConfig, batches: ShardBatches, windows, out_dir: Path, world, start: int = 0, state=None,
-        print_: str = "") -> None:
+        print_: str = "", on_step=None) -> None:
     """Train `model` (an LtmForCausalLM, or anything with its forward(x, y) -> .loss/.losses and
-    its counting methods) for tc.steps on `batches`, measuring held-out loss on `windows`."""
+    its counting methods) for tc.steps on `batches`, measuring held-out loss on `windows`.
+    `on_step(step)`, when given, is called after each step (a profiler's step marker, say)."""
     seq_len, micro = batches.seq_len, batches.micro_batch
     c = model.config
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)  # fewer than all under LoRA
@@ -156,11 +157,42 @@ def fit(model, tokenizer, tc: TrainConfig, batches: ShardBatches, windows, out_d
     metrics = open(metrics_path, "a", encoding="utf-8") if world.main else None
     bar = progress() if world.main else nullcontext()
     started, timed_from, timed_steps = time.perf_counter(), None, 0
+    pending = None
+
+    def write(step, lr, loss_sum, grad_norm, parts, evaluate: bool = False) -> None:
+        nonlocal timed_from, timed_steps
+        loss = distributed.mean(loss_sum.item(), world)  # waits for this step on the GPU
+        now = time.perf_counter()
+        if step == start:  # the first step includes compilation: the speed is timed from its end
+            timed_from, tokens_per_s = now, tokens_per_step / max(now - started, 1e-9)
+        else:
+            timed_steps += 1
+            tokens_per_s = tokens_per_step * timed_steps / max(now - timed_from, 1e-9)
+        record = {"step": step + 1, "loss": round(loss, 5), "lr": lr, "grad_norm": round(float(grad_norm), 4),
+                  "tokens": (step + 1) * tokens_per_step, "tokens_per_s": round(tokens_per_s, 1),
+                  "elapsed_s": round(now - started, 3)}
+        if peak:
+            record["mfu"] = round(flops * tokens_per_s / (peak * world.size), 4)
+        if len(parts) > 1:
+            record |= {f"loss_{k}": round(distributed.mean(float(v), world), 5) for k, v in parts.items()}
+        if evaluate:  # after the timing: the speed is the training's alone
+            # Every rank evaluates: under FSDP the forward pass needs all of them.
+            record["heldout_loss"] = round(heldout_loss(model, windows, world.device, autocast), 5)
+        if world.main:
+            metrics.write(json.dumps(record) + "\n")
+            metrics.flush()
+            if writer is not None:
+                for key, value in record.items():
+                    if key not in ("step", "tokens") and value is not None:
+                        writer.add_scalar(f"train/{key}", value, step + 1)
+            shown = f"loss {record['loss']:.3f}  {tokens_per_s:,.0f} tok/s" + (f"  MFU {record['mfu']:.1%}" if peak else "")
+            if "heldout_loss" in record:
+                shown += f"  held-out {record['heldout_loss']:.3f}"
+            bar.update(task, advance=1, info=shown)
+
     with bar:
         task = bar.add_task("train", total=tc.steps, completed=start, info="") if world.main else None
         for step in range(start, tc.steps):
-            if step == start + 1:  # the first step includes compilation: keep it out of the speed
-                timed_from = time.perf_counter()
             set_lr(optimizers, lr := lr_at(step, tc))
             loss_sum, parts = torch.zeros((), device=world.device), {}
             for micro_step in range(batches.accumulation):
@@ -179,34 +211,22 @@ def fit(model, tokenizer, tc: TrainConfig, batches: ShardBatches, windows, out_d
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
 
-            loss = distributed.mean(loss_sum.item(), world)  # the step's one synchronisation with the GPU
-            if timed_from is not None:
-                timed_steps += 1
-            elapsed = time.perf_counter() - (timed_from or started)
-            tokens_per_s = tokens_per_step * max(timed_steps, 1) / max(elapsed, 1e-9)
-            record = {"step": step + 1, "loss": round(loss, 5), "lr": lr, "grad_norm": round(float(grad_norm), 4),
-                      "tokens": (step + 1) * tokens_per_step, "tokens_per_s": round(tokens_per_s, 1),
-                      "elapsed_s": round(time.perf_counter() - started, 3)}
-            if peak:
-                record["mfu"] = round(flops * tokens_per_s / (peak * world.size), 4)
-            if len(parts) > 1:
-                record |= {f"loss_{k}": round(distributed.mean(float(v), world), 5) for k, v in parts.items()}
-            if (step + 1) % tc.eval_every == 0 or step + 1 == tc.steps:
-                # Every rank evaluates: under FSDP the forward pass needs all of them.
-                record["heldout_loss"] = round(heldout_loss(model, windows, world.device, autocast), 5)
-            if tc.checkpoint_every and (step + 1) % tc.checkpoint_every == 0 and step + 1 < tc.steps:
+            # The step's record is written once the next step is queued (its .item() waits for this
+            # step, not the next), so the GPU never idles while the CPU logs and fetches a batch.
+            if pending is not None:
+                write(*pending)
+            pending = (step, lr, loss_sum, grad_norm, parts)
+            evaluate = (step + 1) % tc.eval_every == 0 or step + 1 == tc.steps
+            checkpoint = tc.checkpoint_every and (step + 1) % tc.checkpoint_every == 0 and step + 1 < tc.steps
+            if evaluate or checkpoint:  # written now: a resumed run keeps the metrics up to its checkpoint
+                write(*pending, evaluate=evaluate)
+                pending = None
+            if checkpoint:
                 _save(out_dir, step + 1, model, optimizers, print_, tc, world)
-            if world.main:
-                metrics.write(json.dumps(record) + "\n")
-                metrics.flush()
-                if writer is not None:
-                    for key, value in record.items():
-                        if key not in ("step", "tokens") and value is not None:
-                            writer.add_scalar(f"train/{key}", value, step + 1)
-                shown = f"loss {record['loss']:.3f}  {tokens_per_s:,.0f} tok/s" + (f"  MFU {record['mfu']:.1%}" if peak else "")
-                if "heldout_loss" in record:
-                    shown += f"  held-out {record['heldout_loss']:.3f}"
-                bar.update(task, advance=1, info=shown)
+            if on_step is not None:
+                on_step(step + 1)
+        if pending is not None:
+            write(*pending)
     _save(out_dir, tc.steps, model, optimizers, print_, tc, world)
     final_state, _ = distributed.full_state(model, [], world)
     if world.main:
