@@ -43,7 +43,7 @@ PRESETS = {
 }
 
 
-def measure_ltm(p: dict, world, steps: int, skip: int, compile_: bool, mode: str, optimizer: str = "adamw", fp8: bool = False) -> dict:
+def measure_ltm(p: dict, world, steps: int, skip: int, compile_: bool, mode: str, optimizer: str = "adamw") -> dict:
     torch.manual_seed(0)
     config = LtmConfig(vocab_size=p["vocab"], hidden_size=p["d"], num_hidden_layers=p["layers"], num_attention_heads=p["heads"],
                        num_key_value_heads=p["heads"], max_position_embeddings=p["seq"], tie_word_embeddings=True)
@@ -54,7 +54,7 @@ def measure_ltm(p: dict, world, steps: int, skip: int, compile_: bool, mode: str
     windows = [tokens[: p["seq"] + 1].astype(np.int64)]
     tc = TrainConfig(steps=steps, batch_size=batch, micro_batch_size=p["micro"], lr=6e-4 if optimizer == "adamw" else 0.02,
                      warmup_steps=10, eval_every=10**9, tensorboard=False, compile=compile_, compile_mode=mode, threads=None,
-                     optimizer=optimizer, fp8=fp8)
+                     optimizer=optimizer)
     with tempfile.TemporaryDirectory() as out:
         fit(model, None, tc, batches, windows, Path(out), world)
         records = [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()] if world.main else []
@@ -95,7 +95,6 @@ def main() -> None:
     parser.add_argument("--compile-mode", default="default", choices=["default", "max-autotune-no-cudagraphs"])
     parser.add_argument("--micro", type=int, help="micro-batch per GPU (default: the preset's)")
     parser.add_argument("--optimizer", default="adamw", choices=["adamw", "muon"])
-    parser.add_argument("--fp8", action="store_true", help="FP8 matrix products (train.fp8)")
     parser.add_argument("--attention", default="default", choices=["default", "cudnn"],
                         help="cudnn: cuDNN's fused attention instead of PyTorch's flash kernel (the SDPA backend flags)")
     args = parser.parse_args()
@@ -108,14 +107,14 @@ def main() -> None:
     steps = args.steps or p["steps"]
     world = distributed.setup("auto")
     compile_ = world.device.type == "cuda" and not args.no_compile
-    ours = measure_ltm(p, world, steps, p["skip"], compile_, args.compile_mode, args.optimizer, args.fp8)
+    ours = measure_ltm(p, world, steps, p["skip"], compile_, args.compile_mode, args.optimizer)
     if not world.main:
         distributed.teardown(world)
         return
     peak = peak_flops(world.device)
     how = f"compiled ({args.compile_mode})" if compile_ else "eager"
     shape = f"{args.preset}, micro-batch {p['micro']} x {world.size} device(s), {how}, {args.optimizer}" + (
-        ", cuDNN attention" if args.attention == "cudnn" else "") + (", FP8 products" if args.fp8 else "")
+        ", cuDNN attention" if args.attention == "cudnn" else "")
     bench = "train_throughput"
     emit(bench, "tokens_per_s", ours["tokens_per_s"], "tokens/s", shape=shape, parameters=ours["parameters"], world=world.size)
     if peak:

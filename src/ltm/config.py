@@ -201,7 +201,6 @@ class TrainConfig(Section):
     compile_mode: Literal["default", "max-autotune-no-cudagraphs"] = Field(
         "default", description="max-autotune-no-cudagraphs: autotuned matmuls, minutes more compilation")
     distributed: Literal["ddp", "fsdp"] = Field("ddp", description="under torchrun with several processes")
-    fp8: bool = Field(False, description="FP8 matrix products in training (per-tensor scaled e4m3/e5m2; GPUs of compute capability 8.9+)")
     tensorboard: bool = True
     threads: int | None = Field(None, description="CPU threads; default all cores")
 

@@ -26,7 +26,6 @@ from ltm.model import LtmConfig, LtmForCausalLM
 from ltm.train import checkpoint as ckpt
 from ltm.train import distributed
 from ltm.train.data import ShardBatches, eval_windows
-from ltm.train.fp8 import require_fp8, use_fp8
 from ltm.train.hardware import check_fits, peak_flops, training_bytes
 from ltm.train.optim import make_optimizers, set_lr
 from ltm.train.schedule import lr_at
@@ -137,9 +136,6 @@ def fit(model, tokenizer, tc: TrainConfig, batches: ShardBatches, windows, out_d
         torch.backends.cuda.matmul.allow_tf32 = True  # the fp32 matmuls left outside autocast
         torch.backends.cudnn.allow_tf32 = True
     model.to(world.device)
-    if tc.fp8:
-        require_fp8(world.device)
-        info(f"fp8: {use_fp8(model)} linear layers run their products in FP8")
     wrapped = distributed.wrap(model, world, tc.distributed)
     use_compile = tc.compile if tc.compile is not None else world.device.type == "cuda"
     compiled = torch.compile(wrapped, mode=tc.compile_mode) if use_compile else wrapped
