@@ -83,3 +83,13 @@ def test_limits_eos_and_cancellation_free_their_rows():
     for r in left:
         collect(r)
     assert not batcher.running
+
+
+def test_stop_ends_the_thread_and_the_running_requests():
+    batcher = Batcher(tiny(), rows=2, eos_token_id=None, cuda_graphs=False)
+    running = request(prompts(1)[0], max_tokens=30)
+    batcher.submit(running)
+    running.tokens.get(timeout=60)
+    batcher.stop()
+    assert not batcher.thread.is_alive()
+    assert len(collect(running)) < 29  # it got DONE early instead of waiting forever

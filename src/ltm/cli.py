@@ -250,8 +250,11 @@ def main(argv: list[str] | None = None) -> int:
 
             api_key = os.environ.get(args.api_key_env) if args.api_key_env else None
             check_binding(args.host, api_key)
-            app = create_app(Engine(args.model_dir), api_key, MemoryStore(args.memory_dir))
-            uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+            engine = Engine(args.model_dir)
+            try:
+                uvicorn.run(create_app(engine, api_key, MemoryStore(args.memory_dir)), host=args.host, port=args.port, log_level="info")
+            finally:
+                engine.close()
         elif args.command == "chat":
             from ltm.serve.chat import chat
 

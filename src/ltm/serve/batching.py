@@ -58,12 +58,20 @@ class Batcher:
         self.waiting: queue.Queue[Request] = queue.Queue()
         self.steps = 0  # decoding steps taken, and the rows they carried (for /metrics)
         self.rows_stepped = 0
+        self.stopping = False
         self.graphs = self._capture() if cuda_graphs else {}
         self.thread = threading.Thread(target=self._loop, name="ltm-batcher", daemon=True)
         self.thread.start()
 
     def submit(self, request: Request) -> None:
         self.waiting.put(request)
+
+    def stop(self) -> None:
+        """End the decoding thread after its current step (running requests get DONE), so that the
+        process never exits with the thread inside a kernel call."""
+        self.stopping = True
+        self.waiting.put(None)  # wakes a thread asleep on an empty queue
+        self.thread.join(timeout=60)
 
     @torch.no_grad()
     def _step(self, b: int) -> torch.Tensor:
@@ -89,7 +97,7 @@ class Batcher:
         return graphs
 
     def _loop(self) -> None:
-        while True:
+        while not self.stopping:
             if not self.running:
                 self._admit(self.waiting.get())  # sleep until there is work
             while len(self.running) < self.cache.rows:
@@ -104,10 +112,12 @@ class Batcher:
                 except Exception as error:  # noqa: BLE001 — every waiting caller gets the error, the server stays up
                     for request in list(self.running.values()):
                         self._finish(request, error)
+        for request in list(self.running.values()):
+            self._finish(request)
 
     @torch.no_grad()
-    def _admit(self, request: Request) -> None:
-        if request.cancelled:
+    def _admit(self, request: Request | None) -> None:
+        if request is None or request.cancelled:  # None: stop() asks the loop to look up
             return
         request.row = min(set(range(self.cache.rows)) - set(self.running))
         try:

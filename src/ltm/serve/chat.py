@@ -22,29 +22,32 @@ def chat(model_dir: Path, max_tokens: int, temperature: float, top_p: float, sys
     interactive = read.isatty()
     write.write(f"ltm chat: {engine.name} on {engine.device} — /reset forgets, /exit leaves\n")
     turns = 0
-    while True:
-        if interactive:
-            write.write("you> ")
-            write.flush()
-        line = read.readline()
-        if not line or line.strip() == "/exit":
-            break
-        line = line.strip()
-        if not line:
-            continue
-        if line == "/reset":
-            messages = list(opening)
-            write.write("(conversation forgotten)\n")
-            continue
-        messages.append({"role": "user", "content": line})
-        write.write("ltm> ")
-        answer = []
-        for piece in engine.stream(engine.chat_prompt(messages), max_tokens, temperature, top_p, [], None):
-            answer.append(piece)
-            write.write(piece)
-            write.flush()
-        write.write("\n")
-        messages.append({"role": "assistant", "content": "".join(answer)})
-        turns += 1
+    try:
+        while True:
+            if interactive:
+                write.write("you> ")
+                write.flush()
+            line = read.readline()
+            if not line or line.strip() == "/exit":
+                break
+            line = line.strip()
+            if not line:
+                continue
+            if line == "/reset":
+                messages = list(opening)
+                write.write("(conversation forgotten)\n")
+                continue
+            messages.append({"role": "user", "content": line})
+            write.write("ltm> ")
+            answer = []
+            for piece in engine.stream(engine.chat_prompt(messages), max_tokens, temperature, top_p, [], None):
+                answer.append(piece)
+                write.write(piece)
+                write.flush()
+            write.write("\n")
+            messages.append({"role": "assistant", "content": "".join(answer)})
+            turns += 1
+    finally:
+        engine.close()
     write.write(f"bye ({turns} turns)\n")
     return 0

@@ -29,6 +29,9 @@ class Engine:
         self.context = self.model.config.max_position_embeddings
         self.batcher = Batcher(self.model, batch, self.tokenizer.eos_token_id, cuda_graphs and self.device.type == "cuda")
 
+    def close(self) -> None:
+        self.batcher.stop()
+
     def chat_prompt(self, messages: list[dict]) -> str:
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
