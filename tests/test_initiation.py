@@ -230,6 +230,13 @@ def test_run_with_lora_initiation_evaluates_the_initiated_model(tmp_path, tiny_c
     tiny_config.write_text(yaml.safe_dump(config))
     assert main(["run", str(tiny_config)]) == 1  # lora with nothing to initiate on is refused, not skipped
 
+    # The same folder run again without initiation evaluates the pretrained model, not the old initiated one.
+    config["initiation"] = {"mode": "none"}
+    tiny_config.write_text(yaml.safe_dump(config))
+    evaluated.clear()
+    assert main(["run", str(tiny_config), "--run-dir", str(run_dir)]) == 0
+    assert evaluated == [run_dir / "train" / "checkpoint"] and stages.final_checkpoint(run_dir) == run_dir / "train" / "checkpoint"
+
 
 def test_help_explains_the_new_commands():
     for command in ("initiate", "tune"):

@@ -101,9 +101,12 @@ def initiation(config: RunConfig, run_dir: Path) -> Path:
 
 
 def final_checkpoint(run_dir: Path) -> Path:
-    """The run's model: the initiated one when the run had an initiation stage, else the pretrained one."""
+    """The run's model: the initiated one when the run's config has an initiation stage, else the
+    pretrained one (an initiation folder left by an earlier config of the same folder is not it)."""
     initiated = run_dir / INITIATION / "checkpoint"
-    return initiated if initiated.is_dir() else run_dir / TRAIN / "checkpoint"
+    config = run_dir / CONFIG
+    initiating = load_config(config).initiation.mode != "none" if config.exists() else True
+    return initiated if initiating and initiated.is_dir() else run_dir / TRAIN / "checkpoint"
 
 
 def evaluate_run(run_dir: Path, out: Path | None = None, control: Path | None = None) -> Path:
