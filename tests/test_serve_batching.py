@@ -93,3 +93,19 @@ def test_stop_ends_the_thread_and_the_running_requests():
     batcher.stop()
     assert not batcher.thread.is_alive()
     assert len(collect(running)) < 29  # it got DONE early instead of waiting forever
+
+
+def test_text_streamed_token_by_token_is_the_whole_decode(exported):
+    from transformers import AutoTokenizer
+
+    from ltm.serve.engine import TextStream
+
+    tokenizer = AutoTokenizer.from_pretrained(str(exported))
+    text = "Помним ли мы прошлое? — Don't we «rebuild» it… 42 % 🙂 each time?"
+    ids = tokenizer.encode(text, add_special_tokens=False)
+    g = torch.Generator().manual_seed(0)
+    noise = torch.randint(0, len(tokenizer), (200,), generator=g).tolist()  # what a random model emits, split bytes included
+    for sequence in (ids, noise, ids + noise + ids):
+        stream = TextStream(tokenizer)
+        streamed = "".join(stream.push(t) for t in sequence) + stream.finish()
+        assert streamed == tokenizer.decode(sequence, skip_special_tokens=True)

@@ -43,15 +43,13 @@ class Engine:
         generator.manual_seed(seed if seed is not None else torch.seed() % 2**63)
         request = Request(ids, min(max_tokens, self.context - len(ids)), temperature, top_p, generator)
         self.batcher.submit(request)
-        produced: list[int] = []
-        text = ""
+        text, pieces = "", TextStream(self.tokenizer)
         try:
             while (token := request.tokens.get()) is not DONE:
                 if isinstance(token, Exception):
                     raise token
-                produced.append(token)
-                full = self.tokenizer.decode(produced, skip_special_tokens=True)
-                piece, text = full[len(text) :], full
+                piece = pieces.push(token)
+                text += piece
                 hit = next((s for s in stop if s in text), None)
                 if hit is not None:
                     cut = text.index(hit)
@@ -60,5 +58,36 @@ class Engine:
                     return
                 if piece:
                     yield piece
+            if rest := pieces.finish():
+                yield rest
         finally:
             request.cancelled = True  # a stop string, or the client went away: free the row
+
+
+class TextStream:
+    """Token ids in, new text out, without decoding the whole answer at every token: each token
+    decodes a short window that starts a few tokens back (so a tokenizer that drops a leading space
+    at the start of a decode, or a character split over several byte tokens, comes out right)."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self.ids: list[int] = []
+        self.prefix = 0  # the window starts here
+        self.read = 0  # text of ids[:read] has been given out
+
+    def push(self, token: int) -> str:
+        self.ids.append(token)
+        decode = self.tokenizer.decode
+        before = decode(self.ids[self.prefix : self.read], skip_special_tokens=True)
+        now = decode(self.ids[self.prefix :], skip_special_tokens=True)
+        if len(now) <= len(before) or now.endswith("\ufffd"):  # nothing new yet, or half a character
+            return ""
+        self.prefix, self.read = self.read, len(self.ids)
+        return now[len(before) :]
+
+    def finish(self) -> str:
+        """What is still held back at the end (bytes that never made a whole character)."""
+        decode = self.tokenizer.decode
+        before = decode(self.ids[self.prefix : self.read], skip_special_tokens=True)
+        self.read = len(self.ids)
+        return decode(self.ids[self.prefix :], skip_special_tokens=True)[len(before) :]
