@@ -69,7 +69,7 @@ def test_schedules():
 
 
 def test_memory_estimate_refuses_a_config_that_does_not_fit(monkeypatch):
-    need = training_bytes(124_000_000, micro_batch=64, seq_len=1024, hidden=768, layers=12, vocab=50304, heads=12)
+    need = training_bytes(124_000_000, micro_batch=64, seq_len=1024, hidden=768, layers=12, vocab=50304)
     assert 40 * 2**30 < need < 200 * 2**30
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (8 * 2**30, 80 * 2**30))
     with pytest.raises(MemoryError, match="lower train.micro_batch_size"):

@@ -123,7 +123,7 @@ def fit(model, tokenizer, tc: TrainConfig, batches: ShardBatches, windows, out_d
     c = model.config
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)  # fewer than all under LoRA
     check_fits(training_bytes(model.num_parameters(), micro, seq_len, c.hidden_size, c.num_hidden_layers, c.vocab_size,
-                              c.num_attention_heads, trainable), world.device)
+                              trainable), world.device)
     torch.set_num_threads(tc.threads or os.cpu_count() or 1)
     flops = model.flops_per_token(seq_len)
     if world.main:
