@@ -1,7 +1,7 @@
 """Where a training step's GPU time goes: ltm's own loop (train/loop.py: fit) at the GPT-2-124M
 shape of bench/train_throughput.py, under torch.profiler, kernels grouped by what they do.
 
-    python bench/train_profile.py [--steps 30] [--micro 32]
+    python bench/train_profile.py [--micro 32] [--residual fp32|bf16] [--fp8-head]
 
 Prints one JSON line per group: milliseconds of GPU time per step and its share of the step's wall
 time, the step time, the share of it with no kernel running, and the 15 kernels that take longest.
@@ -31,12 +31,12 @@ from ltm.train import distributed
 from ltm.train.data import ShardBatches
 from ltm.train.loop import fit
 
-GROUPS = [  # first match wins
+GROUPS = [  # first match wins; inductor's kernels are named after the ops they fuse, whatever those are
     ("attention", r"flash|fmha|attention|sdpa|cudnn"),
+    ("loss", r"cross_entropy|log_softmax|logsumexp|nll"),
+    ("fused elementwise (inductor)", r"^triton_"),
     ("matmul", r"gemm|sm90_xmma|cutlass|nvjet|wgmma|_mm_|matmul"),
     ("optimizer", r"adam|multi_tensor|foreach|norm_kernel|reduce_kernel"),
-    ("loss", r"cross_entropy|log_softmax|nll|softmax"),
-    ("fused elementwise (inductor)", r"^triton_"),
     ("copies", r"copy|memcpy|memset|fill|cat"),
 ]
 
@@ -50,6 +50,8 @@ def main() -> None:
     parser.add_argument("--skip", type=int, default=15)
     parser.add_argument("--active", type=int, default=10)
     parser.add_argument("--micro", type=int, default=32)
+    parser.add_argument("--residual", default=TrainConfig().residual_dtype, choices=["fp32", "bf16"], help="train.residual_dtype")
+    parser.add_argument("--fp8-head", action="store_true", help="train.fp8_head")
     args = parser.parse_args()
     quiet_transformers()
     p = PRESETS["gpt2-124m"] | {"micro": args.micro}
@@ -62,7 +64,7 @@ def main() -> None:
     tokens = np.random.default_rng(0).integers(0, p["vocab"], size=(steps + 1) * p["micro"] * p["seq"] + 1, dtype=np.uint16)
     batches = ShardBatches(tokens, p["seq"], p["micro"], p["micro"], 0, 1)
     tc = TrainConfig(steps=steps, batch_size=p["micro"], micro_batch_size=p["micro"], lr=6e-4, warmup_steps=10,
-                     eval_every=10**9, tensorboard=False, threads=None)
+                     eval_every=10**9, tensorboard=False, threads=None, residual_dtype=args.residual, fp8_head=args.fp8_head)
     plan = schedule(wait=args.skip - 2, warmup=2, active=args.active, repeat=1)
     with tempfile.TemporaryDirectory() as out, profile(activities=[ProfilerActivity.CUDA], schedule=plan) as prof:
         fit(model, None, tc, batches, [tokens[: p["seq"] + 1].astype(np.int64)], Path(out), world, on_step=lambda _: prof.step())
@@ -77,7 +79,8 @@ def main() -> None:
         per_group[group(e.name)] += ms
         per_kernel[e.name] += ms
     step_ms = wall_ms / args.active
-    shape = f"gpt2-124m, micro-batch {args.micro}, compiled, {args.active} steps profiled"
+    shape = f"gpt2-124m, micro-batch {args.micro}, compiled, {args.residual} residual{', FP8 head' if args.fp8_head else ''}, " \
+        f"{args.active} steps profiled"
     for name, ms in sorted(per_group.items(), key=lambda kv: -kv[1]):
         emit("train_profile", f"gpu_ms_per_step.{name}", ms, "ms", shape=shape, share_of_step=round(ms / step_ms, 4))
     emit("train_profile", "step_ms", step_ms, "ms", shape=shape)

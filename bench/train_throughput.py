@@ -17,6 +17,7 @@ its MFU uses the same FLOP count for the same shape.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import re
 import subprocess
@@ -38,12 +39,13 @@ from ltm.train.hardware import peak_flops  # noqa: E402
 from ltm.train.loop import fit  # noqa: E402
 
 PRESETS = {
-    "gpt2-124m": {"layers": 12, "d": 768, "heads": 12, "seq": 1024, "vocab": 50304, "micro": 32, "steps": 60, "skip": 20},
+    "gpt2-124m": {"layers": 12, "d": 768, "heads": 12, "seq": 1024, "vocab": 50304, "micro": 32, "steps": 150, "skip": 30},
     "cpu-10m": {"layers": 6, "d": 384, "heads": 6, "seq": 256, "vocab": 4096, "micro": 8, "steps": 12, "skip": 4},
 }
 
 
-def measure_ltm(p: dict, world, steps: int, skip: int, compile_: bool, mode: str, optimizer: str = "adamw") -> dict:
+def measure_ltm(p: dict, world, steps: int, skip: int, compile_: bool, mode: str, optimizer: str = "adamw",
+                precision: dict | None = None) -> dict:
     torch.manual_seed(0)
     config = LtmConfig(vocab_size=p["vocab"], hidden_size=p["d"], num_hidden_layers=p["layers"], num_attention_heads=p["heads"],
                        num_key_value_heads=p["heads"], max_position_embeddings=p["seq"], tie_word_embeddings=True)
@@ -54,7 +56,7 @@ def measure_ltm(p: dict, world, steps: int, skip: int, compile_: bool, mode: str
     windows = [tokens[: p["seq"] + 1].astype(np.int64)]
     tc = TrainConfig(steps=steps, batch_size=batch, micro_batch_size=p["micro"], lr=6e-4 if optimizer == "adamw" else 0.02,
                      warmup_steps=10, eval_every=10**9, tensorboard=False, compile=compile_, compile_mode=mode, threads=None,
-                     optimizer=optimizer)
+                     optimizer=optimizer, **(precision or {}))
     with tempfile.TemporaryDirectory() as out:
         fit(model, None, tc, batches, windows, Path(out), world)
         records = [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()] if world.main else []
@@ -95,6 +97,8 @@ def main() -> None:
     parser.add_argument("--compile-mode", default="default", choices=["default", "max-autotune-no-cudagraphs"])
     parser.add_argument("--micro", type=int, help="micro-batch per GPU (default: the preset's)")
     parser.add_argument("--optimizer", default="adamw", choices=["adamw", "muon"])
+    parser.add_argument("--residual", default=TrainConfig().residual_dtype, choices=["fp32", "bf16"], help="train.residual_dtype")
+    parser.add_argument("--fp8-head", action="store_true", help="train.fp8_head")
     parser.add_argument("--attention", default="default", choices=["default", "cudnn"],
                         help="cudnn: cuDNN's fused attention instead of PyTorch's flash kernel (the SDPA backend flags)")
     args = parser.parse_args()
@@ -107,14 +111,16 @@ def main() -> None:
     steps = args.steps or p["steps"]
     world = distributed.setup("auto")
     compile_ = world.device.type == "cuda" and not args.no_compile
-    ours = measure_ltm(p, world, steps, p["skip"], compile_, args.compile_mode, args.optimizer)
+    precision = {"residual_dtype": args.residual, "fp8_head": args.fp8_head}
+    ours = measure_ltm(p, world, steps, p["skip"], compile_, args.compile_mode, args.optimizer, precision)
     if not world.main:
         distributed.teardown(world)
         return
     peak = peak_flops(world.device)
     how = f"compiled ({args.compile_mode})" if compile_ else "eager"
     shape = f"{args.preset}, micro-batch {p['micro']} x {world.size} device(s), {how}, {args.optimizer}" + (
-        ", cuDNN attention" if args.attention == "cudnn" else "")
+        ", cuDNN attention" if args.attention == "cudnn" else "") + f", {args.residual} residual" + (
+        ", FP8 head" if args.fp8_head else "")
     bench = "train_throughput"
     emit(bench, "tokens_per_s", ours["tokens_per_s"], "tokens/s", shape=shape, parameters=ours["parameters"], world=world.size)
     if peak:
@@ -127,6 +133,8 @@ def main() -> None:
         emit(bench, "scaling_efficiency", ours["tokens_per_s"] / (world.size * single), "fraction", shape=shape,
              single_gpu_tokens_per_s=single)
     if args.nanogpt:
+        gc.collect()  # nanoGPT runs in another process: hand it the memory this one no longer needs
+        torch.cuda.empty_cache()
         theirs = measure_nanogpt(args.nanogpt, p, steps, p["skip"])
         emit(bench, "nanogpt_tokens_per_s", theirs, "tokens/s", shape=shape)
         if peak:

@@ -116,6 +116,18 @@ def test_gradient_reaches_every_part(switch):
     assert silent == []
 
 
+def test_residual_stream_in_the_autocast_dtype_only_when_asked():
+    model = make("plain").train()
+    seen = []
+    model.model.layers[1].register_forward_hook(lambda module, args, out: seen.append(out.dtype))
+    x = scene_batch()
+    for asked in (False, True):
+        model.model.autocast_residual = asked
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert torch.isfinite(model(x[:, :-1], x[:, 1:]).loss)
+    assert seen == [torch.float32, torch.bfloat16]
+
+
 @pytest.mark.parametrize("switch", SWITCHES)
 def test_save_and_load_round_trip(switch, tmp_path):
     model = make(switch).eval()

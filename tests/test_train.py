@@ -105,6 +105,18 @@ def test_muon_trains_too(dataset, tmp_path):
     assert np.mean(curve[-5:]) < curve[0] - 0.5
 
 
+def test_fp8_head_and_bf16_residual_train_on_the_cpu_and_bad_shapes_are_refused(dataset, tmp_path):
+    config, ds = dataset
+    fast = with_train(config, precision="bf16", residual_dtype="bf16", fp8_head=True)
+    train(fast, ds, tmp_path / "fast")
+    curve = losses(tmp_path / "fast")
+    assert np.mean(curve[-5:]) < curve[0] - 0.5
+    odd = fast.model_copy(deep=True)
+    odd.model.d_model, odd.model.n_heads, odd.model.n_kv_heads = 36, 4, 2
+    with pytest.raises(TrainError, match="multiples of 16"):
+        train(odd, ds, tmp_path / "odd")
+
+
 # --- checkpoints and resume -----------------------------------------------------------------------
 
 

@@ -201,6 +201,10 @@ class TrainConfig(Section):
     compile_mode: Literal["default", "max-autotune-no-cudagraphs"] = Field(
         "default", description="max-autotune-no-cudagraphs: autotuned matmuls, minutes more compilation")
     distributed: Literal["ddp", "fsdp"] = Field("ddp", description="under torchrun with several processes")
+    residual_dtype: Literal["fp32", "bf16"] = Field(
+        "bf16", description="under bf16 autocast, the residual stream's dtype (bf16: half the elementwise memory traffic)")
+    fp8_head: bool = Field(False, description="the output projection and loss in FP8 while training (GPUs of compute "
+                                              "capability 8.9+; docs/training.md)")
     tensorboard: bool = True
     threads: int | None = Field(None, description="CPU threads; default all cores")
 

@@ -22,6 +22,7 @@ from transformers import PreTrainedModel
 
 from ltm.model.cache import KVCache
 from ltm.model.config import LtmConfig
+from ltm.model.fp8_head import fp8_head_loss
 from ltm.model.layers import ChannelMLP, DecoderLayer, RMSNorm, rope_tables
 from ltm.model.scene_state import SceneStateEmbedding, SceneStates
 
@@ -59,6 +60,9 @@ class LtmModel(LtmPreTrainedModel):
         # RoPE tables live outside the state dict: from_pretrained builds modules on the meta device
         # and would leave non-persistent buffers uninitialised, so they are made on first use.
         self._rope: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+        # Training's choice (train.residual_dtype), not the model's: under autocast, carry the
+        # residual stream in the autocast dtype rather than in the fp32 of the embeddings.
+        self.autocast_residual = False
         self.post_init()
 
     def rope(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -84,6 +88,8 @@ class LtmModel(LtmPreTrainedModel):
         else:
             positions = cache.positions(t, c.max_position_embeddings, input_ids.device)
         x = self.embed_tokens(input_ids)
+        if self.autocast_residual and torch.is_autocast_enabled(x.device.type):
+            x = x.to(torch.get_autocast_dtype(x.device.type))
         states = None
         if self.scene_states is not None:
             history, where = (input_ids, None) if cache is None else cache.history(input_ids)
@@ -136,6 +142,7 @@ class LtmForCausalLM(LtmPreTrainedModel):
         if config.scene_aux_weight:
             self.tension_head = nn.Linear(config.hidden_size, 4, bias=False)
             self.lens_head = nn.Linear(config.hidden_size, len(config.lens_names) + 1, bias=False)
+        self.fp8_head = False  # train.fp8_head: the training loss's output projection in FP8 (fp8_head.py)
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Embedding:
@@ -150,10 +157,13 @@ class LtmForCausalLM(LtmPreTrainedModel):
         enabled auxiliary loss times its weight. Training passes return_logits=False, so the
         (batch x context x vocabulary) logits need not outlive the loss."""
         hidden, states, loop_delta = self.model(input_ids, cache, think_steps)
-        logits = self.lm_head(hidden)
-        if labels is None:
-            return CausalOutput(logits)
-        lm = F.cross_entropy(logits.float().view(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
+        if labels is not None and self.fp8_head and self.training and not return_logits:
+            logits, lm = None, fp8_head_loss(hidden, self.lm_head.weight, labels)
+        else:
+            logits = self.lm_head(hidden)
+            if labels is None:
+                return CausalOutput(logits)
+            lm = F.cross_entropy(logits.float().view(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
         # Parts stay tensors: a .item() here would stall the GPU at every step, and under
         # torch.compile break the graph.
         loss, parts = lm, {"lm": lm.detach()}

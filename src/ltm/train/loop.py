@@ -1,10 +1,11 @@
 """The training loop: plain PyTorch, read top to bottom (not the HF Trainer).
 
-bf16 autocast on GPUs, torch.compile, SDPA attention, fused AdamW (or Muon), warmup + cosine or
-warmup-stable-decay, gradient accumulation and clipping, a held-out loss every `eval_every` steps,
-a rich progress bar (loss, tokens/s, MFU, ETA), metrics as JSON lines and TensorBoard events,
-atomic checkpoints every `checkpoint_every` steps, `resume` from the last one, DDP or FSDP2 under
-torchrun. The final model goes to OUT/checkpoint (save_pretrained + tokenizer).
+bf16 autocast on GPUs (a bf16 residual stream, and optionally an FP8 output projection and loss),
+torch.compile, SDPA attention, fused AdamW (or Muon), warmup + cosine or warmup-stable-decay,
+gradient accumulation and clipping, a held-out loss every `eval_every` steps, a rich progress bar
+(loss, tokens/s, MFU, ETA), metrics as JSON lines and TensorBoard events, atomic checkpoints every
+`checkpoint_every` steps, `resume` from the last one, DDP or FSDP2 under torchrun. The final model
+goes to OUT/checkpoint (save_pretrained + tokenizer).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from ltm.config import ModelConfig, RunConfig, TrainConfig
 from ltm.io import atomic_dir
 from ltm.log import info, progress, warn
 from ltm.model import LtmConfig, LtmForCausalLM
+from ltm.model.fp8_head import fp8_supported
 from ltm.train import checkpoint as ckpt
 from ltm.train import distributed
 from ltm.train.data import ShardBatches, eval_windows
@@ -135,6 +137,7 @@ def fit(model, tokenizer, tc: TrainConfig, batches: ShardBatches, windows, out_d
     if world.device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True  # the fp32 matmuls left outside autocast
         torch.backends.cudnn.allow_tf32 = True
+    _precision_options(model, tc, world.device)  # refuses an FP8 head on a GPU without FP8 before any weight moves
     model.to(world.device)
     wrapped = distributed.wrap(model, world, tc.distributed)
     use_compile = tc.compile if tc.compile is not None else world.device.type == "cuda"
@@ -239,6 +242,27 @@ def fit(model, tokenizer, tc: TrainConfig, batches: ShardBatches, windows, out_d
                 tokenizer.save_pretrained(str(tmp))
         info(f"trained to step {tc.steps} in {time.perf_counter() - started:.0f}s; model: {out_dir / 'checkpoint'}")
     distributed.barrier(world)
+
+
+def _precision_options(model: torch.nn.Module, tc: TrainConfig, device: torch.device) -> None:
+    """train.residual_dtype and train.fp8_head act on ltm's own model (also inside a LoRA wrapper);
+    another model (a user's HF folder) trains as it is."""
+    ours = [m for m in model.modules() if isinstance(m, LtmForCausalLM)]
+    if not ours:
+        if tc.residual_dtype != "fp32" or tc.fp8_head:
+            warn("train.residual_dtype and train.fp8_head apply to ltm's own model only; this one trains without them")
+        return
+    for m in ours:
+        m.model.autocast_residual = tc.residual_dtype == "bf16"
+        if tc.fp8_head:
+            if not fp8_supported(device):
+                raise TrainError(f"train.fp8_head needs FP8 tensor cores (compute capability 8.9+: Ada, Hopper or newer); "
+                                 f"{torch.cuda.get_device_name(device)} has none: set train.fp8_head: false")
+            c = m.config
+            if c.vocab_size % 16 or c.hidden_size % 16:
+                raise TrainError(f"train.fp8_head needs the vocabulary ({c.vocab_size}) and the width ({c.hidden_size}) "
+                                 "to be multiples of 16 (what the FP8 kernels take)")
+            m.fp8_head = True
 
 
 def _to(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:

@@ -1,0 +1,80 @@
+"""The output projection and the cross-entropy as one autograd function whose three products run
+in FP8 (`train.fp8_head: true`). The head is the largest matrix of a small model (vocabulary x
+width: about a quarter of a GPT-2-124M's training FLOPs), so it is where FP8 tensor cores pay.
+
+Forward: the hidden states and the weight are cast to float8 e4m3, each scaled as a whole so its
+largest magnitude meets the format's largest (dynamic per-tensor scaling; both tensors are small
+next to the logits), and the bf16 logits feed a log-sum-exp. Backward: the logits' gradient is
+(softmax - one-hot) x grad / tokens, so every entry lies within +-|grad| / tokens; that bound is
+the scale, no pass over the logits is needed to find it, and the softmax, the scaling and the cast
+to e5m2 fuse into one kernel under torch.compile. Two FP8 products give the gradients of the
+hidden states and of the weight (the weight's accumulates in fp32).
+
+torch._scaled_mm also runs on the CPU (slowly), which is how the tests check it.
+"""
+
+from __future__ import annotations
+
+import torch
+
+E4M3, E5M2 = torch.float8_e4m3fn, torch.float8_e5m2
+
+
+def _to_fp8(t: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """t in `dtype`, scaled so its largest magnitude is the format's largest; and the inverse scale
+    that _scaled_mm multiplies back."""
+    top = torch.finfo(dtype).max
+    scale = top / t.detach().abs().amax().float().clamp(min=1e-12)
+    return (t.float() * scale).clamp(-top, top).to(dtype), scale.reciprocal()
+
+
+def _column_major(t: torch.Tensor) -> torch.Tensor:
+    """The same matrix laid out column by column, as _scaled_mm wants its second operand."""
+    return t.t().contiguous().t()
+
+
+class _FP8HeadLoss(torch.autograd.Function):
+    """Mean cross-entropy of logits = hidden @ weight.T over the labels that are not ignore_index."""
+
+    @staticmethod
+    def forward(ctx, hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, ignore_index: int) -> torch.Tensor:
+        h8, h_inv = _to_fp8(hidden, E4M3)
+        w8, w_inv = _to_fp8(weight, E4M3)
+        logits = torch._scaled_mm(h8, w8.t(), scale_a=h_inv, scale_b=w_inv, out_dtype=torch.bfloat16)
+        lse = torch.logsumexp(logits.float(), dim=-1)
+        valid = labels != ignore_index
+        target = labels.masked_fill(~valid, 0)
+        picked = logits.gather(1, target[:, None]).squeeze(1).float()
+        count = valid.sum().clamp(min=1)
+        ctx.save_for_backward(h8, h_inv, w8, w_inv, logits, lse, target, valid, count)
+        ctx.dtypes = hidden.dtype, weight.dtype
+        return ((lse - picked) * valid).sum() / count
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        h8, h_inv, w8, w_inv, logits, lse, target, valid, count = ctx.saved_tensors
+        top = torch.finfo(E5M2).max
+        columns = torch.arange(logits.shape[1], device=logits.device)
+        # softmax - one-hot, in [-1, 1]; masked rows are zero. Scaled by the format's largest value,
+        # with grad / (count * top) as the inverse scale that restores grad / count.
+        unit = torch.exp(logits.float() - lse[:, None]) - (columns[None, :] == target[:, None]).float()
+        g8 = (unit * valid[:, None] * (top * grad.sign())).to(E5M2)
+        g_inv = grad.abs().float() / (count * top)
+        hidden_dtype, weight_dtype = ctx.dtypes
+        grad_hidden = torch._scaled_mm(g8, _column_major(w8), scale_a=g_inv, scale_b=w_inv, out_dtype=torch.bfloat16)
+        grad_weight = None
+        if ctx.needs_input_grad[1]:  # a frozen head (LoRA) needs none
+            grad_weight = torch._scaled_mm(g8.t().contiguous(), _column_major(h8), scale_a=g_inv, scale_b=h_inv,
+                                           out_dtype=torch.float32).to(weight_dtype)
+        return grad_hidden.to(hidden_dtype), grad_weight, None, None
+
+
+def fp8_head_loss(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
+    """Cross-entropy of (hidden @ weight.T) against labels, with FP8 products; hidden (..., d),
+    weight (vocab, d), labels (...). Both sides of each product must be multiples of 16."""
+    return _FP8HeadLoss.apply(hidden.reshape(-1, hidden.shape[-1]), weight, labels.reshape(-1), ignore_index)
+
+
+def fp8_supported(device: torch.device) -> bool:
+    """FP8 tensor cores: compute capability 8.9 (Ada) or newer. The CPU runs the same code slowly."""
+    return device.type == "cpu" or (device.type == "cuda" and torch.cuda.get_device_capability(device) >= (8, 9))
