@@ -16,9 +16,11 @@ import yaml
 
 from ltm import stages
 from ltm.config import TrainConfig, load_config
+from ltm.model import LtmConfig, LtmForCausalLM
 from ltm.train import TrainError, train
 from ltm.train.data import ShardBatches
 from ltm.train.hardware import check_fits, training_bytes
+from ltm.train.loop import _precision_options
 from ltm.train.schedule import lr_at
 
 
@@ -115,6 +117,16 @@ def test_fp8_head_and_bf16_residual_train_on_the_cpu_and_bad_shapes_are_refused(
     odd.model.d_model, odd.model.n_heads, odd.model.n_kv_heads = 36, 4, 2
     with pytest.raises(TrainError, match="multiples of 16"):
         train(odd, ds, tmp_path / "odd")
+
+
+def test_fp8_head_is_refused_on_a_gpu_without_fp8_before_the_model_moves(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 0))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA A100-SXM4-80GB")
+    model = LtmForCausalLM(LtmConfig(vocab_size=64, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2))
+    with pytest.raises(TrainError, match="A100.*has none: set train.fp8_head: false"):
+        _precision_options(model, TrainConfig(fp8_head=True), torch.device("cuda"))
+    _precision_options(model, TrainConfig(residual_dtype="fp32"), torch.device("cuda"))  # nothing else needs FP8
+    assert model.model.autocast_residual is False and model.fp8_head is False
 
 
 # --- checkpoints and resume -----------------------------------------------------------------------
