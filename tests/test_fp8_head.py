@@ -4,6 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from ltm.model import LtmConfig, LtmForCausalLM
 from ltm.model.fp8_head import fp8_head_loss
 
 
@@ -14,7 +15,8 @@ def _cos(a: torch.Tensor, b: torch.Tensor) -> float:
 def _both(hidden, weight, labels):
     """(loss, grad hidden, grad weight) through FP8, then exactly."""
     out = []
-    for fn in (lambda h, w: fp8_head_loss(h, w, labels), lambda h, w: F.cross_entropy(h @ w.t(), labels, ignore_index=-100)):
+    exact = lambda h, w: F.cross_entropy((h @ w.t()).reshape(-1, w.shape[0]), labels.reshape(-1), ignore_index=-100)  # noqa: E731
+    for fn in (lambda h, w: fp8_head_loss(h, w, labels), exact):
         h, w = hidden.clone().requires_grad_(), weight.clone().requires_grad_()
         loss = fn(h, w)
         (2.5 * loss).backward()  # a grad other than 1 reaches the backward pass
@@ -43,3 +45,35 @@ def test_a_frozen_head_gets_no_gradient_and_all_ignored_labels_give_zero():
     loss = fp8_head_loss(hidden, weight, torch.full((32,), -100))
     loss.backward()
     assert loss.item() == 0.0 and torch.isfinite(hidden.grad).all() and hidden.grad.abs().sum() == 0
+
+
+def test_a_token_count_that_is_not_a_multiple_of_16_is_padded_for_the_gpu_kernels(monkeypatch):
+    real = torch._scaled_mm
+    sides = []
+
+    def checked(a, b, **kwargs):
+        sides.extend([*a.shape, *b.shape])
+        return real(a, b, **kwargs)
+
+    monkeypatch.setattr(torch, "_scaled_mm", checked)
+    torch.manual_seed(2)
+    hidden, weight = torch.randn(5, 20, 32), 0.2 * torch.randn(48, 32)  # 100 tokens
+    labels = torch.randint(0, 48, (5, 20))
+    (loss8, gh8, _), (loss, gh, _) = _both(hidden, weight, labels)
+    assert sides and all(side % 16 == 0 for side in sides)
+    assert loss8 == pytest.approx(loss, rel=0.01) and gh8.shape == (5, 20, 32) and _cos(gh8, gh) > 0.99
+
+
+def test_a_head_wrapped_by_lora_keeps_its_own_forward():
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(3)
+    model = LtmForCausalLM(LtmConfig(vocab_size=64, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                     num_key_value_heads=2)).train()
+    get_peft_model(model, LoraConfig(r=2, target_modules=["lm_head"], init_lora_weights=False))  # wraps model.lm_head in place
+    x = torch.randint(0, 64, (2, 17))
+    losses = []
+    for fp8 in (False, True):
+        model.fp8_head = fp8
+        losses.append(model(x[:, :-1], x[:, 1:], return_logits=False).loss.item())
+    assert losses[0] == losses[1]  # the adapter's product, not the FP8 one over the bare base weight

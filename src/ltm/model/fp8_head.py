@@ -16,6 +16,7 @@ torch._scaled_mm also runs on the CPU (slowly), which is how the tests check it.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 E4M3, E5M2 = torch.float8_e4m3fn, torch.float8_e5m2
 
@@ -71,8 +72,13 @@ class _FP8HeadLoss(torch.autograd.Function):
 
 def fp8_head_loss(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
     """Cross-entropy of (hidden @ weight.T) against labels, with FP8 products; hidden (..., d),
-    weight (vocab, d), labels (...). Both sides of each product must be multiples of 16."""
-    return _FP8HeadLoss.apply(hidden.reshape(-1, hidden.shape[-1]), weight, labels.reshape(-1), ignore_index)
+    weight (vocab, d), labels (...). The GPU kernels take sides that are multiples of 16: d and
+    vocab must be; the token count is padded with ignored rows when it is not."""
+    rows, labels = hidden.reshape(-1, hidden.shape[-1]), labels.reshape(-1)
+    pad = -rows.shape[0] % 16
+    if pad:
+        rows, labels = F.pad(rows, (0, 0, 0, pad)), F.pad(labels, (0, pad), value=ignore_index)
+    return _FP8HeadLoss.apply(rows, weight, labels, ignore_index)
 
 
 def fp8_supported(device: torch.device) -> bool:

@@ -157,7 +157,8 @@ class LtmForCausalLM(LtmPreTrainedModel):
         enabled auxiliary loss times its weight. Training passes return_logits=False, so the
         (batch x context x vocabulary) logits need not outlive the loss."""
         hidden, states, loop_delta = self.model(input_ids, cache, think_steps)
-        if labels is not None and self.fp8_head and self.training and not return_logits:
+        # A head wrapped by peft (LoRA on lm_head) keeps its own forward.
+        if labels is not None and self.fp8_head and self.training and not return_logits and type(self.lm_head) is nn.Linear:
             logits, lm = None, fp8_head_loss(hidden, self.lm_head.weight, labels)
         else:
             logits = self.lm_head(hidden)

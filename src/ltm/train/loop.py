@@ -256,8 +256,9 @@ def _precision_options(model: torch.nn.Module, tc: TrainConfig, device: torch.de
         m.model.autocast_residual = tc.residual_dtype == "bf16"
         if tc.fp8_head:
             if not fp8_supported(device):
+                name = torch.cuda.get_device_name(device) if device.type == "cuda" else str(device)
                 raise TrainError(f"train.fp8_head needs FP8 tensor cores (compute capability 8.9+: Ada, Hopper or newer); "
-                                 f"{torch.cuda.get_device_name(device)} has none: set train.fp8_head: false")
+                                 f"{name} has none: set train.fp8_head: false")
             c = m.config
             if c.vocab_size % 16 or c.hidden_size % 16:
                 raise TrainError(f"train.fp8_head needs the vocabulary ({c.vocab_size}) and the width ({c.hidden_size}) "
