@@ -60,8 +60,12 @@ def test_a_bounded_load_ends_with_zero_failures(server):
     with ThreadPoolExecutor(16) as pool:
         codes = list(pool.map(one, range(200)))
     assert codes == [200] * 200
-    metrics = dict(line.split() for line in httpx.get(f"{server}/metrics").text.splitlines())
+    text = httpx.get(f"{server}/metrics").text.splitlines()
+    metrics = dict(line.split() for line in text if not line.startswith("#"))
     assert int(metrics["ltm_batch_rows_total"]) > int(metrics["ltm_batch_steps_total"]) > 0  # steps carried several requests
+    assert int(metrics['ltm_requests_total{path="/v1/completions"}']) >= 200
+    families = {name.split("{")[0] for name in metrics}
+    assert {line for line in text if line.startswith("#")} == {f"# TYPE {family} counter" for family in families}
 
 
 def test_api_key_and_binding(exported):

@@ -89,8 +89,15 @@ def create_app(engine: Engine, api_key: str | None = None, memory: MemoryStore |
 
     @app.get("/metrics", response_class=PlainTextResponse)
     def metrics() -> str:
+        """Prometheus' text format; every figure counts up from start-up."""
         batching = {"batch_steps_total": engine.batcher.steps, "batch_rows_total": engine.batcher.rows_stepped}
-        return "".join(f"ltm_{key} {value}\n" for key, value in sorted((counts | batching).items()))
+        lines: list[str] = []
+        for key, value in sorted((counts | batching).items()):  # sorted: a family's samples follow its TYPE line
+            family = "ltm_" + key.split("{")[0]
+            if f"# TYPE {family} counter" not in lines:
+                lines.append(f"# TYPE {family} counter")
+            lines.append(f"ltm_{key} {value}")
+        return "\n".join(lines) + "\n"
 
     # The page and its assets sit outside /v1/, so they load without the key; the page sends it with its API calls.
     app.mount("/web", StaticFiles(directory=WEB), name="web")
