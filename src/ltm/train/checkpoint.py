@@ -17,9 +17,9 @@ import torch
 
 from ltm.io import atomic_dir
 
-# Fields that may change between a run and its resumption without changing the loss curve.
-# What a resumed run may change. The precision options only round differently, and a run started
-# on a GPU with FP8 may have to finish on one without.
+# Fields that may change between a run and its resumption: those that leave the loss curve as it
+# is, and the precision options, which only round differently (a run started on a GPU with FP8 may
+# have to finish on one without).
 RESUMABLE_CHANGES = {"eval_every", "checkpoint_every", "keep_checkpoints", "tensorboard", "threads", "device", "residual_dtype",
                      "fp8_head"}
 

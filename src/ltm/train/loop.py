@@ -249,8 +249,8 @@ def _precision_options(model: torch.nn.Module, tc: TrainConfig, device: torch.de
     another model (a user's HF folder) trains as it is."""
     ours = [m for m in model.modules() if isinstance(m, LtmForCausalLM)]
     if not ours:
-        if tc.residual_dtype != "fp32" or tc.fp8_head:
-            warn("train.residual_dtype and train.fp8_head apply to ltm's own model only; this one trains without them")
+        if tc.fp8_head:  # only the opt-in is worth a word: residual_dtype's default would warn at every tune
+            warn("train.fp8_head applies to ltm's own model only; this one trains without it")
         return
     for m in ours:
         m.model.autocast_residual = tc.residual_dtype == "bf16"
