@@ -12,24 +12,26 @@ def _cos(a: torch.Tensor, b: torch.Tensor) -> float:
     return F.cosine_similarity(a.flatten().float(), b.flatten().float(), dim=0).item()
 
 
-def _both(hidden, weight, labels):
-    """(loss, grad hidden, grad weight) through FP8, then exactly."""
+def _both(hidden, weight, labels, upstream: float = 2.5):
+    """(loss, grad hidden, grad weight) through FP8, then exactly; `upstream` is the gradient that
+    reaches the loss (other than 1, and negative, it checks the scale the backward pass applies)."""
     out = []
     exact = lambda h, w: F.cross_entropy((h @ w.t()).reshape(-1, w.shape[0]), labels.reshape(-1), ignore_index=-100)  # noqa: E731
     for fn in (lambda h, w: fp8_head_loss(h, w, labels), exact):
         h, w = hidden.clone().requires_grad_(), weight.clone().requires_grad_()
         loss = fn(h, w)
-        (2.5 * loss).backward()  # a grad other than 1 reaches the backward pass
+        (upstream * loss).backward()
         out.append((loss.item(), h.grad, w.grad))
     return out
 
 
-def test_loss_and_gradients_follow_the_exact_computation():
+@pytest.mark.parametrize("upstream", [2.5, -1.5])
+def test_loss_and_gradients_follow_the_exact_computation(upstream):
     torch.manual_seed(0)
     hidden, weight = torch.randn(96, 48), 0.2 * torch.randn(160, 48)
     labels = torch.randint(0, 160, (96,))
     labels[:7] = -100
-    (loss8, gh8, gw8), (loss, gh, gw) = _both(hidden, weight, labels)
+    (loss8, gh8, gw8), (loss, gh, gw) = _both(hidden, weight, labels, upstream)
     assert loss8 == pytest.approx(loss, rel=0.01)
     assert _cos(gh8, gh) > 0.99 and _cos(gw8, gw) > 0.99
     assert gh8.norm().item() == pytest.approx(gh.norm().item(), rel=0.05)

@@ -4,11 +4,13 @@ width: about a quarter of a GPT-2-124M's training FLOPs), so it is where FP8 ten
 
 Forward: the hidden states and the weight are cast to float8 e4m3, each scaled as a whole so its
 largest magnitude meets the format's largest (dynamic per-tensor scaling; both tensors are small
-next to the logits), and the bf16 logits feed a log-sum-exp. Backward: the logits' gradient is
-(softmax - one-hot) x grad / tokens, so every entry lies within +-|grad| / tokens; that bound is
-the scale, no pass over the logits is needed to find it, and the softmax, the scaling and the cast
-to e5m2 fuse into one kernel under torch.compile. Two FP8 products give the gradients of the
-hidden states and of the weight (the weight's accumulates in fp32).
+next to the logits), and the bf16 logits feed a log-sum-exp. The loss is the last operation, so
+the logits' gradient is known up to a scalar already here: (softmax - one-hot) x grad / tokens.
+Every entry of softmax - one-hot lies in [-1, 1], so it is cast to e5m2 at a fixed scale in the
+same kernel that reads the logits for the log-sum-exp (under torch.compile), and the logits never
+outlive the forward pass: the backward pass reads half the bytes and the activation memory drops
+by the logits' size. Backward: grad / tokens becomes the FP8 product's scale, and two FP8 products
+give the gradients of the hidden states and of the weight (the weight's accumulates in fp32).
 
 torch._scaled_mm also runs on the CPU (slowly), which is how the tests check it.
 """
@@ -47,20 +49,19 @@ class _FP8HeadLoss(torch.autograd.Function):
         target = labels.masked_fill(~valid, 0)
         picked = logits.gather(1, target[:, None]).squeeze(1).float()
         count = valid.sum().clamp(min=1)
-        ctx.save_for_backward(h8, h_inv, w8, w_inv, logits, lse, target, valid, count)
+        # softmax - one-hot, in [-1, 1], times the format's largest value; ignored rows are zero.
+        top = torch.finfo(E5M2).max
+        columns = torch.arange(logits.shape[1], device=logits.device)
+        unit = torch.exp(logits.float() - lse[:, None]) - (columns[None, :] == target[:, None]).float()
+        g8 = (unit * valid[:, None] * top).to(E5M2)
+        ctx.save_for_backward(h8, h_inv, w8, w_inv, g8, count)
         ctx.dtypes = hidden.dtype, weight.dtype
         return ((lse - picked) * valid).sum() / count
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        h8, h_inv, w8, w_inv, logits, lse, target, valid, count = ctx.saved_tensors
-        top = torch.finfo(E5M2).max
-        columns = torch.arange(logits.shape[1], device=logits.device)
-        # softmax - one-hot, in [-1, 1]; masked rows are zero. Scaled by the format's largest value,
-        # with grad / (count * top) as the inverse scale that restores grad / count.
-        unit = torch.exp(logits.float() - lse[:, None]) - (columns[None, :] == target[:, None]).float()
-        g8 = (unit * valid[:, None] * (top * grad.sign())).to(E5M2)
-        g_inv = grad.abs().float() / (count * top)
+        h8, h_inv, w8, w_inv, g8, count = ctx.saved_tensors
+        g_inv = grad.float() / (count * torch.finfo(E5M2).max)  # signed: _scaled_mm multiplies it back
         hidden_dtype, weight_dtype = ctx.dtypes
         grad_hidden = torch._scaled_mm(g8, _column_major(w8), scale_a=g_inv, scale_b=w_inv, out_dtype=torch.bfloat16)
         grad_weight = None
