@@ -23,6 +23,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import typing
 from pathlib import Path
 
 import numpy as np
@@ -94,7 +95,8 @@ def main() -> None:
     parser.add_argument("--nanogpt", type=Path, help="folder with nanoGPT's train.py, model.py, configurator.py")
     parser.add_argument("--single", type=Path, help="(torchrun) the one-GPU result file, for the scaling efficiency")
     parser.add_argument("--no-compile", action="store_true")
-    parser.add_argument("--compile-mode", default="default", choices=["default", "max-autotune-no-cudagraphs"])
+    parser.add_argument("--compile-mode", default="default", choices=typing.get_args(TrainConfig.model_fields["compile_mode"].annotation))
+    parser.add_argument("--tune-kernels", action="store_true", help="train.tune_kernels")
     parser.add_argument("--micro", type=int, help="micro-batch per GPU (default: the preset's)")
     parser.add_argument("--optimizer", default="adamw", choices=["adamw", "muon"])
     parser.add_argument("--residual", default=TrainConfig().residual_dtype, choices=["fp32", "bf16"], help="train.residual_dtype")
@@ -111,13 +113,13 @@ def main() -> None:
     steps = args.steps or p["steps"]
     world = distributed.setup("auto")
     compile_ = world.device.type == "cuda" and not args.no_compile
-    precision = {"residual_dtype": args.residual, "fp8_head": args.fp8_head}
+    precision = {"residual_dtype": args.residual, "fp8_head": args.fp8_head, "tune_kernels": args.tune_kernels}
     ours = measure_ltm(p, world, steps, p["skip"], compile_, args.compile_mode, args.optimizer, precision)
     if not world.main:
         distributed.teardown(world)
         return
     peak = peak_flops(world.device)
-    how = f"compiled ({args.compile_mode})" if compile_ else "eager"
+    how = f"compiled ({args.compile_mode}{', tuned kernels' if args.tune_kernels else ''})" if compile_ else "eager"
     shape = f"{args.preset}, micro-batch {p['micro']} x {world.size} device(s), {how}, {args.optimizer}" + (
         ", cuDNN attention" if args.attention == "cudnn" else "") + f", {args.residual} residual" + (
         ", FP8 head" if args.fp8_head else "")

@@ -131,6 +131,73 @@ def test_fp8_head_is_refused_on_a_gpu_without_fp8_before_the_model_moves(monkeyp
     assert model.model.autocast_residual is False and model.fp8_head is False
 
 
+def test_cuda_graph_steps_are_marked_once_per_optimizer_step_and_kernel_tuning_covers_compilation(dataset, tmp_path, monkeypatch):
+    """The CPU cannot replay CUDA graphs, so torch.compile is replaced by a recorder: what the loop
+    asks of it is checked here, the graphs themselves by test_train_cuda.py on a GPU."""
+    from torch._inductor import config as inductor_config
+
+    config, ds = dataset
+    calls, marks = [], []
+
+    def fake_compile(module, mode=None, dynamic=None):
+        def run(*args, **kwargs):
+            calls.append((mode, inductor_config.coordinate_descent_tuning, len(marks)))
+            return module(*args, **kwargs)
+        return run
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: marks.append(1))
+    fast = with_train(config, steps=6, micro_batch_size=2, compile=True, compile_mode="reduce-overhead", tune_kernels=True)
+    train(fast, ds, tmp_path / "graphs")
+    accumulation = config.train.batch_size // 2
+    assert len(calls) == 6 * accumulation and len(marks) == 6
+    assert [seen for _, _, seen in calls] == [step + 1 for step in range(6) for _ in range(accumulation)]
+    assert {(mode, tuned) for mode, tuned, _ in calls} == {("reduce-overhead", True)}
+    assert inductor_config.coordinate_descent_tuning is False  # patched for the run only
+    train(with_train(fast, compile=False), ds, tmp_path / "plain")
+    assert losses(tmp_path / "graphs") == losses(tmp_path / "plain")
+
+
+def test_a_self_looped_model_with_every_extra_compiles_and_follows_the_eager_curve(tmp_path):
+    """The loop's step count is drawn per forward pass; compiled, each count is its own graph."""
+    from test_model import IDS, SWITCHES, VOCAB, scene_batch
+
+    from ltm.train.distributed import World
+    from ltm.train.loop import fit
+
+    stream = scene_batch(64).flatten().numpy().astype(np.uint16)
+    curves = []
+    for compiled in (False, True):
+        torch.manual_seed(0)
+        extras = SWITCHES["all"] | {"loop_max_steps": 2, "loop_prelude_layers": 0, "loop_core_layers": 1}
+        model = LtmForCausalLM(LtmConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                         num_key_value_heads=2, max_position_embeddings=32, scene_token_ids=IDS, **extras))
+        tc = TrainConfig(steps=5, batch_size=4, lr=3e-3, warmup_steps=1, eval_every=10**9, tensorboard=False, compile=compiled)
+        fit(model, None, tc, ShardBatches(stream, 32, 4, 4, 0, 1), [stream[:33].astype(np.int64)], tmp_path / str(compiled),
+            World(0, 1, 0, torch.device("cpu")))
+        curves.append(losses(tmp_path / str(compiled)))
+    assert np.allclose(*curves, atol=1e-3), curves
+
+
+def test_cuda_graphs_are_refused_under_torchrun_and_for_a_looped_model_and_auto_picks_them_on_one_gpu(tmp_path):
+    from ltm.train.distributed import World
+    from ltm.train.loop import _compile_mode, fit
+
+    plain = LtmForCausalLM(LtmConfig(vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2))
+    looped = LtmForCausalLM(LtmConfig(vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
+                                      loop_core_layers=1))
+    batches = ShardBatches(np.arange(4000, dtype=np.uint16) % 64, 16, 4, 2, 0, 2)
+    graphs = TrainConfig(compile_mode="reduce-overhead")
+    with pytest.raises(TrainError, match="reduce-overhead.*under torchrun"):
+        fit(plain, None, graphs, batches, [], tmp_path, World(0, 2, 0, torch.device("cpu")))
+    one_gpu, two_gpus = World(0, 1, 0, torch.device("cuda")), World(0, 2, 0, torch.device("cuda"))
+    with pytest.raises(TrainError, match="self-looped"):
+        _compile_mode(graphs, looped, one_gpu)
+    auto = TrainConfig()
+    assert [_compile_mode(auto, plain, one_gpu), _compile_mode(auto, looped, one_gpu), _compile_mode(auto, plain, two_gpus)] == [
+        "reduce-overhead", "default", "default"]
+
+
 # --- checkpoints and resume -----------------------------------------------------------------------
 
 

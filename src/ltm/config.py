@@ -198,8 +198,12 @@ class TrainConfig(Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["auto", "bf16", "fp32"] = Field("auto", description="auto: bf16 autocast on CUDA, fp32 on CPU")
     compile: bool | None = Field(None, description="torch.compile the model; default: on for CUDA")
-    compile_mode: Literal["default", "max-autotune-no-cudagraphs"] = Field(
-        "default", description="max-autotune-no-cudagraphs: autotuned matmuls, minutes more compilation")
+    compile_mode: Literal["auto", "default", "reduce-overhead", "max-autotune-no-cudagraphs"] = Field(
+        "auto", description="auto: reduce-overhead on one GPU (not for a self-looped model), default otherwise; "
+                            "reduce-overhead: forward and backward replayed as CUDA graphs; max-autotune-no-cudagraphs: "
+                            "autotuned matmuls, minutes more compilation")
+    tune_kernels: bool = Field(False, description="benchmark each generated Triton kernel's launch settings while "
+                                                  "compiling (inductor's coordinate-descent tuning): minutes more compilation")
     distributed: Literal["ddp", "fsdp"] = Field("ddp", description="under torchrun with several processes")
     residual_dtype: Literal["fp32", "bf16"] = Field(
         "bf16", description="under bf16 autocast, the residual stream's dtype (bf16: half the elementwise memory traffic)")

@@ -70,12 +70,23 @@ class LtmModel(LtmPreTrainedModel):
             self._rope[device] = rope_tables(self.config, device)
         return self._rope[device]
 
+    def prepare(self, device: torch.device) -> None:
+        """Make the derived tables (RoPE, scene-state lookups) for `device` now: made on first use
+        inside a CUDA graph, a table would be overwritten by the graph's next replay."""
+        self.rope(device)
+        if self.scene_states is not None:
+            self.scene_states.tables(device)
+
     def loop_steps(self, think_steps: int | None) -> int:
         if think_steps is not None:
             return think_steps
         if self.training:
-            return int(torch.randint(1, self.config.loop_max_steps + 1, (1,)).item())
+            return self._draw_loop_steps()
         return self.config.think_steps
+
+    @torch.compiler.disable  # drawn eagerly: the same generator and values, compiled or not
+    def _draw_loop_steps(self) -> int:
+        return int(torch.randint(1, self.config.loop_max_steps + 1, (1,)).item())
 
     def forward(self, input_ids: torch.Tensor, cache: KVCache | None = None, think_steps: int | None = None):
         """Hidden states (after the final norm), the scene states, and the loop's last change."""
@@ -190,19 +201,20 @@ class LtmForCausalLM(LtmPreTrainedModel):
             for lens in self.config.channel_lenses.get(name, []):
                 if lens in self.config.lens_names:
                     target_of_lens[self.config.lens_names.index(lens) + 1] = channel
-        target = target_of_lens[states["lens"]]
-        if not (target >= 0).any():
-            return probs.sum() * 0.0  # no token under a mapped lens: a zero that keeps the graph
-        return F.nll_loss(probs.clamp(min=1e-9).log().view(-1, probs.shape[-1]), target.view(-1), ignore_index=-100)
+        target = target_of_lens[states["lens"]].view(-1)
+        # Means over the counted tokens without a branch on their number: a data-dependent `if` would
+        # split the compiled graph (and its CUDA graph); with none counted the loss is a zero with a graph.
+        counted = target >= 0
+        nll = F.nll_loss(probs.clamp(min=1e-9).log().view(-1, probs.shape[-1]), target.clamp(min=0), reduction="none")
+        return (nll * counted).sum() / counted.sum().clamp(min=1)
 
     def _scene_loss(self, hidden: torch.Tensor, states: dict[str, torch.Tensor]) -> torch.Tensor:
         """Predict the scene's tension level and lens from the hidden state of every body token."""
-        body = states["region"] == 3
-        if not body.any():
-            return (self.tension_head.weight.sum() + self.lens_head.weight.sum()) * 0.0
-        h = hidden[body].float()
-        return F.cross_entropy(self.tension_head(h).float(), states["tension"][body]) + F.cross_entropy(
-            self.lens_head(h).float(), states["lens"][body])
+        body = (states["region"] == 3).view(-1)
+        h = hidden.reshape(-1, hidden.shape[-1]).float()
+        each = F.cross_entropy(self.tension_head(h).float(), states["tension"].view(-1), reduction="none") + F.cross_entropy(
+            self.lens_head(h).float(), states["lens"].view(-1), reduction="none")
+        return (each * body).sum() / body.sum().clamp(min=1)
 
     @torch.no_grad()
     def generate_ids(self, input_ids: torch.Tensor, max_new_tokens: int, temperature: float = 0.0, top_k: int | None = None,

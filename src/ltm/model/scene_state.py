@@ -61,11 +61,14 @@ class SceneStates(nn.Module):
         self._tables: dict[torch.device, dict[str, torch.Tensor]] = {}
         self.sizes = {"region": len(REGIONS), "tension": len(TENSIONS) + 1, "loop": len(LOOP_STEPS) + 1, "lens": len(config.lens_names) + 1}
 
-    def forward(self, input_ids: torch.Tensor) -> dict[str, torch.Tensor]:
-        device = input_ids.device
+    def tables(self, device: torch.device) -> dict[str, torch.Tensor]:
         if device not in self._tables:
             self._tables[device] = {kind: table.to(device) for kind, table in _tables(self.config).items()}
-        return {kind: _forward_fill(self._tables[device][kind][input_ids]) for kind in self.sizes}
+        return self._tables[device]
+
+    def forward(self, input_ids: torch.Tensor) -> dict[str, torch.Tensor]:
+        tables = self.tables(input_ids.device)
+        return {kind: _forward_fill(tables[kind][input_ids]) for kind in self.sizes}
 
 
 class SceneStateEmbedding(nn.Module):

@@ -1,0 +1,91 @@
+"""What only a GPU can check: CUDA-graph replays (train.compile_mode: reduce-overhead, what `auto`
+picks on one GPU) follow the plain compiled run, with gradient accumulation and with every
+scene-aware extra; and the FP8 head's kernels on real FP8 tensor cores. Skipped without CUDA (CI
+has none); run on the device machine (docs/training.md says how)."""
+
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ltm.config import TrainConfig
+from ltm.model import LtmConfig, LtmForCausalLM
+from ltm.model.fp8_head import fp8_head_loss, fp8_supported
+from ltm.train import distributed
+from ltm.train.data import ShardBatches
+from ltm.train.loop import fit
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def _curve(mode: str) -> list[float]:
+    torch.manual_seed(0)
+    model = LtmForCausalLM(LtmConfig(vocab_size=512, hidden_size=128, num_hidden_layers=2, num_attention_heads=4,
+                                     num_key_value_heads=4, max_position_embeddings=64))
+    tokens = ((np.arange(200_000) * 7) % 509).astype(np.uint16)  # each token follows from the last: learnable
+    batches = ShardBatches(tokens, 64, 16, 4, 0, 1)  # accumulation 4
+    tc = TrainConfig(steps=12, batch_size=16, micro_batch_size=4, lr=1e-2, warmup_steps=2, eval_every=10**9,
+                     tensorboard=False, compile=True, compile_mode=mode)
+    world = distributed.setup("cuda")
+    with tempfile.TemporaryDirectory() as out:
+        fit(model, None, tc, batches, [tokens[:65].astype(np.int64)], Path(out), world)
+        return [json.loads(line)["loss"] for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_cuda_graphs_with_accumulation_follow_the_plain_compiled_curve():
+    plain, graphs = _curve("default"), _curve("reduce-overhead")
+    assert len(graphs) == 12 and graphs[-1] < graphs[0] - 0.5
+    assert np.allclose(plain, graphs, atol=2e-3), (plain, graphs)
+
+
+def _extras_curve(mode: str, extras: dict) -> list[dict]:
+    from test_model import IDS, VOCAB, scene_batch
+
+    stream = scene_batch(64).flatten().numpy().astype(np.uint16)  # scenes with their markers, one after another
+    torch.manual_seed(0)
+    model = LtmForCausalLM(LtmConfig(vocab_size=VOCAB, hidden_size=64, num_hidden_layers=4, num_attention_heads=4,
+                                     num_key_value_heads=2, max_position_embeddings=32, scene_token_ids=IDS, **extras))
+    tc = TrainConfig(steps=10, batch_size=8, micro_batch_size=4, lr=3e-3, warmup_steps=2, eval_every=10**9,
+                     tensorboard=False, compile=True, compile_mode=mode)
+    with tempfile.TemporaryDirectory() as out:
+        fit(model, None, tc, ShardBatches(stream, 32, 8, 4, 0, 1), [stream[:33].astype(np.int64)], Path(out),
+            distributed.setup("cuda"))
+        return [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_scene_aware_extras_replay_as_cuda_graphs():
+    extras = {"scene_state": True, "channels": 4, "channel_aux_weight": 0.1, "scene_aux_weight": 0.1}
+    curves = {mode: _extras_curve(mode, extras) for mode in ("default", "reduce-overhead")}
+    for key in ("loss", "loss_lm", "loss_channel", "loss_scene"):
+        plain, graphs = ([m[key] for m in curves[mode]] for mode in curves)
+        assert np.allclose(plain, graphs, atol=2e-3), (key, plain, graphs)
+
+
+def test_a_compiled_self_looped_model_logs_every_loss_part():
+    from test_model import SWITCHES
+
+    curve = _extras_curve("auto", SWITCHES["all"])  # auto: no CUDA graphs for a looped model
+    assert all({"loss_lm", "loss_channel", "loss_scene"} <= set(m) and np.isfinite(m["loss"]) for m in curve)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available() or not fp8_supported(torch.device("cuda")), reason="needs FP8 tensor cores")
+@pytest.mark.parametrize("upstream", [1.0, -2.0])
+def test_fp8_head_on_the_gpu_follows_the_exact_loss_and_gradients(upstream):
+    torch.manual_seed(0)
+    hidden = torch.randn(1000, 256, device="cuda", dtype=torch.bfloat16)  # 1000 tokens: padded to 1008
+    weight = 0.05 * torch.randn(2048, 256, device="cuda")
+    labels = torch.randint(0, 2048, (1000,), device="cuda")
+    results = []
+    for fn in (lambda h, w: fp8_head_loss(h, w, labels), lambda h, w: F.cross_entropy((h.float() @ w.t()), labels)):
+        h, w = hidden.clone().requires_grad_(), weight.clone().requires_grad_()
+        loss = fn(h, w)
+        (upstream * loss).backward()
+        results.append((loss.item(), h.grad.float(), w.grad.float()))
+    (loss8, gh8, gw8), (loss, gh, gw) = results
+    assert loss8 == pytest.approx(loss, rel=0.01)
+    for fast, exact in ((gh8, gh), (gw8, gw)):
+        assert F.cosine_similarity(fast.flatten(), exact.flatten(), dim=0).item() > 0.98
