@@ -193,9 +193,11 @@ def test_cuda_graphs_are_refused_under_torchrun_and_for_a_looped_model_and_auto_
     one_gpu, two_gpus = World(0, 1, 0, torch.device("cuda")), World(0, 2, 0, torch.device("cuda"))
     with pytest.raises(TrainError, match="self-looped"):
         _compile_mode(graphs, looped, one_gpu)
-    auto = TrainConfig()
-    assert [_compile_mode(auto, plain, one_gpu), _compile_mode(auto, looped, one_gpu), _compile_mode(auto, plain, two_gpus)] == [
-        "reduce-overhead", "default", "default"]
+    from ltm.train.adapters import Trainable
+
+    auto, wrapped = TrainConfig(), Trainable(plain, "")  # as the initiation stage and `ltm tune` pass a model
+    assert [_compile_mode(auto, m, w) for m, w in ((plain, one_gpu), (looped, one_gpu), (plain, two_gpus), (wrapped, one_gpu))] == [
+        "reduce-overhead", "default", "default", "default"]
 
 
 # --- checkpoints and resume -----------------------------------------------------------------------

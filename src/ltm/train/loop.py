@@ -288,10 +288,13 @@ def _precision_options(model: torch.nn.Module, tc: TrainConfig, device: torch.de
 def _compile_mode(tc: TrainConfig, model: torch.nn.Module, world) -> str:
     """torch.compile's mode. CUDA graphs (reduce-overhead) replay a step's kernels with one launch:
     2.2x tokens/s for a 10M model on an H100, +1.5% at 124M (docs/training.md). They are for one
-    process, and not for a self-looped model, whose drawn step count splits the compiled graph."""
+    process, and not for a self-looped model, whose drawn step count splits the compiled graph.
+    `auto` picks them for pretraining ltm's model, where they were tested on a GPU; the initiation
+    stage and `ltm tune` (LoRA, users' Hugging Face models) compile without them unless asked."""
     looped = any(isinstance(m, LtmModel) and m.config.loop_core_layers for m in model.modules())
     if tc.compile_mode == "auto":
-        return "reduce-overhead" if world.device.type == "cuda" and world.size == 1 and not looped else "default"
+        graphs = isinstance(model, LtmForCausalLM) and not looped and world.device.type == "cuda" and world.size == 1
+        return "reduce-overhead" if graphs else "default"
     if tc.compile_mode == "reduce-overhead" and (world.size > 1 or looped):
         why = "under torchrun" if world.size > 1 else "for a self-looped model (model.loop_core_layers)"
         raise TrainError(f"train.compile_mode: reduce-overhead (CUDA graphs) is not available {why}; use default or auto")
