@@ -179,6 +179,21 @@ def test_a_self_looped_model_with_every_extra_compiles_and_follows_the_eager_cur
     assert np.allclose(*curves, atol=1e-3), curves
 
 
+def test_a_model_handed_over_in_eval_mode_trains_in_training_mode(tmp_path):
+    """from_pretrained (resume, initiation, tune) returns a model in eval mode, where the FP8 head is
+    off and a self-looped model does not draw its step count."""
+    from ltm.train.distributed import World
+    from ltm.train.loop import fit
+
+    model = LtmForCausalLM(LtmConfig(vocab_size=64, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2)).eval()
+    seen = []
+    model.register_forward_hook(lambda module, args, output: seen.append(module.training))
+    tokens = np.arange(4000, dtype=np.uint16) % 64
+    fit(model, None, TrainConfig(steps=2, batch_size=2, warmup_steps=1, eval_every=10**9, tensorboard=False), ShardBatches(tokens, 16, 2, 2, 0, 1),
+        [tokens[:17].astype(np.int64)], tmp_path, World(0, 1, 0, torch.device("cpu")))
+    assert seen[:2] == [True, True]  # the two training steps; the held-out pass at the end runs in eval mode
+
+
 def test_cuda_graphs_are_refused_under_torchrun_and_for_a_looped_model_and_auto_picks_them_on_one_gpu(tmp_path):
     from ltm.train.distributed import World
     from ltm.train.loop import _compile_mode, fit
@@ -187,12 +202,16 @@ def test_cuda_graphs_are_refused_under_torchrun_and_for_a_looped_model_and_auto_
     looped = LtmForCausalLM(LtmConfig(vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
                                       loop_core_layers=1))
     batches = ShardBatches(np.arange(4000, dtype=np.uint16) % 64, 16, 4, 2, 0, 2)
-    graphs = TrainConfig(compile_mode="reduce-overhead")
+    graphs = TrainConfig(compile_mode="reduce-overhead", compile=True)
     with pytest.raises(TrainError, match="reduce-overhead.*under torchrun"):
         fit(plain, None, graphs, batches, [], tmp_path, World(0, 2, 0, torch.device("cpu")))
     one_gpu, two_gpus = World(0, 1, 0, torch.device("cuda")), World(0, 2, 0, torch.device("cuda"))
     with pytest.raises(TrainError, match="self-looped"):
         _compile_mode(graphs, looped, one_gpu)
+    uncompiled = TrainConfig(compile_mode="reduce-overhead", compile=False, steps=1, batch_size=4, warmup_steps=1,
+                             eval_every=10**9, tensorboard=False)
+    fit(looped, None, uncompiled, ShardBatches(np.arange(4000, dtype=np.uint16) % 64, 16, 4, 4, 0, 1), [], tmp_path / "eager",
+        World(0, 1, 0, torch.device("cpu")))  # nothing compiles, so nothing is refused
     from ltm.train.adapters import Trainable
 
     auto, wrapped = TrainConfig(), Trainable(plain, "")  # as the initiation stage and `ltm tune` pass a model

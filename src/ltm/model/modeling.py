@@ -201,7 +201,7 @@ class LtmForCausalLM(LtmPreTrainedModel):
             for lens in self.config.channel_lenses.get(name, []):
                 if lens in self.config.lens_names:
                     target_of_lens[self.config.lens_names.index(lens) + 1] = channel
-        target = target_of_lens[states["lens"]].view(-1)
+        target = target_of_lens[states["lens"]].reshape(-1)
         # Means over the counted tokens without a branch on their number: a data-dependent `if` would
         # split the compiled graph (and its CUDA graph); with none counted the loss is a zero with a graph.
         counted = target >= 0
@@ -210,10 +210,10 @@ class LtmForCausalLM(LtmPreTrainedModel):
 
     def _scene_loss(self, hidden: torch.Tensor, states: dict[str, torch.Tensor]) -> torch.Tensor:
         """Predict the scene's tension level and lens from the hidden state of every body token."""
-        body = (states["region"] == 3).view(-1)
+        body = (states["region"] == 3).reshape(-1)
         h = hidden.reshape(-1, hidden.shape[-1]).float()
-        each = F.cross_entropy(self.tension_head(h).float(), states["tension"].view(-1), reduction="none") + F.cross_entropy(
-            self.lens_head(h).float(), states["lens"].view(-1), reduction="none")
+        each = F.cross_entropy(self.tension_head(h).float(), states["tension"].reshape(-1), reduction="none") + F.cross_entropy(
+            self.lens_head(h).float(), states["lens"].reshape(-1), reduction="none")
         return (each * body).sum() / body.sum().clamp(min=1)
 
     @torch.no_grad()

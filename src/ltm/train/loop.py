@@ -124,7 +124,8 @@ def fit(model, tokenizer, tc: TrainConfig, batches: ShardBatches, windows, out_d
     `on_step(step)`, when given, is called after each step (a profiler's step marker, say)."""
     seq_len, micro = batches.seq_len, batches.micro_batch
     c = model.config
-    _compile_mode(tc, model, world)  # refuses CUDA graphs where they are not safe, before the GPU is used
+    use_compile = tc.compile if tc.compile is not None else world.device.type == "cuda"
+    mode = _compile_mode(tc, model, world) if use_compile else None  # refuses CUDA graphs where unsafe, before the GPU is used
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)  # fewer than all under LoRA
     check_fits(training_bytes(model.num_parameters(), micro, seq_len, c.hidden_size, c.num_hidden_layers, c.vocab_size,
                               trainable), world.device)
@@ -145,8 +146,7 @@ def fit(model, tokenizer, tc: TrainConfig, batches: ShardBatches, windows, out_d
         if isinstance(m, LtmModel):
             m.prepare(world.device)
     wrapped = distributed.wrap(model, world, tc.distributed)
-    use_compile = tc.compile if tc.compile is not None else world.device.type == "cuda"
-    mode = _compile_mode(tc, model, world)
+    model.train()  # from_pretrained (resume, initiation, tune) returns a model in eval mode
     # dynamic=False: a self-looped model's number of steps (drawn per forward pass) is then a constant
     # of each compiled graph, one graph per value, rather than a symbol the loop cannot unroll.
     compiled = torch.compile(wrapped, mode=mode, dynamic=False) if use_compile else wrapped
