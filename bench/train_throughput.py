@@ -95,7 +95,7 @@ def main() -> None:
     parser.add_argument("--nanogpt", type=Path, help="folder with nanoGPT's train.py, model.py, configurator.py")
     parser.add_argument("--single", type=Path, help="(torchrun) the one-GPU result file, for the scaling efficiency")
     parser.add_argument("--no-compile", action="store_true")
-    parser.add_argument("--compile-mode", default="default", choices=typing.get_args(TrainConfig.model_fields["compile_mode"].annotation))
+    parser.add_argument("--compile-mode", default=TrainConfig().compile_mode, choices=typing.get_args(TrainConfig.model_fields["compile_mode"].annotation))
     parser.add_argument("--tune-kernels", action="store_true", help="train.tune_kernels")
     parser.add_argument("--micro", type=int, help="micro-batch per GPU (default: the preset's)")
     parser.add_argument("--optimizer", default="adamw", choices=["adamw", "muon"])

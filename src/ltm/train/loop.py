@@ -150,7 +150,7 @@ def fit(model, tokenizer, tc: TrainConfig, batches: ShardBatches, windows, out_d
     # dynamic=False: a self-looped model's number of steps (drawn per forward pass) is then a constant
     # of each compiled graph, one graph per value, rather than a symbol the loop cannot unroll.
     compiled = torch.compile(wrapped, mode=mode, dynamic=False) if use_compile else wrapped
-    graphs = use_compile and mode == "reduce-overhead"
+    graphs = mode == "reduce-overhead"  # mode is None when nothing compiles
     optimizers = make_optimizers(model, tc, world.device)
     if state is not None:
         distributed.load_optimizer_states(model, optimizers, state["optimizers"], world)
