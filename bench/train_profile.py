@@ -1,10 +1,10 @@
 """Where a training step's GPU time goes: ltm's own loop (train/loop.py: fit) at the GPT-2-124M
 shape of bench/train_throughput.py, under torch.profiler, kernels grouped by what they do.
 
-    python bench/train_profile.py [--micro 32] [--residual fp32|bf16] [--fp8-head]
+    python bench/train_profile.py [--micro 32] [--residual fp32|bf16] [--fp8-head] [--top 15]
 
 Prints one JSON line per group: milliseconds of GPU time per step and its share of the step's wall
-time, the step time, the share of it with no kernel running, and the 15 kernels that take longest.
+time, the step time, the share of it with no kernel running, and the `--top` kernels that take longest.
 The profiler records `--active` steps after `--skip` (compilation and warm-up left out). Kernel
 names decide the group, so the grouping is a reading aid, not an exact science.
 """
@@ -15,6 +15,7 @@ import argparse
 import json
 import re
 import tempfile
+import typing
 from collections import defaultdict
 from pathlib import Path
 
@@ -52,6 +53,9 @@ def main() -> None:
     parser.add_argument("--micro", type=int, default=32)
     parser.add_argument("--residual", default=TrainConfig().residual_dtype, choices=["fp32", "bf16"], help="train.residual_dtype")
     parser.add_argument("--fp8-head", action="store_true", help="train.fp8_head")
+    parser.add_argument("--compile-mode", default="default", choices=typing.get_args(TrainConfig.model_fields["compile_mode"].annotation),
+                        help="train.compile_mode; the default leaves CUDA graphs out, so each kernel is seen by the profiler")
+    parser.add_argument("--top", type=int, default=15, help="how many of the longest kernels to list")
     args = parser.parse_args()
     quiet_transformers()
     p = PRESETS["gpt2-124m"] | {"micro": args.micro}
@@ -64,7 +68,8 @@ def main() -> None:
     tokens = np.random.default_rng(0).integers(0, p["vocab"], size=(steps + 1) * p["micro"] * p["seq"] + 1, dtype=np.uint16)
     batches = ShardBatches(tokens, p["seq"], p["micro"], p["micro"], 0, 1)
     tc = TrainConfig(steps=steps, batch_size=p["micro"], micro_batch_size=p["micro"], lr=6e-4, warmup_steps=10,
-                     eval_every=10**9, tensorboard=False, threads=None, residual_dtype=args.residual, fp8_head=args.fp8_head)
+                     eval_every=10**9, tensorboard=False, threads=None, residual_dtype=args.residual, fp8_head=args.fp8_head,
+                     compile_mode=args.compile_mode)
     plan = schedule(wait=args.skip - 2, warmup=2, active=args.active, repeat=1)
     with tempfile.TemporaryDirectory() as out, profile(activities=[ProfilerActivity.CUDA], schedule=plan) as prof:
         fit(model, None, tc, batches, [tokens[: p["seq"] + 1].astype(np.int64)], Path(out), world, on_step=lambda _: prof.step())
@@ -79,13 +84,13 @@ def main() -> None:
         per_group[group(e.name)] += ms
         per_kernel[e.name] += ms
     step_ms = wall_ms / args.active
-    shape = f"gpt2-124m, micro-batch {args.micro}, compiled, {args.residual} residual{', FP8 head' if args.fp8_head else ''}, " \
+    shape = f"gpt2-124m, micro-batch {args.micro}, compiled ({args.compile_mode}), {args.residual} residual{', FP8 head' if args.fp8_head else ''}, " \
         f"{args.active} steps profiled"
     for name, ms in sorted(per_group.items(), key=lambda kv: -kv[1]):
         emit("train_profile", f"gpu_ms_per_step.{name}", ms, "ms", shape=shape, share_of_step=round(ms / step_ms, 4))
     emit("train_profile", "step_ms", step_ms, "ms", shape=shape)
     emit("train_profile", "gpu_idle_share", max(0.0, 1 - sum(per_group.values()) / step_ms), "fraction", shape=shape)
-    for name, ms in sorted(per_kernel.items(), key=lambda kv: -kv[1])[:15]:
+    for name, ms in sorted(per_kernel.items(), key=lambda kv: -kv[1])[: args.top]:
         print(json.dumps({"kernel": name[:120], "ms_per_step": round(ms, 3), "group": group(name)}), flush=True)
 
 

@@ -125,6 +125,8 @@ def main() -> None:
         ", FP8 head" if args.fp8_head else "")
     bench = "train_throughput"
     emit(bench, "tokens_per_s", ours["tokens_per_s"], "tokens/s", shape=shape, parameters=ours["parameters"], world=world.size)
+    # Random tokens: the loss should sit near ln(vocabulary); a NaN or a drift says a kernel is wrong.
+    emit(bench, "final_loss", ours["final_loss"], "nats", shape=shape)
     if peak:
         mfu = ours["flops_per_token"] * ours["tokens_per_s"] / (peak * world.size)
         emit(bench, "mfu", mfu, "fraction", target=0.5, shape=shape)
