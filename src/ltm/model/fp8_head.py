@@ -7,8 +7,8 @@ largest magnitude meets the format's largest (dynamic per-tensor scaling; both t
 next to the logits), and the bf16 logits feed a log-sum-exp. The loss is the last operation, so
 the logits' gradient is known up to a scalar already here: (softmax - one-hot) x grad / tokens.
 Every entry of softmax - one-hot lies in [-1, 1], so it is cast to e5m2 at a fixed scale in the
-same kernel that reads the logits for the log-sum-exp (fp8_head_kernel.py on CUDA, which also
-writes the transpose the weight's gradient needs), and the logits never outlive the forward pass: the backward pass reads half the bytes and the activation memory drops
+same kernel that reads the logits for the log-sum-exp (under torch.compile), and the logits never
+outlive the forward pass: the backward pass reads half the bytes and the activation memory drops
 by the logits' size. Backward: grad / tokens becomes the FP8 product's scale, and two FP8 products
 give the gradients of the hidden states and of the weight (the weight's accumulates in fp32).
 
@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-
-from ltm.model import fp8_head_kernel
 
 E4M3, E5M2 = torch.float8_e4m3fn, torch.float8_e5m2
 
@@ -38,20 +36,6 @@ def _column_major(t: torch.Tensor) -> torch.Tensor:
     return t.t().contiguous().t()
 
 
-def _loss_grad(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-token loss (0 where ignored) and the logits' e5m2 gradient up to a scalar: softmax -
-    one-hot, in [-1, 1], times the format's largest value; ignored rows are zero. The same as
-    fp8_head_kernel's, in PyTorch (under torch.compile it becomes one reduction kernel)."""
-    lse = torch.logsumexp(logits.float(), dim=-1)
-    valid = labels != ignore_index
-    target = labels.masked_fill(~valid, 0)
-    picked = logits.gather(1, target[:, None]).squeeze(1).float()
-    columns = torch.arange(logits.shape[1], device=logits.device)
-    unit = torch.exp(logits.float() - lse[:, None]) - (columns[None, :] == target[:, None]).float()
-    g8 = (unit * valid[:, None] * torch.finfo(E5M2).max).to(E5M2)
-    return (lse - picked) * valid, g8
-
-
 class _FP8HeadLoss(torch.autograd.Function):
     """Mean cross-entropy of logits = hidden @ weight.T over the labels that are not ignore_index."""
 
@@ -60,26 +44,29 @@ class _FP8HeadLoss(torch.autograd.Function):
         h8, h_inv = _to_fp8(hidden, E4M3)
         w8, w_inv = _to_fp8(weight, E4M3)
         logits = torch._scaled_mm(h8, w8.t(), scale_a=h_inv, scale_b=w_inv, out_dtype=torch.bfloat16)
-        count = (labels != ignore_index).sum().clamp(min=1)
-        if fp8_head_kernel.available(logits):
-            per_token, g8, g8t = fp8_head_kernel.loss_grad(logits, labels, ignore_index)
-        else:
-            per_token, g8 = _loss_grad(logits, labels, ignore_index)
-            g8t = None  # transposed in the backward pass
-        ctx.save_for_backward(h8, h_inv, w8, w_inv, g8, g8t, count)
+        lse = torch.logsumexp(logits.float(), dim=-1)
+        valid = labels != ignore_index
+        target = labels.masked_fill(~valid, 0)
+        picked = logits.gather(1, target[:, None]).squeeze(1).float()
+        count = valid.sum().clamp(min=1)
+        # softmax - one-hot, in [-1, 1], times the format's largest value; ignored rows are zero.
+        top = torch.finfo(E5M2).max
+        columns = torch.arange(logits.shape[1], device=logits.device)
+        unit = torch.exp(logits.float() - lse[:, None]) - (columns[None, :] == target[:, None]).float()
+        g8 = (unit * valid[:, None] * top).to(E5M2)
+        ctx.save_for_backward(h8, h_inv, w8, w_inv, g8, count)
         ctx.dtypes = hidden.dtype, weight.dtype
-        return per_token.sum() / count
+        return ((lse - picked) * valid).sum() / count
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        h8, h_inv, w8, w_inv, g8, g8t, count = ctx.saved_tensors
+        h8, h_inv, w8, w_inv, g8, count = ctx.saved_tensors
         g_inv = grad.float() / (count * torch.finfo(E5M2).max)  # signed: _scaled_mm multiplies it back
         hidden_dtype, weight_dtype = ctx.dtypes
         grad_hidden = torch._scaled_mm(g8, _column_major(w8), scale_a=g_inv, scale_b=w_inv, out_dtype=torch.bfloat16)
         grad_weight = None
         if ctx.needs_input_grad[1]:  # a frozen head (LoRA) needs none
-            g8t = g8.t().contiguous() if g8t is None else g8t
-            grad_weight = torch._scaled_mm(g8t, _column_major(h8), scale_a=g_inv, scale_b=h_inv,
+            grad_weight = torch._scaled_mm(g8.t().contiguous(), _column_major(h8), scale_a=g_inv, scale_b=h_inv,
                                            out_dtype=torch.float32).to(weight_dtype)
         return grad_hidden.to(hidden_dtype), grad_weight, None, None
 
