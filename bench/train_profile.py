@@ -1,7 +1,7 @@
 """Where a training step's GPU time goes: ltm's own loop (train/loop.py: fit) at the GPT-2-124M
 shape of bench/train_throughput.py, under torch.profiler, kernels grouped by what they do.
 
-    python bench/train_profile.py [--micro 32] [--residual fp32|bf16] [--fp8-head] [--top 15]
+    python bench/train_profile.py [--micro 32] [--residual fp32|bf16] [--fp8-head] [--compile-mode default] [--top 15]
 
 Prints one JSON line per group: milliseconds of GPU time per step and its share of the step's wall
 time, the step time, the share of it with no kernel running, and the `--top` kernels that take longest.
@@ -15,7 +15,6 @@ import argparse
 import json
 import re
 import tempfile
-import typing
 from collections import defaultdict
 from pathlib import Path
 
@@ -24,7 +23,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile, schedule
 
 from common import emit, quiet_transformers
-from train_throughput import PRESETS
+from train_throughput import COMPILE_MODES, PRESETS
 
 from ltm.config import TrainConfig
 from ltm.model import LtmConfig, LtmForCausalLM
@@ -53,7 +52,7 @@ def main() -> None:
     parser.add_argument("--micro", type=int, default=32)
     parser.add_argument("--residual", default=TrainConfig().residual_dtype, choices=["fp32", "bf16"], help="train.residual_dtype")
     parser.add_argument("--fp8-head", action="store_true", help="train.fp8_head")
-    parser.add_argument("--compile-mode", default="default", choices=typing.get_args(TrainConfig.model_fields["compile_mode"].annotation),
+    parser.add_argument("--compile-mode", default="default", choices=COMPILE_MODES,
                         help="train.compile_mode; the default leaves CUDA graphs out, so each kernel is seen by the profiler")
     parser.add_argument("--top", type=int, default=15, help="how many of the longest kernels to list")
     args = parser.parse_args()

@@ -39,6 +39,7 @@ from ltm.train.data import ShardBatches  # noqa: E402
 from ltm.train.hardware import peak_flops  # noqa: E402
 from ltm.train.loop import fit  # noqa: E402
 
+COMPILE_MODES = typing.get_args(TrainConfig.model_fields["compile_mode"].annotation)
 PRESETS = {
     "gpt2-124m": {"layers": 12, "d": 768, "heads": 12, "seq": 1024, "vocab": 50304, "micro": 32, "steps": 150, "skip": 30},
     "cpu-10m": {"layers": 6, "d": 384, "heads": 6, "seq": 256, "vocab": 4096, "micro": 8, "steps": 12, "skip": 4},
@@ -95,7 +96,7 @@ def main() -> None:
     parser.add_argument("--nanogpt", type=Path, help="folder with nanoGPT's train.py, model.py, configurator.py")
     parser.add_argument("--single", type=Path, help="(torchrun) the one-GPU result file, for the scaling efficiency")
     parser.add_argument("--no-compile", action="store_true")
-    parser.add_argument("--compile-mode", default=TrainConfig().compile_mode, choices=typing.get_args(TrainConfig.model_fields["compile_mode"].annotation))
+    parser.add_argument("--compile-mode", default=TrainConfig().compile_mode, choices=COMPILE_MODES)
     parser.add_argument("--tune-kernels", action="store_true", help="train.tune_kernels")
     parser.add_argument("--micro", type=int, help="micro-batch per GPU (default: the preset's)")
     parser.add_argument("--optimizer", default="adamw", choices=["adamw", "muon"])
