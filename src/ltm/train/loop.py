@@ -171,9 +171,10 @@ def fit(model, tokenizer, tc: TrainConfig, batches: ShardBatches, windows, out_d
     started, timed_from, timed_steps = time.perf_counter(), None, 0
     pending = None
 
-    def write(step, lr, loss_sum, grad_norm, parts, evaluate: bool = False) -> None:
+    def write(step, lr, scalars: "_HostScalars", evaluate: bool = False) -> None:
         nonlocal timed_from, timed_steps
-        loss = distributed.mean(loss_sum.item(), world)  # waits for this step on the GPU
+        values = scalars.read()  # waits for this step on the GPU, not for the one queued after it
+        loss, grad_norm = distributed.mean(values.pop("loss"), world), values.pop("grad_norm")
         now = time.perf_counter()
         if step == start:  # the first step includes compilation: the speed is timed from its end
             timed_from, tokens_per_s = now, tokens_per_step / max(now - started, 1e-9)
@@ -185,8 +186,8 @@ def fit(model, tokenizer, tc: TrainConfig, batches: ShardBatches, windows, out_d
                   "elapsed_s": round(now - started, 3)}
         if peak:
             record["mfu"] = round(flops * tokens_per_s / (peak * world.size), 4)
-        if len(parts) > 1:
-            record |= {f"loss_{k}": round(distributed.mean(float(v), world), 5) for k, v in parts.items()}
+        if len(values) > 1:
+            record |= {f"loss_{k}": round(distributed.mean(v, world), 5) for k, v in values.items()}
         if evaluate:  # after the timing: the speed is the training's alone
             # Every rank evaluates: under FSDP the forward pass needs all of them.
             record["heldout_loss"] = round(heldout_loss(model, windows, world.device, autocast), 5)
@@ -233,11 +234,11 @@ def fit(model, tokenizer, tc: TrainConfig, batches: ShardBatches, windows, out_d
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
 
-            # The step's record is written once the next step is queued (its .item() waits for this
-            # step, not the next), so the GPU never idles while the CPU logs and fetches a batch.
+            # The step's record is written once the next step is queued, from scalars whose copy to
+            # the host was queued right behind this step: the GPU never idles while the CPU logs.
             if pending is not None:
                 write(*pending)
-            pending = (step, lr, loss_sum, grad_norm, parts)
+            pending = (step, lr, _HostScalars({"loss": loss_sum, "grad_norm": grad_norm, **parts}))
             evaluate = (step + 1) % tc.eval_every == 0 or step + 1 == tc.steps
             checkpoint = tc.checkpoint_every and (step + 1) % tc.checkpoint_every == 0 and step + 1 < tc.steps
             if evaluate or checkpoint:  # written now: a resumed run keeps the metrics up to its checkpoint
@@ -299,6 +300,29 @@ def _compile_mode(tc: TrainConfig, model: torch.nn.Module, world) -> str:
         why = "under torchrun" if world.size > 1 else "for a self-looped model (model.loop_core_layers)"
         raise TrainError(f"train.compile_mode: reduce-overhead (CUDA graphs) is not available {why}; use default or auto")
     return tc.compile_mode
+
+
+class _HostScalars:
+    """A step's scalars (loss, gradient norm, loss parts), copied to the host as soon as the step
+    is queued. Reading them waits for that copy only; an .item() issued later would queue behind
+    the next step too, and the GPU would idle while the CPU logs."""
+
+    def __init__(self, values: dict[str, torch.Tensor]):
+        self.names = list(values)
+        # FSDP's gradient norm is a DTensor: its full value is what the log shows.
+        plain = [v.full_tensor() if hasattr(v, "full_tensor") else torch.as_tensor(v) for v in values.values()]
+        stacked = torch.stack([v.detach().float().reshape(()) for v in plain])
+        self.done = None
+        if stacked.is_cuda:
+            stacked = stacked.to("cpu", non_blocking=True)  # into pinned memory: the copy runs on the GPU's queue
+            self.done = torch.cuda.Event()
+            self.done.record()
+        self.host = stacked
+
+    def read(self) -> dict[str, float]:
+        if self.done is not None:
+            self.done.synchronize()
+        return dict(zip(self.names, self.host.tolist()))
 
 
 def _to(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
