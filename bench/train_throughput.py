@@ -52,7 +52,7 @@ def measure_ltm(p: dict, world, steps: int, skip: int, compile_: bool, mode: str
     config = LtmConfig(vocab_size=p["vocab"], hidden_size=p["d"], num_hidden_layers=p["layers"], num_attention_heads=p["heads"],
                        num_key_value_heads=p["heads"], max_position_embeddings=p["seq"], tie_word_embeddings=True)
     model = LtmForCausalLM(config)
-    batch = p["micro"] * world.size
+    batch = p["micro"] * world.size * p["accumulation"]
     tokens = np.random.default_rng(0).integers(0, p["vocab"], size=(steps + 1) * batch * p["seq"] + 1, dtype=np.uint16)
     batches = ShardBatches(tokens, p["seq"], batch, p["micro"], world.rank, world.size)
     windows = [tokens[: p["seq"] + 1].astype(np.int64)]
@@ -78,7 +78,8 @@ def measure_nanogpt(folder: Path, p: dict, steps: int, skip: int) -> float:
     rng = np.random.default_rng(0)
     for split, n in (("train", 20_000_000), ("val", 1_000_000)):
         rng.integers(0, 50257, size=n, dtype=np.uint16).tofile(data / f"{split}.bin")
-    args = ["--dataset=synthetic", f"--batch_size={p['micro']}", f"--block_size={p['seq']}", "--gradient_accumulation_steps=1",
+    args = ["--dataset=synthetic", f"--batch_size={p['micro']}", f"--block_size={p['seq']}",
+            f"--gradient_accumulation_steps={p['accumulation']}",
             f"--n_layer={p['layers']}", f"--n_head={p['heads']}", f"--n_embd={p['d']}", f"--max_iters={steps}", "--lr_decay_iters=1000",
             "--eval_interval=100000", "--eval_iters=1", "--log_interval=1", "--compile=True", "--dtype=bfloat16", "--dropout=0.0",
             "--bias=False", "--always_save_checkpoint=False", "--wandb_log=False", "--out_dir=out"]
@@ -86,19 +87,22 @@ def measure_nanogpt(folder: Path, p: dict, steps: int, skip: int) -> float:
     if run.returncode != 0:
         raise RuntimeError(f"nanoGPT failed:\n{run.stdout[-2000:]}\n{run.stderr[-2000:]}")
     times = [float(m.group(2)) for m in re.finditer(r"iter (\d+): loss [\d.]+, time ([\d.]+)ms", run.stdout) if int(m.group(1)) >= skip]
-    return p["micro"] * p["seq"] / (np.mean(times) / 1000)
+    return p["micro"] * p["accumulation"] * p["seq"] / (np.mean(times) / 1000)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", choices=PRESETS, default="gpt2-124m")
     parser.add_argument("--steps", type=int)
+    parser.add_argument("--skip", type=int, help="steps left out of the timing (default: the preset's)")
     parser.add_argument("--nanogpt", type=Path, help="folder with nanoGPT's train.py, model.py, configurator.py")
     parser.add_argument("--single", type=Path, help="(torchrun) the one-GPU result file, for the scaling efficiency")
     parser.add_argument("--no-compile", action="store_true")
     parser.add_argument("--compile-mode", default=TrainConfig().compile_mode, choices=COMPILE_MODES)
     parser.add_argument("--tune-kernels", action="store_true", help="train.tune_kernels")
     parser.add_argument("--micro", type=int, help="micro-batch per GPU (default: the preset's)")
+    parser.add_argument("--accumulation", type=int, default=1, help="micro-batches per optimizer step (both ltm and "
+                        "nanoGPT); 16 x 32 x 1024 = 524,288 tokens is GPT-2's batch")
     parser.add_argument("--optimizer", default="adamw", choices=["adamw", "muon"])
     parser.add_argument("--residual", default=TrainConfig().residual_dtype, choices=["fp32", "bf16"], help="train.residual_dtype")
     parser.add_argument("--fp8-head", action="store_true", help="train.fp8_head")
@@ -110,7 +114,8 @@ def main() -> None:
         torch.backends.cuda.enable_mem_efficient_sdp(False)
         torch.backends.cuda.enable_cudnn_sdp(True)
     quiet_transformers()
-    p = PRESETS[args.preset] | ({"micro": args.micro} if args.micro else {})
+    p = PRESETS[args.preset] | ({"micro": args.micro} if args.micro else {}) | ({"skip": args.skip} if args.skip else {}) \
+        | {"accumulation": args.accumulation}
     steps = args.steps or p["steps"]
     world = distributed.setup("auto")
     compile_ = world.device.type == "cuda" and not args.no_compile
@@ -121,7 +126,7 @@ def main() -> None:
         return
     peak = peak_flops(world.device)
     how = f"compiled ({args.compile_mode}{', tuned kernels' if args.tune_kernels else ''})" if compile_ else "eager"
-    shape = f"{args.preset}, micro-batch {p['micro']} x {world.size} device(s), {how}, {args.optimizer}" + (
+    shape = f"{args.preset}, micro-batch {p['micro']} x {world.size} device(s) x {args.accumulation} accumulated, {how}, {args.optimizer}" + (
         ", cuDNN attention" if args.attention == "cudnn" else "") + f", {args.residual} residual" + (
         ", FP8 head" if args.fp8_head else "")
     bench = "train_throughput"
