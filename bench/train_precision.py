@@ -37,7 +37,6 @@ VARIANTS = {
     "bf16 residual": {"residual_dtype": "bf16"},
     "FP8 head": {"fp8_head": True},
     "bf16 residual + FP8 head": {"residual_dtype": "bf16", "fp8_head": True},
-    "bf16 residual + FP8 head + FP8 body": {"residual_dtype": "bf16", "fp8_head": True, "fp8_body": True},
 }
 
 

@@ -52,7 +52,6 @@ def main() -> None:
     parser.add_argument("--micro", type=int, default=32)
     parser.add_argument("--residual", default=TrainConfig().residual_dtype, choices=["fp32", "bf16"], help="train.residual_dtype")
     parser.add_argument("--fp8-head", action="store_true", help="train.fp8_head")
-    parser.add_argument("--fp8-body", action="store_true", help="train.fp8_body")
     parser.add_argument("--compile-mode", default="default", choices=COMPILE_MODES,
                         help="train.compile_mode; the default leaves CUDA graphs out, so each kernel is seen by the profiler")
     parser.add_argument("--top", type=int, default=15, help="how many of the longest kernels to list")
@@ -69,7 +68,7 @@ def main() -> None:
     batches = ShardBatches(tokens, p["seq"], p["micro"], p["micro"], 0, 1)
     tc = TrainConfig(steps=steps, batch_size=p["micro"], micro_batch_size=p["micro"], lr=6e-4, warmup_steps=10,
                      eval_every=10**9, tensorboard=False, threads=None, residual_dtype=args.residual, fp8_head=args.fp8_head,
-                     fp8_body=args.fp8_body, compile_mode=args.compile_mode)
+                     compile_mode=args.compile_mode)
     plan = schedule(wait=args.skip - 2, warmup=2, active=args.active, repeat=1)
     with tempfile.TemporaryDirectory() as out, profile(activities=[ProfilerActivity.CUDA], schedule=plan) as prof:
         fit(model, None, tc, batches, [tokens[: p["seq"] + 1].astype(np.int64)], Path(out), world, on_step=lambda _: prof.step())
@@ -84,8 +83,7 @@ def main() -> None:
         per_group[group(e.name)] += ms
         per_kernel[e.name] += ms
     step_ms = wall_ms / args.active
-    shape = f"gpt2-124m, micro-batch {args.micro}, compiled ({args.compile_mode}), {args.residual} residual{', FP8 head' if args.fp8_head else ''}" \
-        f"{', FP8 body' if args.fp8_body else ''}, " \
+    shape = f"gpt2-124m, micro-batch {args.micro}, compiled ({args.compile_mode}), {args.residual} residual{', FP8 head' if args.fp8_head else ''}, " \
         f"{args.active} steps profiled"
     for name, ms in sorted(per_group.items(), key=lambda kv: -kv[1]):
         emit("train_profile", f"gpu_ms_per_step.{name}", ms, "ms", shape=shape, share_of_step=round(ms / step_ms, 4))

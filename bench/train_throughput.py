@@ -106,7 +106,6 @@ def main() -> None:
     parser.add_argument("--optimizer", default="adamw", choices=["adamw", "muon"])
     parser.add_argument("--residual", default=TrainConfig().residual_dtype, choices=["fp32", "bf16"], help="train.residual_dtype")
     parser.add_argument("--fp8-head", action="store_true", help="train.fp8_head")
-    parser.add_argument("--fp8-body", action="store_true", help="train.fp8_body")
     parser.add_argument("--attention", default="default", choices=["default", "cudnn"],
                         help="cudnn: cuDNN's fused attention instead of PyTorch's flash kernel (the SDPA backend flags)")
     args = parser.parse_args()
@@ -120,7 +119,7 @@ def main() -> None:
     steps = args.steps or p["steps"]
     world = distributed.setup("auto")
     compile_ = world.device.type == "cuda" and not args.no_compile
-    precision = {"residual_dtype": args.residual, "fp8_head": args.fp8_head, "fp8_body": args.fp8_body, "tune_kernels": args.tune_kernels}
+    precision = {"residual_dtype": args.residual, "fp8_head": args.fp8_head, "tune_kernels": args.tune_kernels}
     ours = measure_ltm(p, world, steps, p["skip"], compile_, args.compile_mode, args.optimizer, precision)
     if not world.main:
         distributed.teardown(world)
@@ -129,7 +128,7 @@ def main() -> None:
     how = f"compiled ({args.compile_mode}{', tuned kernels' if args.tune_kernels else ''})" if compile_ else "eager"
     shape = f"{args.preset}, micro-batch {p['micro']} x {world.size} device(s) x {args.accumulation} accumulated, {how}, {args.optimizer}" + (
         ", cuDNN attention" if args.attention == "cudnn" else "") + f", {args.residual} residual" + (
-        ", FP8 head" if args.fp8_head else "") + (", FP8 body" if args.fp8_body else "")
+        ", FP8 head" if args.fp8_head else "")
     bench = "train_throughput"
     emit(bench, "tokens_per_s", ours["tokens_per_s"], "tokens/s", shape=shape, parameters=ours["parameters"], world=world.size)
     # Random tokens: the loss should sit near ln(vocabulary); a NaN or a drift says a kernel is wrong.
