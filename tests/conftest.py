@@ -108,10 +108,9 @@ class ScriptedEngine:
 
     name = "scripted"
 
-    class tokenizer:  # noqa: N801  (stands in for engine.tokenizer; words count as tokens)
-        @staticmethod
-        def encode(text: str, add_special_tokens: bool = False) -> list[str]:
-            return text.split()
+    @staticmethod
+    def encode(prompt: str) -> list[str]:  # words count as tokens
+        return prompt.split()
 
     def __init__(self, reply):
         self.reply = reply  # prompt -> text

@@ -219,10 +219,10 @@ def _respond(engine: Engine, request: Sampling, prompt: str, counts: Counter, ch
     text = "".join(pieces)
     if remember:
         remember(text)
-    generated = len(engine.tokenizer.encode(text, add_special_tokens=False))
+    generated = len(engine.encode(text))
     counts["tokens_generated_total"] += generated
     choice = {"index": 0, "message": {"role": "assistant", "content": text}} if chat else {"index": 0, "text": text}
-    prompt_tokens = len(engine.tokenizer.encode(prompt, add_special_tokens=False))
+    prompt_tokens = len(engine.encode(prompt))
     return {"id": ident, "object": kind, "created": created, "model": engine.name,
             "choices": [{**choice, "finish_reason": "stop", "logprobs": None}],
             "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": generated, "total_tokens": prompt_tokens + generated}}

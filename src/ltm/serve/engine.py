@@ -14,6 +14,7 @@ import ltm.model  # noqa: F401  (registers LtmForCausalLM with the Auto classes)
 from ltm.model.export import from_llama
 from ltm.model.modeling import LtmForCausalLM
 from ltm.serve.batching import DONE, Batcher, Request
+from ltm.serve.prompt import Prompt, chat_prompt, encode
 
 
 class Engine:
@@ -32,12 +33,15 @@ class Engine:
     def close(self) -> None:
         self.batcher.stop()
 
-    def chat_prompt(self, messages: list[dict]) -> str:
-        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    def chat_prompt(self, messages: list[dict]) -> Prompt:
+        return chat_prompt(self.tokenizer, messages)
+
+    def encode(self, prompt: str) -> list[int]:
+        return encode(self.tokenizer, prompt)
 
     def stream(self, prompt: str, max_tokens: int, temperature: float, top_p: float, stop: list[str], seed: int | None) -> Iterator[str]:
         """Yield the text of each new token; ends at eos, a stop string, max_tokens or a full context."""
-        ids = [self.tokenizer.bos_token_id] + self.tokenizer.encode(prompt, add_special_tokens=False)
+        ids = [self.tokenizer.bos_token_id] + self.encode(prompt)
         ids = ids[-(self.context - 1) :]
         generator = torch.Generator(device=self.device)
         generator.manual_seed(seed if seed is not None else torch.seed() % 2**63)

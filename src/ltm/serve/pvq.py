@@ -27,13 +27,14 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ltm.build.lenses import check_lenses, header_text, render
-from ltm.build.tokenizer import BODY, HEADER, SCENE_BEGIN, TENSION_TOKENS, lens_token
+from ltm.build.tokenizer import BODY, HEADER, SCENE_BEGIN, TENSION_TOKENS, Marker, lens_token
 from ltm.formats import Role, Scene, Span, Vector
 from ltm.ingest.lang import detect_language
 from ltm.scenes.annotate import annotate
 from ltm.scenes.lexicon import builtin_lexicon
 from ltm.scenes.sentences import rough_sentence_spans
 from ltm.serve.memory import NAMESPACE_PATTERN, MemoryStore, snippets
+from ltm.serve.prompt import Markup, Prompt
 
 YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml")
 TRIES = 2  # generations per answer before it is repaired
@@ -143,7 +144,7 @@ class SceneResponse(BaseModel):
 
 
 def answer_scene(engine, request: SceneRequest, memory: MemoryStore | None = None) -> SceneResponse:
-    """Answer one PVQ with `engine` (ltm.serve.engine.Engine or anything with its stream/tokenizer/name)."""
+    """Answer one PVQ with `engine` (ltm.serve.engine.Engine or anything with its stream/encode/name)."""
     asked = f"{request.scene}\n{request.question}"
     lang = detect_language(asked)
     hits = memory.search(request.namespace, asked, request.memory_k) if request.namespace else []
@@ -178,9 +179,9 @@ def answer_scene(engine, request: SceneRequest, memory: MemoryStore | None = Non
 # --- prompts -------------------------------------------------------------------------------------
 
 
-def query_prompt(request: SceneRequest, remembered: str, lang: str) -> str:
+def query_prompt(request: SceneRequest, remembered: str, lang: str) -> Prompt:
     """The query as a scene header in the training markup, and the body opened at ROLES:."""
-    return _header(request, _query_lines(request, remembered), lang) + BODY + "ROLES:"
+    return _header(request, _query_lines(request, remembered), lang) + Marker(BODY) + "ROLES:"
 
 
 def _query_lines(request: SceneRequest, remembered: str = "") -> list[str]:
@@ -194,20 +195,21 @@ def _query_lines(request: SceneRequest, remembered: str = "") -> list[str]:
     return lines + [f"QUESTION: {request.question}", f"ANSWER WITH: {', '.join(s.upper() for s in sections)}"]
 
 
-def _header(request: SceneRequest, lines: list[str], lang: str) -> str:
+def _header(request: SceneRequest, lines: list[str], lang: str) -> Prompt:
+    """The header's markers, then its lines as text: what the request carries cannot add a marker."""
     # The tension token is the annotator's reading of the query, as the scene lens marks training scenes.
     level = _annotation(request, "", lang)["tension"].level
-    return SCENE_BEGIN + lens_token(request.lens or "scene") + HEADER + TENSION_TOKENS[level] + "\n".join(lines)
+    return Prompt([Markup(SCENE_BEGIN + lens_token(request.lens or "scene") + HEADER + TENSION_TOKENS[level]), "\n".join(lines)])
 
 
 def _critic_round(write, request: SceneRequest, answer: Answer, round_: int, lang: str) -> tuple[str, Answer, bool]:
     """One critique (the `critic` lens over the response, as training renders it), then one revision."""
     pieces = render(_scene(answer.response, lang), "critic", pass_index=round_ - 1)
-    critique = write("".join(pieces[:-1]) + "\n", 10 * round_).strip()  # all but SCENE_END: the model writes the critique
+    critique = write(Prompt([*pieces[:-1], "\n"]), 10 * round_).strip()  # all but SCENE_END: the model writes the critique
     if not critique:
         return critique, answer, False
     lines = _query_lines(request) + [f"RESPONSE: {answer.response}", f"CRITIQUE: {critique}", "REVISE: RESPONSE, CONCLUSION"]
-    revision = parse_sections("RESPONSE:" + write(_header(request, lines, lang) + BODY + "RESPONSE:", 10 * round_ + 1, STOPS))
+    revision = parse_sections("RESPONSE:" + write(_header(request, lines, lang) + Marker(BODY) + "RESPONSE:", 10 * round_ + 1, STOPS))
     response = revision.get("response", "")
     if not response:
         return critique, answer, False
@@ -225,8 +227,8 @@ class _Writer:
         # Each generation gets its own seed, so a retry differs from the try before it.
         seed = None if self.request.seed is None else self.request.seed + offset
         text = "".join(self.engine.stream(prompt, self.request.max_tokens, self.request.temperature, 1.0, stops or [], seed))
-        prompt_tokens = len(self.engine.tokenizer.encode(prompt, add_special_tokens=False))
-        completion_tokens = len(self.engine.tokenizer.encode(text, add_special_tokens=False))
+        prompt_tokens = len(self.engine.encode(prompt))
+        completion_tokens = len(self.engine.encode(text))
         self.usage.prompt_tokens += prompt_tokens
         self.usage.completion_tokens += completion_tokens
         self.usage.total_tokens += prompt_tokens + completion_tokens
