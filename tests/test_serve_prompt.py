@@ -3,7 +3,7 @@
 import pytest
 from transformers import AutoTokenizer
 
-from ltm.build.tokenizer import BODY, END_OF_TURN, SCENE_BEGIN, SCENE_END, CHAT_TOKENS
+from ltm.build.tokenizer import BODY, CHAT_TOKENS, END_OF_TURN, SCENE_BEGIN, SCENE_END
 from ltm.serve.prompt import Markup, Prompt, chat_prompt, encode
 from ltm.serve.pvq import SceneRequest, query_prompt
 
@@ -31,6 +31,18 @@ def test_a_chat_message_cannot_close_its_turn_or_open_the_assistants(tokenizer):
     # As one string (how the engine used to encode it) the typed markers became markers.
     whole = tokenizer.encode(str(prompt), add_special_tokens=False)
     assert _count(tokenizer, whole, END_OF_TURN) == 3 and _count(tokenizer, whole, CHAT_TOKENS["assistant"]) == 2
+
+
+def test_a_template_that_rewrites_its_contents_is_rendered_whole(tokenizer):
+    original = tokenizer.chat_template
+    # Drops each content's first character: a numbered slot does not come back intact.
+    tokenizer.chat_template = "{% for m in messages %}<|user|>{{ m['content'][1:] }}<|end|>{% endfor %}"
+    try:
+        prompt = chat_prompt(tokenizer, [{"role": "user", "content": "xhello"}])
+    finally:
+        tokenizer.chat_template = original
+    assert prompt == "<|user|>hello<|end|>" and "\x00" not in prompt
+    assert [type(p) for p in prompt.pieces] == [Markup]
 
 
 def test_a_scene_query_cannot_close_the_scene_and_a_raw_prompt_keeps_its_markers(tokenizer):

@@ -181,7 +181,7 @@ def fit(model, tokenizer, tc: TrainConfig, batches: ShardBatches, windows, out_d
         else:
             timed_steps += 1
             tokens_per_s = tokens_per_step * timed_steps / max(now - timed_from, 1e-9)
-        record = {"step": step + 1, "loss": round(loss, 5), "lr": lr, "grad_norm": round(float(grad_norm), 4),
+        record = {"step": step + 1, "loss": round(loss, 5), "lr": lr, "grad_norm": round(grad_norm, 4),
                   "tokens": (step + 1) * tokens_per_step, "tokens_per_s": round(tokens_per_s, 1),
                   "elapsed_s": round(now - started, 3)}
         if peak:
