@@ -42,7 +42,7 @@ from ltm.train.loop import fit  # noqa: E402
 COMPILE_MODES = typing.get_args(TrainConfig.model_fields["compile_mode"].annotation)
 PRESETS = {
     "gpt2-124m": {"layers": 12, "d": 768, "heads": 12, "seq": 1024, "vocab": 50304, "micro": 32, "steps": 150, "skip": 30},
-    "cpu-10m": {"layers": 6, "d": 384, "heads": 6, "seq": 256, "vocab": 4096, "micro": 8, "steps": 12, "skip": 4},
+    "cpu-10m": {"layers": 6, "d": 384, "heads": 6, "seq": 256, "vocab": 4096, "micro": 8, "steps": 24, "skip": 4},
 }
 
 

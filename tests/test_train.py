@@ -194,6 +194,24 @@ def test_a_model_handed_over_in_eval_mode_trains_in_training_mode(tmp_path):
     assert seen[:2] == [True, True]  # the two training steps; the held-out pass at the end runs in eval mode
 
 
+def test_each_record_times_its_own_step_although_it_is_written_after_the_next(tmp_path):
+    """The log writes a step's record once the next step is queued; its elapsed_s must still be
+    when that step ended. Timed at writing, a pause after step 3 landed in step 3's interval (and a
+    benchmark timed from its first record over-counted a whole step's tokens)."""
+    from ltm.train.distributed import World
+    from ltm.train.loop import fit
+
+    model = LtmForCausalLM(LtmConfig(vocab_size=64, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2))
+    tokens = np.arange(4000, dtype=np.uint16) % 64
+    pause = 0.5
+    fit(model, None, TrainConfig(steps=5, batch_size=2, warmup_steps=1, eval_every=10**9, tensorboard=False, compile=False),
+        ShardBatches(tokens, 16, 2, 2, 0, 1), [tokens[:17].astype(np.int64)], tmp_path, World(0, 1, 0, torch.device("cpu")),
+        on_step=lambda step: time.sleep(pause) if step == 3 else None)
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    gaps = {r["step"]: r["elapsed_s"] - q["elapsed_s"] for q, r in zip(records, records[1:])}
+    assert gaps[4] >= pause > gaps[3] + 0.2  # step 4 began after the pause; step 3 ended before it
+
+
 def test_cuda_graphs_are_refused_under_torchrun_and_for_a_looped_model_and_auto_picks_them_on_one_gpu(tmp_path):
     from ltm.train.distributed import World
     from ltm.train.loop import _compile_mode, fit

@@ -169,13 +169,14 @@ def fit(model, tokenizer, tc: TrainConfig, batches: ShardBatches, windows, out_d
     metrics = open(metrics_path, "a", encoding="utf-8") if world.main else None
     bar = progress() if world.main else nullcontext()
     started, timed_from, timed_steps = time.perf_counter(), None, 0
+    clock = _StepClock(world.device)
     pending = None
 
     def write(step, lr, scalars: "_HostScalars", evaluate: bool = False) -> None:
         nonlocal timed_from, timed_steps
         values = scalars.read()  # waits for this step on the GPU, not for the one queued after it
         loss, grad_norm = distributed.mean(values.pop("loss"), world), values.pop("grad_norm")
-        now = time.perf_counter()
+        now = clock.seconds(scalars.finished)  # when the step ended, not when its record is written
         if step == start:  # the first step includes compilation: the speed is timed from its end
             timed_from, tokens_per_s = now, tokens_per_step / max(now - started, 1e-9)
         else:
@@ -238,7 +239,7 @@ def fit(model, tokenizer, tc: TrainConfig, batches: ShardBatches, windows, out_d
             # the host was queued right behind this step: the GPU never idles while the CPU logs.
             if pending is not None:
                 write(*pending)
-            pending = (step, lr, _HostScalars({"loss": loss_sum, "grad_norm": grad_norm, **parts}))
+            pending = (step, lr, _HostScalars({"loss": loss_sum, "grad_norm": grad_norm, **parts}, clock))
             evaluate = (step + 1) % tc.eval_every == 0 or step + 1 == tc.steps
             checkpoint = tc.checkpoint_every and (step + 1) % tc.checkpoint_every == 0 and step + 1 < tc.steps
             if evaluate or checkpoint:  # written now: a resumed run keeps the metrics up to its checkpoint
@@ -288,7 +289,7 @@ def _precision_options(model: torch.nn.Module, tc: TrainConfig, device: torch.de
 
 def _compile_mode(tc: TrainConfig, model: torch.nn.Module, world) -> str:
     """torch.compile's mode. CUDA graphs (reduce-overhead) replay a step's kernels with one launch:
-    2.2x tokens/s for a 10M model on an H100, +1.5% at 124M (docs/training.md). They are for one
+    2.7x tokens/s for a 10M model on an H100, +1.5% at 124M (docs/training.md). They are for one
     process, and not for a self-looped model, whose drawn step count splits the compiled graph.
     `auto` picks them for pretraining ltm's model, where they were tested on a GPU; the initiation
     stage and `ltm tune` (LoRA, users' Hugging Face models) compile without them unless asked."""
@@ -302,26 +303,53 @@ def _compile_mode(tc: TrainConfig, model: torch.nn.Module, world) -> str:
     return tc.compile_mode
 
 
+class _StepClock:
+    """When each step ended. A record is written a step or more after its step (the CPU queues work
+    ahead of the GPU, and the log waits for the next step to be queued), so the time of writing
+    would shorten the first timed interval and overstate tokens/s. On a GPU the end of a step is a
+    CUDA event on the GPU's own timeline, placed against the host clock once; on the CPU, whose
+    steps run as they are issued, it is the host clock when the step returns."""
+
+    def __init__(self, device: torch.device):
+        self.anchor = None
+        if device.type == "cuda":
+            self.anchor = torch.cuda.Event(enable_timing=True)
+            self.anchor.record()
+            self.anchor.synchronize()  # the GPU is idle here: the event's time is now
+        self.wall = time.perf_counter()
+
+    def mark(self):
+        if self.anchor is None:
+            return time.perf_counter()
+        event = torch.cuda.Event(enable_timing=True)
+        event.record()
+        return event
+
+    def seconds(self, mark) -> float:
+        """The host clock's reading (time.perf_counter) at `mark`; a GPU mark must have completed."""
+        if self.anchor is None:
+            return mark
+        return self.wall + self.anchor.elapsed_time(mark) / 1000
+
+
 class _HostScalars:
     """A step's scalars (loss, gradient norm, loss parts), copied to the host as soon as the step
-    is queued. Reading them waits for that copy only; an .item() issued later would queue behind
-    the next step too, and the GPU would idle while the CPU logs."""
+    is queued, and the step's end on `clock`. Reading them waits for that copy only; an .item()
+    issued later would queue behind the next step too, and the GPU would idle while the CPU logs."""
 
-    def __init__(self, values: dict[str, torch.Tensor]):
+    def __init__(self, values: dict[str, torch.Tensor], clock: _StepClock):
         self.names = list(values)
         # FSDP's gradient norm is a DTensor: its full value is what the log shows.
         plain = [v.full_tensor() if hasattr(v, "full_tensor") else torch.as_tensor(v) for v in values.values()]
         stacked = torch.stack([v.detach().float().reshape(()) for v in plain])
-        self.done = None
         if stacked.is_cuda:
             stacked = stacked.to("cpu", non_blocking=True)  # into pinned memory: the copy runs on the GPU's queue
-            self.done = torch.cuda.Event()
-            self.done.record()
+        self.finished = clock.mark()  # on a GPU, also what read() waits for
         self.host = stacked
 
     def read(self) -> dict[str, float]:
-        if self.done is not None:
-            self.done.synchronize()
+        if isinstance(self.finished, torch.cuda.Event):
+            self.finished.synchronize()
         return dict(zip(self.names, self.host.tolist()))
 
 
