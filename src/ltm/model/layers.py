@@ -22,6 +22,14 @@ class RMSNorm(nn.Module):
         return F.rms_norm(x.float(), (x.shape[-1],), self.weight.float(), self.eps).to(x.dtype)
 
 
+def indexed(device: torch.device) -> torch.device:
+    """`cuda` as `cuda:N` (the current device), the form tensors report: tables made ahead for a
+    device are then found under the key the forward pass looks up."""
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
 def rope_tables(config: LtmConfig, device=None) -> tuple[torch.Tensor, torch.Tensor]:
     """cos/sin of shape (max_positions, head_dim) in Llama's half-rotation layout."""
     dim = config.head_dim

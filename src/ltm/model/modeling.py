@@ -23,7 +23,7 @@ from transformers import PreTrainedModel
 from ltm.model.cache import KVCache
 from ltm.model.config import LtmConfig
 from ltm.model.fp8_head import fp8_head_loss
-from ltm.model.layers import ChannelMLP, DecoderLayer, RMSNorm, rope_tables
+from ltm.model.layers import ChannelMLP, DecoderLayer, RMSNorm, indexed, rope_tables
 from ltm.model.scene_state import SceneStateEmbedding, SceneStates
 
 
@@ -66,6 +66,7 @@ class LtmModel(LtmPreTrainedModel):
         self.post_init()
 
     def rope(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        device = indexed(device)
         if device not in self._rope:
             self._rope[device] = rope_tables(self.config, device)
         return self._rope[device]

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ltm.model.config import LtmConfig
+from ltm.model.layers import indexed
 
 TENSIONS = ("low", "medium", "high")
 LOOP_STEPS = ("claim", "doubt", "inversion", "new")
@@ -62,6 +63,7 @@ class SceneStates(nn.Module):
         self.sizes = {"region": len(REGIONS), "tension": len(TENSIONS) + 1, "loop": len(LOOP_STEPS) + 1, "lens": len(config.lens_names) + 1}
 
     def tables(self, device: torch.device) -> dict[str, torch.Tensor]:
+        device = indexed(device)
         if device not in self._tables:
             self._tables[device] = {kind: table.to(device) for kind, table in _tables(self.config).items()}
         return self._tables[device]
