@@ -32,9 +32,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import emit, quiet_transformers  # noqa: E402
 
-from ltm.config import TrainConfig  # noqa: E402
+from ltm.config import InitiationConfig, TrainConfig  # noqa: E402
 from ltm.model import LtmConfig, LtmForCausalLM  # noqa: E402
 from ltm.train import distributed  # noqa: E402
+from ltm.train.adapters import Trainable, with_lora  # noqa: E402
 from ltm.train.data import ShardBatches  # noqa: E402
 from ltm.train.hardware import peak_flops  # noqa: E402
 from ltm.train.loop import fit  # noqa: E402
@@ -47,11 +48,13 @@ PRESETS = {
 
 
 def measure_ltm(p: dict, world, steps: int, skip: int, compile_: bool, mode: str, optimizer: str = "adamw",
-                precision: dict | None = None) -> dict:
+                precision: dict | None = None, lora: bool = False) -> dict:
     torch.manual_seed(0)
     config = LtmConfig(vocab_size=p["vocab"], hidden_size=p["d"], num_hidden_layers=p["layers"], num_attention_heads=p["heads"],
                        num_key_value_heads=p["heads"], max_position_embeddings=p["seq"], tie_word_embeddings=True)
     model = LtmForCausalLM(config)
+    if lora:  # as the initiation stage trains it: LoRA adapters (the config's defaults), the base frozen
+        model = Trainable(with_lora(model, InitiationConfig(mode="lora")), "LoRA")
     batch = p["micro"] * world.size * p["accumulation"]
     tokens = np.random.default_rng(0).integers(0, p["vocab"], size=(steps + 1) * batch * p["seq"] + 1, dtype=np.uint16)
     batches = ShardBatches(tokens, p["seq"], batch, p["micro"], world.rank, world.size)
@@ -104,6 +107,7 @@ def main() -> None:
     parser.add_argument("--accumulation", type=int, default=1, help="micro-batches per optimizer step (both ltm and "
                         "nanoGPT); 16 x 32 x 1024 = 524,288 tokens is GPT-2's batch")
     parser.add_argument("--optimizer", default="adamw", choices=["adamw", "muon"])
+    parser.add_argument("--lora", action="store_true", help="train LoRA adapters on the frozen model, as the initiation stage does")
     parser.add_argument("--residual", default=TrainConfig().residual_dtype, choices=["fp32", "bf16"], help="train.residual_dtype")
     parser.add_argument("--fp8-head", action="store_true", help="train.fp8_head")
     parser.add_argument("--attention", default="default", choices=["default", "cudnn"],
@@ -120,7 +124,7 @@ def main() -> None:
     world = distributed.setup("auto")
     compile_ = world.device.type == "cuda" and not args.no_compile
     precision = {"residual_dtype": args.residual, "fp8_head": args.fp8_head, "tune_kernels": args.tune_kernels}
-    ours = measure_ltm(p, world, steps, p["skip"], compile_, args.compile_mode, args.optimizer, precision)
+    ours = measure_ltm(p, world, steps, p["skip"], compile_, args.compile_mode, args.optimizer, precision, args.lora)
     if not world.main:
         distributed.teardown(world)
         return
@@ -128,14 +132,15 @@ def main() -> None:
     how = f"compiled ({args.compile_mode}{', tuned kernels' if args.tune_kernels else ''})" if compile_ else "eager"
     shape = f"{args.preset}, micro-batch {p['micro']} x {world.size} device(s) x {args.accumulation} accumulated, {how}, {args.optimizer}" + (
         ", cuDNN attention" if args.attention == "cudnn" else "") + f", {args.residual} residual" + (
-        ", FP8 head" if args.fp8_head else "")
+        ", FP8 head" if args.fp8_head else "") + (", LoRA initiation" if args.lora else "")
     bench = "train_throughput"
     emit(bench, "tokens_per_s", ours["tokens_per_s"], "tokens/s", shape=shape, parameters=ours["parameters"], world=world.size)
     # Random tokens: the loss should sit near ln(vocabulary); a NaN or a drift says a kernel is wrong.
     emit(bench, "final_loss", ours["final_loss"], "nats", shape=shape)
     if peak:
-        mfu = ours["flops_per_token"] * ours["tokens_per_s"] / (peak * world.size)
-        emit(bench, "mfu", mfu, "fraction", target=0.5, shape=shape)
+        if not args.lora:  # LoRA computes no weight gradients: 6N FLOPs per token would overstate its work
+            mfu = ours["flops_per_token"] * ours["tokens_per_s"] / (peak * world.size)
+            emit(bench, "mfu", mfu, "fraction", target=0.5, shape=shape)
         emit(bench, "peak_memory_gib", ours["peak_memory_gib"], "GiB", shape=shape)
     if args.single:
         single = next(json.loads(line)["value"] for line in args.single.read_text().splitlines()

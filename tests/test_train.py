@@ -232,9 +232,12 @@ def test_cuda_graphs_are_refused_under_torchrun_and_for_a_looped_model_and_auto_
         World(0, 1, 0, torch.device("cpu")))  # nothing compiles, so nothing is refused
     from ltm.train.adapters import Trainable
 
-    auto, wrapped = TrainConfig(), Trainable(plain, "")  # as the initiation stage and `ltm tune` pass a model
-    assert [_compile_mode(auto, m, w) for m, w in ((plain, one_gpu), (looped, one_gpu), (plain, two_gpus), (wrapped, one_gpu))] == [
-        "reduce-overhead", "default", "default", "default"]
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    auto, wrapped = TrainConfig(), Trainable(plain, "")  # as the initiation stage passes ltm's model
+    theirs = Trainable(GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=64)), "")  # as `ltm tune` passes a user's
+    cases = ((plain, one_gpu), (looped, one_gpu), (plain, two_gpus), (wrapped, one_gpu), (Trainable(looped, ""), one_gpu), (theirs, one_gpu))
+    assert [_compile_mode(auto, m, w) for m, w in cases] == ["reduce-overhead", "default", "default", "reduce-overhead", "default", "default"]
 
 
 # --- checkpoints and resume -----------------------------------------------------------------------

@@ -72,6 +72,52 @@ def test_a_compiled_self_looped_model_logs_every_loss_part():
     assert all({"loss_lm", "loss_channel", "loss_scene"} <= set(m) and np.isfinite(m["loss"]) for m in curve)
 
 
+def _lora(dropout: float):
+    from ltm.config import InitiationConfig
+    from ltm.train.adapters import Trainable, with_lora
+
+    torch.manual_seed(0)
+    base = LtmForCausalLM(LtmConfig(vocab_size=512, hidden_size=128, num_hidden_layers=2, num_attention_heads=4,
+                                    num_key_value_heads=4, max_position_embeddings=64))
+    return Trainable(with_lora(base, InitiationConfig(mode="lora", lora_dropout=dropout)), "LoRA")
+
+
+def test_the_lora_initiation_replays_as_cuda_graphs_on_the_plain_compiled_curve():
+    tokens = ((np.arange(200_000) * 7) % 509).astype(np.uint16)
+    curves = {}
+    for mode in ("default", "reduce-overhead"):
+        tc = TrainConfig(steps=12, batch_size=16, micro_batch_size=4, lr=1e-2, warmup_steps=2, eval_every=10**9,
+                         tensorboard=False, compile=True, compile_mode=mode)
+        with tempfile.TemporaryDirectory() as out:
+            fit(_lora(0.0), None, tc, ShardBatches(tokens, 64, 16, 4, 0, 1), [tokens[:65].astype(np.int64)], Path(out),
+                distributed.setup("cuda"))
+            curves[mode] = [json.loads(line)["loss"] for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
+    plain, graphs = curves["default"], curves["reduce-overhead"]
+    assert graphs[-1] < graphs[0] - 0.1
+    assert np.allclose(plain, graphs, atol=2e-3), (plain, graphs)
+
+
+def test_lora_dropout_draws_new_masks_at_every_graph_replay():
+    """A replayed graph must not replay its random numbers: each step's dropout needs new masks."""
+    x = torch.randint(0, 512, (4, 64), device="cuda")
+    losses = {}
+    for dropout in (0.0, 0.3):
+        model = _lora(dropout).cuda().train()
+        for name, parameter in model.named_parameters():
+            if "lora_B" in name:  # LoRA starts with B = 0, where dropout changes nothing
+                parameter.data.normal_(0, 0.5)
+        model.base.model.prepare(x.device)
+        compiled = torch.compile(model, mode="reduce-overhead", dynamic=False)
+        seen = []
+        for _ in range(4):
+            torch.compiler.cudagraph_mark_step_begin()
+            with torch.no_grad():
+                seen.append(compiled(x, x, return_logits=False).loss.item())
+        losses[dropout] = seen
+    assert len(set(losses[0.0])) == 1  # the same input, no dropout: the same loss at every replay
+    assert len(set(losses[0.3])) == 4, losses[0.3]
+
+
 @pytest.mark.skipif(not torch.cuda.is_available() or not fp8_supported(torch.device("cuda")), reason="needs FP8 tensor cores")
 @pytest.mark.parametrize("upstream", [1.0, -2.0])
 def test_fp8_head_on_the_gpu_follows_the_exact_loss_and_gradients(upstream):
