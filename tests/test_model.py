@@ -198,3 +198,12 @@ def test_config_refuses_inconsistent_switches():
 def test_flops_count_the_loop_at_its_mean_depth():
     plain, looped = make("plain"), make("loop")
     assert looped.flops_per_token(40) > plain.flops_per_token(40)
+
+
+def test_tables_made_ahead_for_cuda_are_keyed_as_the_tensors_report_their_device(monkeypatch):
+    from ltm.model.layers import indexed
+
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)
+    assert indexed(torch.device("cuda")) == torch.device("cuda", 1)  # what a tensor on the current GPU reports
+    assert indexed(torch.device("cuda", 0)) == torch.device("cuda", 0)
+    assert indexed(torch.device("cpu")) == torch.device("cpu")

@@ -22,17 +22,21 @@ from ltm.train.loop import fit
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
-def _curve(mode: str) -> list[float]:
+def _tiny() -> LtmForCausalLM:
     torch.manual_seed(0)
-    model = LtmForCausalLM(LtmConfig(vocab_size=512, hidden_size=128, num_hidden_layers=2, num_attention_heads=4,
-                                     num_key_value_heads=4, max_position_embeddings=64))
+    return LtmForCausalLM(LtmConfig(vocab_size=512, hidden_size=128, num_hidden_layers=2, num_attention_heads=4,
+                                    num_key_value_heads=4, max_position_embeddings=64))
+
+
+def _curve(mode: str, model: torch.nn.Module | None = None) -> list[float]:
+    """The losses of 12 steps of `model` (default: _tiny()) with accumulation 4, compiled in `mode`."""
     tokens = ((np.arange(200_000) * 7) % 509).astype(np.uint16)  # each token follows from the last: learnable
     batches = ShardBatches(tokens, 64, 16, 4, 0, 1)  # accumulation 4
     tc = TrainConfig(steps=12, batch_size=16, micro_batch_size=4, lr=1e-2, warmup_steps=2, eval_every=10**9,
                      tensorboard=False, compile=True, compile_mode=mode)
     world = distributed.setup("cuda")
     with tempfile.TemporaryDirectory() as out:
-        fit(model, None, tc, batches, [tokens[:65].astype(np.int64)], Path(out), world)
+        fit(model or _tiny(), None, tc, batches, [tokens[:65].astype(np.int64)], Path(out), world)
         return [json.loads(line)["loss"] for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
 
 
@@ -76,23 +80,11 @@ def _lora(dropout: float):
     from ltm.config import InitiationConfig
     from ltm.train.adapters import Trainable, with_lora
 
-    torch.manual_seed(0)
-    base = LtmForCausalLM(LtmConfig(vocab_size=512, hidden_size=128, num_hidden_layers=2, num_attention_heads=4,
-                                    num_key_value_heads=4, max_position_embeddings=64))
-    return Trainable(with_lora(base, InitiationConfig(mode="lora", lora_dropout=dropout)), "LoRA")
+    return Trainable(with_lora(_tiny(), InitiationConfig(mode="lora", lora_dropout=dropout)), "LoRA")
 
 
 def test_the_lora_initiation_replays_as_cuda_graphs_on_the_plain_compiled_curve():
-    tokens = ((np.arange(200_000) * 7) % 509).astype(np.uint16)
-    curves = {}
-    for mode in ("default", "reduce-overhead"):
-        tc = TrainConfig(steps=12, batch_size=16, micro_batch_size=4, lr=1e-2, warmup_steps=2, eval_every=10**9,
-                         tensorboard=False, compile=True, compile_mode=mode)
-        with tempfile.TemporaryDirectory() as out:
-            fit(_lora(0.0), None, tc, ShardBatches(tokens, 64, 16, 4, 0, 1), [tokens[:65].astype(np.int64)], Path(out),
-                distributed.setup("cuda"))
-            curves[mode] = [json.loads(line)["loss"] for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
-    plain, graphs = curves["default"], curves["reduce-overhead"]
+    plain, graphs = _curve("default", _lora(0.0)), _curve("reduce-overhead", _lora(0.0))
     assert graphs[-1] < graphs[0] - 0.1
     assert np.allclose(plain, graphs, atol=2e-3), (plain, graphs)
 
