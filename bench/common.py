@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+SHARED_CORPORA = ROOT.parent / "shared" / "corpora"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # benchmarks never download anything
 
 
@@ -17,7 +18,6 @@ def quiet_transformers() -> None:
     from transformers.utils import logging
 
     logging.disable_progress_bar()
-SHARED_CORPORA = ROOT.parent / "shared" / "corpora"
 
 
 def machine() -> str:

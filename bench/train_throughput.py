@@ -12,6 +12,9 @@ MFU = training FLOPs per token (6N + 12·L·d·T, as nanoGPT and the PaLM append
 the GPU's bf16 dense peak. nanoGPT (DIR holds its train.py, model.py, configurator.py; not part
 of ltm) is run on random tokens written to DIR/data/synthetic and timed from its own log lines;
 its MFU uses the same FLOP count for the same shape.
+On one GPU with nvidia-ml-py installed it also prints the energy each loop spends per token, its
+mean power and mean SM clock over its timed steps (bench/power.py): at the power limit those
+decide the speed.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import time
 import typing
 from pathlib import Path
 
@@ -31,6 +35,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import emit, quiet_transformers  # noqa: E402
+from power import PowerLog  # noqa: E402
 
 from ltm.config import InitiationConfig, TrainConfig  # noqa: E402
 from ltm.model import LtmConfig, LtmForCausalLM  # noqa: E402
@@ -48,7 +53,7 @@ PRESETS = {
 
 
 def measure_ltm(p: dict, world, steps: int, skip: int, compile_: bool, mode: str, optimizer: str = "adamw",
-                precision: dict | None = None, lora: bool = False) -> dict:
+                precision: dict | None = None, lora: bool = False, strategy: str = "ddp") -> dict:
     torch.manual_seed(0)
     config = LtmConfig(vocab_size=p["vocab"], hidden_size=p["d"], num_hidden_layers=p["layers"], num_attention_heads=p["heads"],
                        num_key_value_heads=p["heads"], max_position_embeddings=p["seq"], tie_word_embeddings=True)
@@ -61,8 +66,9 @@ def measure_ltm(p: dict, world, steps: int, skip: int, compile_: bool, mode: str
     windows = [tokens[: p["seq"] + 1].astype(np.int64)]
     tc = TrainConfig(steps=steps, batch_size=batch, micro_batch_size=p["micro"], lr=6e-4 if optimizer == "adamw" else 0.02,
                      warmup_steps=10, eval_every=10**9, tensorboard=False, compile=compile_, compile_mode=mode, threads=None,
-                     optimizer=optimizer, **(precision or {}))
+                     optimizer=optimizer, distributed=strategy, **(precision or {}))
     with tempfile.TemporaryDirectory() as out:
+        before = time.perf_counter()
         fit(model, None, tc, batches, windows, Path(out), world)
         records = [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()] if world.main else []
     result = {"parameters": model.num_parameters(), "flops_per_token": model.flops_per_token(p["seq"])}
@@ -70,12 +76,17 @@ def measure_ltm(p: dict, world, steps: int, skip: int, compile_: bool, mode: str
         first, last = records[skip - 1], records[-1]
         result["tokens_per_s"] = (last["tokens"] - first["tokens"]) / (last["elapsed_s"] - first["elapsed_s"])
         result["final_loss"] = last["loss"]
+        # elapsed_s counts from a moment shortly after `before` (fit first builds its optimizer):
+        # a 2 s margin at the start keeps the span inside the timed steps.
+        result["span"] = (before + first["elapsed_s"] + 2.0, before + last["elapsed_s"])
     if world.device.type == "cuda":
         result["peak_memory_gib"] = torch.cuda.max_memory_allocated(world.device) / 2**30
     return result
 
 
-def measure_nanogpt(folder: Path, p: dict, steps: int, skip: int) -> float:
+def measure_nanogpt(folder: Path, p: dict, steps: int, skip: int) -> tuple[float, tuple[float, float]]:
+    """nanoGPT's tokens/s from its own step times, and the host-time span of the timed steps (it
+    prints each step's line right after reading its loss, so a line's arrival is the step's end)."""
     data = folder / "data" / "synthetic"
     data.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
@@ -86,11 +97,18 @@ def measure_nanogpt(folder: Path, p: dict, steps: int, skip: int) -> float:
             f"--n_layer={p['layers']}", f"--n_head={p['heads']}", f"--n_embd={p['d']}", f"--max_iters={steps}", "--lr_decay_iters=1000",
             "--eval_interval=100000", "--eval_iters=1", "--log_interval=1", "--compile=True", "--dtype=bfloat16", "--dropout=0.0",
             "--bias=False", "--always_save_checkpoint=False", "--wandb_log=False", "--out_dir=out"]
-    run = subprocess.run([sys.executable, "train.py", *args], cwd=folder, capture_output=True, text=True)
+    times, arrivals, lines = [], [], []
+    with subprocess.Popen([sys.executable, "train.py", *args], cwd=folder, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, bufsize=1) as run:
+        for line in run.stdout:
+            lines.append(line)
+            m = re.match(r"iter (\d+): loss [\d.]+, time ([\d.]+)ms", line)
+            if m and int(m.group(1)) >= skip:
+                times.append(float(m.group(2)))
+                arrivals.append(time.perf_counter())
     if run.returncode != 0:
-        raise RuntimeError(f"nanoGPT failed:\n{run.stdout[-2000:]}\n{run.stderr[-2000:]}")
-    times = [float(m.group(2)) for m in re.finditer(r"iter (\d+): loss [\d.]+, time ([\d.]+)ms", run.stdout) if int(m.group(1)) >= skip]
-    return p["micro"] * p["accumulation"] * p["seq"] / (np.mean(times) / 1000)
+        raise RuntimeError("nanoGPT failed:\n" + "".join(lines[-40:]))
+    return p["micro"] * p["accumulation"] * p["seq"] / (np.mean(times) / 1000), (arrivals[0], arrivals[-1])
 
 
 def main() -> None:
@@ -107,6 +125,7 @@ def main() -> None:
     parser.add_argument("--accumulation", type=int, default=1, help="micro-batches per optimizer step (both ltm and "
                         "nanoGPT); 16 x 32 x 1024 = 524,288 tokens is GPT-2's batch")
     parser.add_argument("--optimizer", default="adamw", choices=["adamw", "muon"])
+    parser.add_argument("--distributed", default="ddp", choices=["ddp", "fsdp"], help="train.distributed (under torchrun)")
     parser.add_argument("--lora", action="store_true", help="train LoRA adapters on the frozen model, as the initiation stage does")
     parser.add_argument("--residual", default=TrainConfig().residual_dtype, choices=["fp32", "bf16"], help="train.residual_dtype")
     parser.add_argument("--fp8-head", action="store_true", help="train.fp8_head")
@@ -124,7 +143,8 @@ def main() -> None:
     world = distributed.setup("auto")
     compile_ = world.device.type == "cuda" and not args.no_compile
     precision = {"residual_dtype": args.residual, "fp8_head": args.fp8_head, "tune_kernels": args.tune_kernels}
-    ours = measure_ltm(p, world, steps, p["skip"], compile_, args.compile_mode, args.optimizer, precision, args.lora)
+    power = PowerLog.open(world.device) if world.size == 1 else None
+    ours = measure_ltm(p, world, steps, p["skip"], compile_, args.compile_mode, args.optimizer, precision, args.lora, args.distributed)
     if not world.main:
         distributed.teardown(world)
         return
@@ -132,7 +152,8 @@ def main() -> None:
     how = f"compiled ({args.compile_mode}{', tuned kernels' if args.tune_kernels else ''})" if compile_ else "eager"
     shape = f"{args.preset}, micro-batch {p['micro']} x {world.size} device(s) x {args.accumulation} accumulated, {how}, {args.optimizer}" + (
         ", cuDNN attention" if args.attention == "cudnn" else "") + f", {args.residual} residual" + (
-        ", FP8 head" if args.fp8_head else "") + (", LoRA initiation" if args.lora else "")
+        ", FP8 head" if args.fp8_head else "") + (", LoRA initiation" if args.lora else "") + (
+        f", {args.distributed.upper()}" if world.size > 1 else "")
     bench = "train_throughput"
     emit(bench, "tokens_per_s", ours["tokens_per_s"], "tokens/s", shape=shape, parameters=ours["parameters"], world=world.size)
     # Random tokens: the loss should sit near ln(vocabulary); a NaN or a drift says a kernel is wrong.
@@ -142,6 +163,7 @@ def main() -> None:
             mfu = ours["flops_per_token"] * ours["tokens_per_s"] / (peak * world.size)
             emit(bench, "mfu", mfu, "fraction", target=0.5, shape=shape)
         emit(bench, "peak_memory_gib", ours["peak_memory_gib"], "GiB", shape=shape)
+    spans = {"": (ours["span"], ours["tokens_per_s"])}  # J/token figures, by metric prefix
     if args.single:
         single = next(json.loads(line)["value"] for line in args.single.read_text().splitlines()
                       if json.loads(line)["metric"] == "tokens_per_s")
@@ -150,11 +172,21 @@ def main() -> None:
     if args.nanogpt:
         gc.collect()  # nanoGPT runs in another process: hand it the memory this one no longer needs
         torch.cuda.empty_cache()
-        theirs = measure_nanogpt(args.nanogpt, p, steps, p["skip"])
+        theirs, span = measure_nanogpt(args.nanogpt, p, steps, p["skip"])
         emit(bench, "nanogpt_tokens_per_s", theirs, "tokens/s", shape=shape)
+        spans["nanogpt_"] = (span, theirs)
         if peak:
             emit(bench, "nanogpt_mfu", ours["flops_per_token"] * theirs / peak, "fraction", shape=shape)
         emit(bench, "tokens_per_s_ratio_vs_nanogpt", ours["tokens_per_s"] / theirs, "ratio", target=1.3, shape=shape)
+    if power:
+        power.close()
+        for prefix, (span, tokens_per_s) in spans.items():
+            used = power.between(*span)
+            if used is None:
+                continue
+            emit(bench, f"{prefix}energy_per_token", used["power_w"] / tokens_per_s * 1000, "mJ/token", shape=shape)
+            emit(bench, f"{prefix}mean_power", used["power_w"], "W", shape=shape)
+            emit(bench, f"{prefix}mean_sm_clock", used["sm_clock_mhz"], "MHz", shape=shape)
     distributed.teardown(world)
 
 

@@ -127,3 +127,37 @@ def test_fp8_head_on_the_gpu_follows_the_exact_loss_and_gradients(upstream):
     assert loss8 == pytest.approx(loss, rel=0.01)
     for fast, exact in ((gh8, gh), (gw8, gw)):
         assert F.cosine_similarity(fast.flatten(), exact.flatten(), dim=0).item() > 0.98
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA GPUs")
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_two_gpus_under_torchrun_follow_the_one_gpu_curve(tiny_config, tmp_path, strategy):
+    """NCCL, not Gloo: each rank's micro-batches, the averaged gradients and the held-out losses on two
+    GPUs give the loss curve of one GPU at the same global batch (tests/test_train.py checks the same on CPU)."""
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    from ltm import stages
+    from ltm.config import load_config
+    from ltm.train import train
+
+    config = load_config(tiny_config)
+    stages.ingest(config.ingest.paths, tmp_path / "docs.jsonl")
+    stages.scenes(tmp_path / "docs.jsonl", tmp_path / "scenes.jsonl", config)
+    stages.build(config, tmp_path / "scenes.jsonl", tmp_path / "ds")
+    config.train = config.train.model_copy(update={"distributed": strategy, "compile_mode": "default", "tensorboard": False})
+    path = tmp_path / "two.yaml"
+    path.write_text(yaml.safe_dump(config.model_dump(mode="json")))
+    train(config, tmp_path / "ds", tmp_path / "one")
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "ltm.cli",
+                             "train", str(path), "--data", str(tmp_path / "ds"), "-o", str(tmp_path / "two")],
+                            capture_output=True, text=True, env={**os.environ, "CUDA_VISIBLE_DEVICES": "0,1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    one, two = ([json.loads(line) for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()] for run in ("one", "two"))
+    assert len(one) == len(two) == config.train.steps and one[-1]["loss"] < one[0]["loss"] - 1
+    for key in ("loss", "heldout_loss"):
+        a, b = ([r[key] for r in run if key in r] for run in (one, two))
+        assert len(a) == len(b) > 0 and np.allclose(a, b, atol=5e-3), (key, a, b)
