@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from transformers import LlamaConfig, LlamaForCausalLM
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import emit, quiet_transformers  # noqa: E402
@@ -53,13 +54,19 @@ PRESETS = {
 
 
 def measure_ltm(p: dict, world, steps: int, skip: int, compile_: bool, mode: str, optimizer: str = "adamw",
-                precision: dict | None = None, lora: bool = False, strategy: str = "ddp") -> dict:
+                precision: dict | None = None, lora: bool = False, strategy: str = "ddp", hf: bool = False) -> dict:
     torch.manual_seed(0)
     config = LtmConfig(vocab_size=p["vocab"], hidden_size=p["d"], num_hidden_layers=p["layers"], num_attention_heads=p["heads"],
                        num_key_value_heads=p["heads"], max_position_embeddings=p["seq"], tie_word_embeddings=True)
     model = LtmForCausalLM(config)
-    if lora:  # as the initiation stage trains it: LoRA adapters (the config's defaults), the base frozen
+    if hf:  # what `ltm tune` trains: a transformers model of the same shape
+        model = LlamaForCausalLM(LlamaConfig(**{key: getattr(config, key) for key in (
+            "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+            "max_position_embeddings", "tie_word_embeddings")}))
+    if lora:  # as the initiation stage and `ltm tune` train it: LoRA adapters (the config's defaults), the base frozen
         model = Trainable(with_lora(model, InitiationConfig(mode="lora")), "LoRA")
+    elif hf:
+        model = Trainable(model, "every parameter")
     batch = p["micro"] * world.size * p["accumulation"]
     tokens = np.random.default_rng(0).integers(0, p["vocab"], size=(steps + 1) * batch * p["seq"] + 1, dtype=np.uint16)
     batches = ShardBatches(tokens, p["seq"], batch, p["micro"], world.rank, world.size)
@@ -126,6 +133,7 @@ def main() -> None:
                         "nanoGPT); 16 x 32 x 1024 = 524,288 tokens is GPT-2's batch")
     parser.add_argument("--optimizer", default="adamw", choices=["adamw", "muon"])
     parser.add_argument("--distributed", default="ddp", choices=["ddp", "fsdp"], help="train.distributed (under torchrun)")
+    parser.add_argument("--hf", action="store_true", help="a transformers Llama of the same shape, as `ltm tune` trains one")
     parser.add_argument("--lora", action="store_true", help="train LoRA adapters on the frozen model, as the initiation stage does")
     parser.add_argument("--residual", default=TrainConfig().residual_dtype, choices=["fp32", "bf16"], help="train.residual_dtype")
     parser.add_argument("--fp8-head", action="store_true", help="train.fp8_head")
@@ -144,7 +152,8 @@ def main() -> None:
     compile_ = world.device.type == "cuda" and not args.no_compile
     precision = {"residual_dtype": args.residual, "fp8_head": args.fp8_head, "tune_kernels": args.tune_kernels}
     power = PowerLog.open(world.device) if world.size == 1 else None
-    ours = measure_ltm(p, world, steps, p["skip"], compile_, args.compile_mode, args.optimizer, precision, args.lora, args.distributed)
+    ours = measure_ltm(p, world, steps, p["skip"], compile_, args.compile_mode, args.optimizer, precision, args.lora, args.distributed,
+                       args.hf)
     if not world.main:
         distributed.teardown(world)
         return
@@ -153,6 +162,7 @@ def main() -> None:
     shape = f"{args.preset}, micro-batch {p['micro']} x {world.size} device(s) x {args.accumulation} accumulated, {how}, {args.optimizer}" + (
         ", cuDNN attention" if args.attention == "cudnn" else "") + f", {args.residual} residual" + (
         ", FP8 head" if args.fp8_head else "") + (", LoRA initiation" if args.lora else "") + (
+        ", transformers Llama" if args.hf else "") + (
         f", {args.distributed.upper()}" if world.size > 1 else "")
     bench = "train_throughput"
     emit(bench, "tokens_per_s", ours["tokens_per_s"], "tokens/s", shape=shape, parameters=ours["parameters"], world=world.size)

@@ -237,7 +237,9 @@ def test_cuda_graphs_are_refused_under_torchrun_and_for_a_looped_model_and_auto_
     auto, wrapped = TrainConfig(), Trainable(plain, "")  # as the initiation stage passes ltm's model
     theirs = Trainable(GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=64)), "")  # as `ltm tune` passes a user's
     cases = ((plain, one_gpu), (looped, one_gpu), (plain, two_gpus), (wrapped, one_gpu), (Trainable(looped, ""), one_gpu), (theirs, one_gpu))
-    assert [_compile_mode(auto, m, w) for m, w in cases] == ["reduce-overhead", "default", "default", "reduce-overhead", "default", "default"]
+    assert [_compile_mode(auto, m, w) for m, w in cases] == ["reduce-overhead", "default", "default", "reduce-overhead", "default",
+                                                             "reduce-overhead"]
+    assert _compile_mode(auto, theirs, World(0, 1, 0, torch.device("cpu"))) == "default"
 
 
 # --- checkpoints and resume -----------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """What only a GPU can check: CUDA-graph replays (train.compile_mode: reduce-overhead, what `auto`
-picks on one GPU) follow the plain compiled run, with gradient accumulation and with every
-scene-aware extra; and the FP8 head's kernels on real FP8 tensor cores. Skipped without CUDA (CI
-has none); run on the device machine (docs/training.md says how)."""
+picks on one GPU) follow the plain compiled run, with gradient accumulation, with every
+scene-aware extra, and for LoRA on ltm's model and on transformers models; the FP8 head's kernels
+on real FP8 tensor cores; and, with two GPUs, DDP and FSDP2 under torchrun against one GPU.
+Skipped without CUDA (CI has none); run on the device machine (docs/training.md says how)."""
 
 import json
 import tempfile
@@ -87,6 +88,34 @@ def test_the_lora_initiation_replays_as_cuda_graphs_on_the_plain_compiled_curve(
     plain, graphs = _curve("default", _lora(0.0)), _curve("reduce-overhead", _lora(0.0))
     assert graphs[-1] < graphs[0] - 0.1
     assert np.allclose(plain, graphs, atol=2e-3), (plain, graphs)
+
+
+def _transformers_model(kind: str) -> torch.nn.Module:
+    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(0)
+    sizes = {"vocab_size": 512, "hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 2, "num_attention_heads": 4,
+             "num_key_value_heads": 2, "max_position_embeddings": 64}
+    if kind == "llama":
+        return LlamaForCausalLM(LlamaConfig(**sizes))
+    if kind == "qwen2":
+        return Qwen2ForCausalLM(Qwen2Config(**sizes))
+    return GPT2LMHeadModel(GPT2Config(vocab_size=512, n_embd=128, n_layer=2, n_head=4, n_positions=64))
+
+
+@pytest.mark.parametrize("kind", ["llama", "qwen2", "gpt2"])
+def test_lora_tuning_of_a_transformers_model_replays_as_cuda_graphs_on_the_plain_compiled_curve(kind):
+    """What `ltm tune` trains (auto picks CUDA graphs for it): peft's LoRA, with dropout, inside a
+    transformers model of the kinds tests/test_initiation.py tunes on the CPU."""
+    from ltm.config import InitiationConfig
+    from ltm.train.adapters import Trainable, with_lora
+
+    def model():
+        return Trainable(with_lora(_transformers_model(kind), InitiationConfig(mode="lora", lora_dropout=0.1)), "LoRA")
+
+    plain, graphs = _curve("default", model()), _curve("reduce-overhead", model())
+    assert np.allclose(plain, graphs, atol=2e-3), (plain, graphs)
+    assert graphs[-1] < graphs[0] - 0.05, graphs  # it learns (GPT-2's LoRA adapts c_attn alone, so slowly)
 
 
 def test_lora_dropout_draws_new_masks_at_every_graph_replay():
