@@ -36,9 +36,14 @@ class PowerLog:
 
         props = torch.cuda.get_device_properties(device)
         # CUDA and NVML may number the GPUs differently: the PCI address names the same one.
-        bus = f"{props.pci_domain_id:08X}:{props.pci_bus_id:02X}:{props.pci_device_id:02X}.0"
+        return cls.start(f"{props.pci_domain_id:08X}:{props.pci_bus_id:02X}:{props.pci_device_id:02X}.0", every_s)
+
+    @classmethod
+    def start(cls, bus: str, every_s: float) -> PowerLog:
+        """Start sampling the GPU at PCI address `bus`."""
         output = Path(tempfile.mkstemp(suffix=".power")[1])
-        sampler = subprocess.Popen([sys.executable, __file__, bus, str(every_s)], stdout=output.open("w"))
+        with output.open("w") as sink:
+            sampler = subprocess.Popen([sys.executable, __file__, bus, str(every_s)], stdout=sink)
         return cls(sampler, output)
 
     def close(self) -> None:
