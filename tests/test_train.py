@@ -109,9 +109,9 @@ def test_muon_trains_too(dataset, tmp_path):
     assert np.mean(curve[-5:]) < curve[0] - 0.5
 
 
-def test_fp8_head_and_bf16_residual_train_on_the_cpu_and_bad_shapes_are_refused(dataset, tmp_path):
+def test_fp8_head_fp8_body_and_bf16_residual_train_on_the_cpu_and_bad_shapes_are_refused(dataset, tmp_path):
     config, ds = dataset
-    fast = with_train(config, precision="bf16", residual_dtype="bf16", fp8_head=True)
+    fast = with_train(config, precision="bf16", residual_dtype="bf16", fp8_head=True, fp8_body=True)
     train(fast, ds, tmp_path / "fast")
     curve = losses(tmp_path / "fast")
     assert np.mean(curve[-5:]) < curve[0] - 0.5
@@ -121,12 +121,13 @@ def test_fp8_head_and_bf16_residual_train_on_the_cpu_and_bad_shapes_are_refused(
         train(odd, ds, tmp_path / "odd")
 
 
-def test_fp8_head_is_refused_on_a_gpu_without_fp8_before_the_model_moves(monkeypatch):
+def test_fp8_is_refused_on_a_gpu_without_fp8_before_the_model_moves(monkeypatch):
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 0))
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA A100-SXM4-80GB")
     model = LtmForCausalLM(LtmConfig(vocab_size=64, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2))
-    with pytest.raises(TrainError, match="A100.*has none: set train.fp8_head: false"):
-        _precision_options(model, TrainConfig(fp8_head=True), torch.device("cuda"))
+    for name in ("fp8_head", "fp8_body"):
+        with pytest.raises(TrainError, match=f"A100.*has none: set train.{name}: false"):
+            _precision_options(model, TrainConfig(**{name: True}), torch.device("cuda"))
     _precision_options(model, TrainConfig(residual_dtype="fp32"), torch.device("cuda"))  # nothing else needs FP8
     assert model.model.autocast_residual is False and model.fp8_head is False
 

@@ -15,7 +15,8 @@ import torch.nn.functional as F
 
 from ltm.config import TrainConfig
 from ltm.model import LtmConfig, LtmForCausalLM
-from ltm.model.fp8_head import fp8_head_loss, fp8_supported
+from ltm.model.fp8_head import fp8_head_loss
+from ltm.model.fp8_linear import fp8_supported
 from ltm.train import distributed
 from ltm.train.data import ShardBatches
 from ltm.train.loop import fit

@@ -210,6 +210,8 @@ class TrainConfig(Section):
         "bf16", description="under bf16 autocast, the residual stream's dtype (bf16: half the elementwise memory traffic)")
     fp8_head: bool = Field(False, description="the output projection and loss in FP8 while training (GPUs of compute "
                                               "capability 8.9+; docs/training.md)")
+    fp8_body: bool = Field(False, description="the decoder layers' products in FP8 with fixed scales while training "
+                                              "(GPUs of compute capability 8.9+; docs/training.md)")
     tensorboard: bool = True
     threads: int | None = Field(None, description="CPU threads; default all cores")
 

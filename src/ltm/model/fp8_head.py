@@ -20,29 +20,15 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-E4M3, E5M2 = torch.float8_e4m3fn, torch.float8_e5m2
-
-
-def _to_fp8(t: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """t in `dtype`, scaled so its largest magnitude is the format's largest; and the inverse scale
-    that _scaled_mm multiplies back."""
-    top = torch.finfo(dtype).max
-    scale = top / t.detach().abs().amax().float().clamp(min=1e-12)
-    return (t.float() * scale).clamp(-top, top).to(dtype), scale.reciprocal()
-
-
-def _column_major(t: torch.Tensor) -> torch.Tensor:
-    """The same matrix laid out column by column, as _scaled_mm wants its second operand."""
-    return t.t().contiguous().t()
-
+from ltm.model.fp8_linear import E4M3, E5M2, column_major, to_fp8
 
 class _FP8HeadLoss(torch.autograd.Function):
     """Mean cross-entropy of logits = hidden @ weight.T over the labels that are not ignore_index."""
 
     @staticmethod
     def forward(ctx, hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, ignore_index: int) -> torch.Tensor:
-        h8, h_inv = _to_fp8(hidden, E4M3)
-        w8, w_inv = _to_fp8(weight, E4M3)
+        h8, h_inv = to_fp8(hidden, E4M3)
+        w8, w_inv = to_fp8(weight, E4M3)
         logits = torch._scaled_mm(h8, w8.t(), scale_a=h_inv, scale_b=w_inv, out_dtype=torch.bfloat16)
         lse = torch.logsumexp(logits.float(), dim=-1)
         valid = labels != ignore_index
@@ -63,10 +49,10 @@ class _FP8HeadLoss(torch.autograd.Function):
         h8, h_inv, w8, w_inv, g8, count = ctx.saved_tensors
         g_inv = grad.float() / (count * torch.finfo(E5M2).max)  # signed: _scaled_mm multiplies it back
         hidden_dtype, weight_dtype = ctx.dtypes
-        grad_hidden = torch._scaled_mm(g8, _column_major(w8), scale_a=g_inv, scale_b=w_inv, out_dtype=torch.bfloat16)
+        grad_hidden = torch._scaled_mm(g8, column_major(w8), scale_a=g_inv, scale_b=w_inv, out_dtype=torch.bfloat16)
         grad_weight = None
         if ctx.needs_input_grad[1]:  # a frozen head (LoRA) needs none
-            grad_weight = torch._scaled_mm(g8.t().contiguous(), _column_major(h8), scale_a=g_inv, scale_b=h_inv,
+            grad_weight = torch._scaled_mm(g8.t().contiguous(), column_major(h8), scale_a=g_inv, scale_b=h_inv,
                                            out_dtype=torch.float32).to(weight_dtype)
         return grad_hidden.to(hidden_dtype), grad_weight, None, None
 
@@ -81,7 +67,3 @@ def fp8_head_loss(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tens
         rows, labels = F.pad(rows, (0, 0, 0, pad)), F.pad(labels, (0, pad), value=ignore_index)
     return _FP8HeadLoss.apply(rows, weight, labels, ignore_index)
 
-
-def fp8_supported(device: torch.device) -> bool:
-    """FP8 tensor cores: compute capability 8.9 (Ada) or newer. The CPU runs the same code slowly."""
-    return device.type == "cpu" or (device.type == "cuda" and torch.cuda.get_device_capability(device) >= (8, 9))

@@ -25,7 +25,7 @@ from ltm.io import atomic_dir
 from ltm.log import info, progress, warn
 from ltm.model import LtmConfig, LtmForCausalLM
 from ltm.model.modeling import LtmModel
-from ltm.model.fp8_head import fp8_supported
+from ltm.model.fp8_linear import fp8_supported, use_fp8_linears
 from ltm.train import checkpoint as ckpt
 from ltm.train import distributed
 from ltm.train.data import ShardBatches, eval_windows
@@ -266,25 +266,31 @@ def fit(model, tokenizer, tc: TrainConfig, batches: ShardBatches, windows, out_d
 
 
 def _precision_options(model: torch.nn.Module, tc: TrainConfig, device: torch.device) -> None:
-    """train.residual_dtype and train.fp8_head act on ltm's own model (also inside a LoRA wrapper);
-    another model (a user's HF folder) trains as it is."""
+    """train.residual_dtype, train.fp8_head and train.fp8_body act on ltm's own model (also inside a
+    LoRA wrapper: the frozen base products run in FP8, the adapters in bf16); another model (a
+    user's HF folder) trains as it is."""
+    wanted = [name for name in ("fp8_head", "fp8_body") if getattr(tc, name)]
     ours = [m for m in model.modules() if isinstance(m, LtmForCausalLM)]
     if not ours:
-        if tc.fp8_head:  # only the opt-in is worth a word: residual_dtype's default would warn at every tune
-            warn("train.fp8_head applies to ltm's own model only; this one trains without it")
+        for name in wanted:  # only an opt-in is worth a word: residual_dtype's default would warn at every tune
+            warn(f"train.{name} applies to ltm's own model only; this one trains without it")
         return
+    for name in wanted:
+        if not fp8_supported(device):
+            gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else str(device)
+            raise TrainError(f"train.{name} needs FP8 tensor cores (compute capability 8.9+: Ada, Hopper or newer); "
+                             f"{gpu} has none: set train.{name}: false")
     for m in ours:
         m.model.autocast_residual = tc.residual_dtype == "bf16"
-        if tc.fp8_head:
-            if not fp8_supported(device):
-                name = torch.cuda.get_device_name(device) if device.type == "cuda" else str(device)
-                raise TrainError(f"train.fp8_head needs FP8 tensor cores (compute capability 8.9+: Ada, Hopper or newer); "
-                                 f"{name} has none: set train.fp8_head: false")
-            c = m.config
-            if c.vocab_size % 16 or c.hidden_size % 16:
-                raise TrainError(f"train.fp8_head needs the vocabulary ({c.vocab_size}) and the width ({c.hidden_size}) "
-                                 "to be multiples of 16 (what the FP8 kernels take)")
-            m.fp8_head = True
+        c = m.config
+        if tc.fp8_head and (c.vocab_size % 16 or c.hidden_size % 16):
+            raise TrainError(f"train.fp8_head needs the vocabulary ({c.vocab_size}) and the width ({c.hidden_size}) "
+                             "to be multiples of 16 (what the FP8 kernels take)")
+        m.fp8_head = tc.fp8_head
+        if tc.fp8_body:
+            turned, kept = use_fp8_linears(m.model.layers)
+            info(f"fp8_body: {turned} products of the decoder layers run in FP8"
+                 + (f"; {kept} keep bf16 (a side that is not a multiple of 16)" if kept else ""))
 
 
 def _compile_mode(tc: TrainConfig, model: torch.nn.Module, world) -> str:

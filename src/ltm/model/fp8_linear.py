@@ -1,0 +1,111 @@
+"""The decoder layers' matrix products in FP8 while training (`train.fp8_body: true`), with fixed
+scales for what flows through them, and the FP8 helpers the head (fp8_head.py) shares.
+
+Why fixed scales: a GPU held at its power limit trains as fast as its energy per token allows, and
+an FP8 product spends about a third less energy per FLOP than a bf16 one (docs/training.md). A cast
+pays only when it costs almost nothing: with a scale known in advance it is one pointwise step,
+which torch.compile fuses into the kernel that writes the product's input (RMSNorm, SwiGLU, RoPE's
+backward...). Scales measured from the data need a pass over the tensor first; with one scale per
+row (session 6) those passes spent what FP8 saved.
+
+Each product y = x @ W.T:
+- forward: x in float8 e4m3 as it is (scale 1: the inputs are normalized activations, SwiGLU and
+  attention outputs, of order 1; magnitudes above 448 saturate), W in e4m3 scaled by its own
+  largest magnitude (a small tensor, so measuring it is cheap);
+- backward, the input's gradient: the output's gradient in float8 e5m2 multiplied by the number of
+  tokens (a mean loss over n tokens gives per-token gradients of order 1/n; e5m2's 32 binades
+  leave room on both sides), times W in e4m3 again;
+- backward, the weight's gradient: a bf16 product, which needs no transposed FP8 copies.
+Two of a linear layer's three products run in FP8.
+
+torch._scaled_mm also runs on the CPU (slowly), which is how the tests check it.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+E4M3, E5M2 = torch.float8_e4m3fn, torch.float8_e5m2
+
+
+def to_fp8(t: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """t in `dtype`, scaled so its largest magnitude is the format's largest; and the inverse scale
+    that _scaled_mm multiplies back."""
+    top = torch.finfo(dtype).max
+    amax = t.detach().abs().amax().float().clamp(min=1e-12)
+    return (t.float() * (top / amax)).clamp(-top, top).to(dtype), amax / top
+
+
+def saturated(t: torch.Tensor, dtype: torch.dtype, scale: float = 1.0) -> torch.Tensor:
+    """t * scale in `dtype`, magnitudes beyond the format's largest held at it (a plain cast would
+    turn them into NaN for e4m3fn, inf for e5m2)."""
+    top = torch.finfo(dtype).max
+    return (t.float() * scale).clamp(-top, top).to(dtype)
+
+
+def column_major(t: torch.Tensor) -> torch.Tensor:
+    """The same matrix laid out column by column, as _scaled_mm wants its second operand."""
+    return t.t().contiguous().t()
+
+
+def fp8_supported(device: torch.device) -> bool:
+    """FP8 tensor cores: compute capability 8.9 (Ada) or newer. The CPU runs the same code slowly."""
+    return device.type == "cpu" or (device.type == "cuda" and torch.cuda.get_device_capability(device) >= (8, 9))
+
+
+class _FixedScaleFP8Matmul(torch.autograd.Function):
+    """y = x @ weight.T for x (M, K) in bf16 and weight (N, K); FP8 forward and input gradient."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        w8, w_inv = to_fp8(weight, E4M3)
+        ctx.save_for_backward(x, weight, w8, w_inv)
+        one = torch.ones((), device=x.device)
+        return torch._scaled_mm(saturated(x, E4M3), w8.t(), scale_a=one, scale_b=w_inv, out_dtype=x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        x, weight, w8, w_inv = ctx.saved_tensors
+        tokens = grad.shape[0]
+        g_inv = torch.full((), 1.0 / tokens, device=grad.device)
+        grad_x = torch._scaled_mm(saturated(grad, E5M2, tokens), column_major(w8), scale_a=g_inv, scale_b=w_inv,
+                                  out_dtype=grad.dtype)
+        grad_w = None
+        if ctx.needs_input_grad[1]:  # a frozen weight (LoRA's base) needs none
+            grad_w = grad.t().mm(x.to(grad.dtype)).to(weight.dtype)
+        return grad_x, grad_w
+
+
+class FP8Linear(nn.Linear):
+    """An nn.Linear (no bias) whose training product runs in FP8; it keeps the original's weight
+    Parameter, so optimizers and checkpoints are unchanged. Evaluation and generation keep the
+    plain product."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return super().forward(x)
+        autocast = torch.is_autocast_enabled(x.device.type)
+        dtype = torch.get_autocast_dtype(x.device.type) if autocast else torch.bfloat16
+        rows = x.reshape(-1, x.shape[-1]).to(dtype)
+        tokens, pad = rows.shape[0], -rows.shape[0] % 16  # the GPU kernels take sides that are multiples of 16
+        if pad:
+            rows = torch.nn.functional.pad(rows, (0, 0, 0, pad))
+        with torch.autocast(x.device.type, enabled=False):  # the products choose their own precision
+            y = _FixedScaleFP8Matmul.apply(rows, self.weight)
+        return y[:tokens].view(*x.shape[:-1], self.out_features)
+
+
+def use_fp8_linears(root: nn.Module) -> tuple[int, int]:
+    """Turn every bias-free nn.Linear under `root` whose sides are multiples of 16 (what the FP8
+    kernels take) into an FP8Linear, in place: the same Parameter objects. Returns how many were
+    turned and how many were left as they were (a soft-routing gate's few outputs)."""
+    changed = kept = 0
+    for module in root.modules():
+        if type(module) is nn.Linear and module.bias is None:
+            if module.in_features % 16 or module.out_features % 16:
+                kept += 1
+            else:
+                module.__class__ = FP8Linear
+                changed += 1
+    return changed, kept
