@@ -191,3 +191,24 @@ def test_two_gpus_under_torchrun_follow_the_one_gpu_curve(tiny_config, tmp_path,
     for key in ("loss", "heldout_loss"):
         a, b = ([r[key] for r in run if key in r] for run in (one, two))
         assert len(a) == len(b) > 0 and np.allclose(a, b, atol=5e-3), (key, a, b)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available() or not fp8_supported(torch.device("cuda")), reason="needs FP8 tensor cores")
+def test_fp8_body_products_on_the_gpu_follow_the_exact_ones():
+    from ltm.model.fp8_linear import FP8Linear
+
+    torch.manual_seed(0)
+    x = torch.randn(4001, 768, device="cuda")  # padded to 4016 for the kernels, and cut back
+    weight = 0.02 * torch.randn(2048, 768, device="cuda")
+    upstream = torch.randn(4001, 2048, device="cuda") / 4001  # a mean loss's per-token gradients
+    results = []
+    for layer in (FP8Linear(768, 2048, bias=False), torch.nn.Linear(768, 2048, bias=False)):
+        layer = layer.cuda()
+        layer.weight.data.copy_(weight)
+        xi = x.clone().requires_grad_()
+        with torch.autocast("cuda", torch.bfloat16, enabled=isinstance(layer, FP8Linear)):
+            y = layer(xi)
+        (y.float() * upstream).sum().backward()
+        results.append((y.float(), xi.grad.float(), layer.weight.grad.float()))
+    for fast, exact in zip(*results):
+        assert F.cosine_similarity(fast.flatten(), exact.flatten(), dim=0).item() > 0.995
