@@ -12,6 +12,7 @@ power figures.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import tempfile
@@ -71,7 +72,8 @@ def sample(bus: str, every_s: float) -> None:
 
     pynvml.nvmlInit()
     handle = pynvml.nvmlDeviceGetHandleByPciBusId(bus)
-    while True:
+    parent = os.getppid()
+    while os.getppid() == parent:  # a bench that dies without closing the log takes the sampler with it
         joules = pynvml.nvmlDeviceGetTotalEnergyConsumption(handle) / 1000  # the counter is in millijoules
         clock = pynvml.nvmlDeviceGetClockInfo(handle, pynvml.NVML_CLOCK_SM)
         print(f"{time.perf_counter():.6f} {joules:.3f} {clock}", flush=True)

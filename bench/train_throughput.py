@@ -105,7 +105,8 @@ def measure_nanogpt(folder: Path, p: dict, steps: int, skip: int) -> tuple[float
             "--eval_interval=100000", "--eval_iters=1", "--log_interval=1", "--compile=True", "--dtype=bfloat16", "--dropout=0.0",
             "--bias=False", "--always_save_checkpoint=False", "--wandb_log=False", "--out_dir=out"]
     times, arrivals, lines = [], [], []
-    with subprocess.Popen([sys.executable, "train.py", *args], cwd=folder, stdout=subprocess.PIPE,
+    # -u: unbuffered, or its lines would reach this pipe in blocks and arrive long after their steps.
+    with subprocess.Popen([sys.executable, "-u", "train.py", *args], cwd=folder, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True, bufsize=1) as run:
         for line in run.stdout:
             lines.append(line)

@@ -90,3 +90,16 @@ def test_the_model_trains_with_fp8_products_and_odd_sides_keep_bf16():
         opt.zero_grad()
         losses.append(loss.item())
     assert losses[-1] < losses[0] - 0.3
+
+
+def test_under_lora_the_frozen_products_run_in_fp8_and_the_adapters_do_not():
+    from ltm.config import InitiationConfig
+    from ltm.train.adapters import with_lora
+
+    config = LtmConfig(vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
+                       intermediate_size=64, max_position_embeddings=32)
+    lora = with_lora(LtmForCausalLM(config), InitiationConfig(mode="lora", lora_r=16))  # r = 16: adapters FP8 could take
+    turned, kept = use_fp8_linears(lora.get_base_model().model.layers)
+    adapters = [m for name, m in lora.named_modules() if name.rsplit(".", 2)[-2:-1] in (["lora_A"], ["lora_B"])]
+    assert adapters and all(type(m) is nn.Linear for m in adapters)
+    assert turned == sum(type(m) is FP8Linear for m in lora.modules()) > 0 and kept == 0

@@ -130,6 +130,11 @@ def test_fp8_is_refused_on_a_gpu_without_fp8_before_the_model_moves(monkeypatch)
             _precision_options(model, TrainConfig(**{name: True}), torch.device("cuda"))
     _precision_options(model, TrainConfig(residual_dtype="fp32"), torch.device("cuda"))  # nothing else needs FP8
     assert model.model.autocast_residual is False and model.fp8_head is False
+    from ltm.model.fp8_linear import FP8Linear
+
+    assert not any(isinstance(m, FP8Linear) for m in model.modules())
+    _precision_options(model, TrainConfig(fp8_head=True, fp8_body=True), torch.device("cpu"))  # the CPU runs FP8 slowly
+    assert model.fp8_head and sum(isinstance(m, FP8Linear) for m in model.modules()) == 7  # q, k, v, o, gate, up, down
 
 
 def test_cuda_graph_steps_are_marked_once_per_optimizer_step_and_kernel_tuning_covers_compilation(dataset, tmp_path, monkeypatch):
@@ -236,11 +241,16 @@ def test_cuda_graphs_are_refused_under_torchrun_and_for_a_looped_model_and_auto_
     from transformers import GPT2Config, GPT2LMHeadModel
 
     auto, wrapped = TrainConfig(), Trainable(plain, "")  # as the initiation stage passes ltm's model
-    theirs = Trainable(GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=64)), "")  # as `ltm tune` passes a user's
-    cases = ((plain, one_gpu), (looped, one_gpu), (plain, two_gpus), (wrapped, one_gpu), (Trainable(looped, ""), one_gpu), (theirs, one_gpu))
+    from ltm.config import InitiationConfig
+    from ltm.train.adapters import with_lora
+
+    gpt2 = lambda: GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=64))  # noqa: E731
+    theirs = Trainable(gpt2(), "")  # as `ltm tune` passes a user's model, every parameter trained
+    their_lora = Trainable(with_lora(gpt2(), InitiationConfig(mode="lora")), "")
+    cases = ((plain, one_gpu), (looped, one_gpu), (plain, two_gpus), (wrapped, one_gpu), (Trainable(looped, ""), one_gpu),
+             (their_lora, one_gpu), (theirs, one_gpu), (their_lora, World(0, 1, 0, torch.device("cpu"))))
     assert [_compile_mode(auto, m, w) for m, w in cases] == ["reduce-overhead", "default", "default", "reduce-overhead", "default",
-                                                             "reduce-overhead"]
-    assert _compile_mode(auto, theirs, World(0, 1, 0, torch.device("cpu"))) == "default"
+                                                             "reduce-overhead", "default", "default"]
 
 
 # --- checkpoints and resume -----------------------------------------------------------------------

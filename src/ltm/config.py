@@ -199,8 +199,8 @@ class TrainConfig(Section):
     precision: Literal["auto", "bf16", "fp32"] = Field("auto", description="auto: bf16 autocast on CUDA, fp32 on CPU")
     compile: bool | None = Field(None, description="torch.compile the model; default: on for CUDA")
     compile_mode: Literal["auto", "default", "reduce-overhead", "max-autotune-no-cudagraphs"] = Field(
-        "auto", description="auto: reduce-overhead when pretraining on one GPU (not for a self-looped model), "
-                            "default otherwise; "
+        "auto", description="auto: reduce-overhead on one GPU for ltm's own model (not a self-looped one) "
+                            "and for LoRA on a transformers model, default otherwise; "
                             "reduce-overhead: forward and backward replayed as CUDA graphs; max-autotune-no-cudagraphs: "
                             "autotuned matmuls, minutes more compilation")
     tune_kernels: bool = Field(False, description="benchmark each generated Triton kernel's launch settings while "

@@ -14,7 +14,8 @@ Each product y = x @ W.T:
   largest magnitude (a small tensor, so measuring it is cheap);
 - backward, the input's gradient: the output's gradient in float8 e5m2 multiplied by the number of
   tokens (a mean loss over n tokens gives per-token gradients of order 1/n; e5m2's 32 binades
-  leave room on both sides), times W in e4m3 again;
+  leave room on both sides, also for the further 1/k of k accumulated micro-batches), times W in
+  e4m3 again;
 - backward, the weight's gradient: a bf16 product, which needs no transposed FP8 copies.
 Two of a linear layer's three products run in FP8.
 
@@ -60,20 +61,22 @@ class _FixedScaleFP8Matmul(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         w8, w_inv = to_fp8(weight, E4M3)
-        ctx.save_for_backward(x, weight, w8, w_inv)
+        ctx.save_for_backward(x, w8, w_inv)
+        ctx.weight_dtype = weight.dtype
         one = torch.ones((), device=x.device)
         return torch._scaled_mm(saturated(x, E4M3), w8.t(), scale_a=one, scale_b=w_inv, out_dtype=x.dtype)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        x, weight, w8, w_inv = ctx.saved_tensors
-        tokens = grad.shape[0]
-        g_inv = torch.full((), 1.0 / tokens, device=grad.device)
-        grad_x = torch._scaled_mm(saturated(grad, E5M2, tokens), column_major(w8), scale_a=g_inv, scale_b=w_inv,
-                                  out_dtype=grad.dtype)
-        grad_w = None
+        x, w8, w_inv = ctx.saved_tensors
+        grad_x = grad_w = None
+        if ctx.needs_input_grad[0]:
+            tokens = grad.shape[0]
+            g_inv = torch.full((), 1.0 / tokens, device=grad.device)
+            grad_x = torch._scaled_mm(saturated(grad, E5M2, tokens), column_major(w8), scale_a=g_inv, scale_b=w_inv,
+                                      out_dtype=grad.dtype)
         if ctx.needs_input_grad[1]:  # a frozen weight (LoRA's base) needs none
-            grad_w = grad.t().mm(x.to(grad.dtype)).to(weight.dtype)
+            grad_w = grad.t().mm(x.to(grad.dtype)).to(ctx.weight_dtype)
         return grad_x, grad_w
 
 
@@ -98,10 +101,13 @@ class FP8Linear(nn.Linear):
 
 def use_fp8_linears(root: nn.Module) -> tuple[int, int]:
     """Turn every bias-free nn.Linear under `root` whose sides are multiples of 16 (what the FP8
-    kernels take) into an FP8Linear, in place: the same Parameter objects. Returns how many were
-    turned and how many were left as they were (a soft-routing gate's few outputs)."""
+    kernels take) into an FP8Linear, in place: the same Parameter objects. LoRA's adapters (peft's
+    lora_A, lora_B) stay as they are: they are what trains. Returns how many were turned and how
+    many were left as they were (a soft-routing gate's few outputs)."""
     changed = kept = 0
-    for module in root.modules():
+    for name, module in root.named_modules():
+        if any(part.startswith("lora_") for part in name.split(".")):
+            continue
         if type(module) is nn.Linear and module.bias is None:
             if module.in_features % 16 or module.out_features % 16:
                 kept += 1

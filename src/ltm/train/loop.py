@@ -297,12 +297,15 @@ def _compile_mode(tc: TrainConfig, model: torch.nn.Module, world) -> str:
     """torch.compile's mode. CUDA graphs (reduce-overhead) replay a step's kernels with one launch:
     2.7x tokens/s for a 10M model on an H100, +1.5% at 124M, 3.3x for LoRA on a 10M transformers
     Llama (docs/training.md). They are for one process, and not for a self-looped model, whose
-    drawn step count splits the compiled graph. `auto` picks them wherever they are allowed: ltm's
-    own model (pretraining, initiation) and the transformers models `ltm tune` trains, whose curves
-    GPU tests check against the plain compiled ones (Llama, Qwen2, GPT-2)."""
+    drawn step count splits the compiled graph. `auto` picks them for ltm's own model (pretraining,
+    initiation) and for LoRA on the transformers models `ltm tune` trains, whose curves GPU tests
+    check against the plain compiled ones (Llama, Qwen2, GPT-2); a fully tuned transformers model,
+    untested with graphs and the largest in memory, compiles without them unless asked."""
     looped = any(isinstance(m, LtmModel) and m.config.loop_core_layers for m in model.modules())
     if tc.compile_mode == "auto":
-        graphs = not looped and world.device.type == "cuda" and world.size == 1
+        ours = isinstance(getattr(model, "base", model), LtmForCausalLM)  # adapters.Trainable: .base is the model inside
+        adapters = any(not p.requires_grad for p in model.parameters())  # LoRA: the base is frozen
+        graphs = (ours or adapters) and not looped and world.device.type == "cuda" and world.size == 1
         return "reduce-overhead" if graphs else "default"
     if tc.compile_mode == "reduce-overhead" and (world.size > 1 or looped):
         why = "under torchrun" if world.size > 1 else "for a self-looped model (model.loop_core_layers)"
