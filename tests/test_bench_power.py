@@ -28,7 +28,9 @@ def test_the_sampler_reads_power_and_clock_over_a_span(tmp_path, monkeypatch):
     (tmp_path / "pynvml.py").write_text(FAKE_NVML)
     monkeypatch.setenv("PYTHONPATH", str(tmp_path))  # the sampling process imports the stand-in
     log = PowerLog.start("00000000:19:00.0", every_s=0.01)
-    time.sleep(1.5)
+    deadline = time.perf_counter() + 30  # a loaded CI machine may take a while to start the sampler
+    while len(log.output.read_text().splitlines()) < 50 and time.perf_counter() < deadline:
+        time.sleep(0.1)
     middle = time.perf_counter()
     time.sleep(0.5)
     log.close()
