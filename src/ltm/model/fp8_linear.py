@@ -35,10 +35,10 @@ def to_fp8(t: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Ten
     that _scaled_mm multiplies back."""
     top = torch.finfo(dtype).max
     amax = t.detach().abs().amax().float().clamp(min=1e-12)
-    return (t.float() * (top / amax)).clamp(-top, top).to(dtype), amax / top
+    return saturated(t, dtype, top / amax), amax / top
 
 
-def saturated(t: torch.Tensor, dtype: torch.dtype, scale: float = 1.0) -> torch.Tensor:
+def saturated(t: torch.Tensor, dtype: torch.dtype, scale: float | torch.Tensor = 1.0) -> torch.Tensor:
     """t * scale in `dtype`, magnitudes beyond the format's largest held at it (a plain cast would
     turn them into NaN for e4m3fn, inf for e5m2)."""
     top = torch.finfo(dtype).max
