@@ -1,8 +1,8 @@
 """What the precision options cost in quality: the GPT-2-124M-shaped model of train_throughput.py,
 trained from the same initial weights on the same real text in the same order, once per variant
-(train.residual_dtype, train.fp8_head, train.fp8_body), and its held-out loss at the end. The plain variant runs
-twice: the gap between its two runs is the run-to-run noise (GPU kernels are not bitwise
-deterministic) that a variant's difference has to be read against.
+(train.residual_dtype, train.fp8_head, train.fp8_body, train.fp8_weight_grad), and its held-out loss
+at the end. The plain variant runs twice: the gap between its two runs is the run-to-run noise
+(GPU kernels are not bitwise deterministic) that a variant's difference has to be read against.
 
     python bench/train_precision.py --dataset DATASET_DIR [--steps 400]
 
@@ -38,6 +38,8 @@ VARIANTS = {
     "FP8 head": {"fp8_head": True},
     "bf16 residual + FP8 head": {"residual_dtype": "bf16", "fp8_head": True},
     "bf16 residual + FP8 head + FP8 body": {"residual_dtype": "bf16", "fp8_head": True, "fp8_body": True},
+    "bf16 residual + FP8 head + FP8 body + FP8 weight gradients": {"residual_dtype": "bf16", "fp8_head": True, "fp8_body": True,
+                                                                  "fp8_weight_grad": True},
 }
 
 

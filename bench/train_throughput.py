@@ -139,6 +139,7 @@ def main() -> None:
     parser.add_argument("--residual", default=TrainConfig().residual_dtype, choices=["fp32", "bf16"], help="train.residual_dtype")
     parser.add_argument("--fp8-head", action="store_true", help="train.fp8_head")
     parser.add_argument("--fp8-body", action="store_true", help="train.fp8_body")
+    parser.add_argument("--fp8-weight-grad", action="store_true", help="train.fp8_weight_grad (with --fp8-body)")
     parser.add_argument("--attention", default="default", choices=["default", "cudnn"],
                         help="cudnn: cuDNN's fused attention instead of PyTorch's flash kernel (the SDPA backend flags)")
     args = parser.parse_args()
@@ -153,7 +154,7 @@ def main() -> None:
     world = distributed.setup("auto")
     compile_ = world.device.type == "cuda" and not args.no_compile
     precision = {"residual_dtype": args.residual, "fp8_head": args.fp8_head, "fp8_body": args.fp8_body,
-                 "tune_kernels": args.tune_kernels}
+                 "fp8_weight_grad": args.fp8_weight_grad, "tune_kernels": args.tune_kernels}
     power = PowerLog.open(world.device) if world.size == 1 else None
     ours = measure_ltm(p, world, steps, p["skip"], compile_, args.compile_mode, args.optimizer, precision, args.lora, args.distributed,
                        args.hf)
@@ -164,7 +165,8 @@ def main() -> None:
     how = f"compiled ({args.compile_mode}{', tuned kernels' if args.tune_kernels else ''})" if compile_ else "eager"
     shape = f"{args.preset}, micro-batch {p['micro']} x {world.size} device(s) x {args.accumulation} accumulated, {how}, {args.optimizer}" + (
         ", cuDNN attention" if args.attention == "cudnn" else "") + f", {args.residual} residual" + (
-        ", FP8 head" if args.fp8_head else "") + (", FP8 body" if args.fp8_body else "") + (", LoRA initiation" if args.lora else "") + (
+        ", FP8 head" if args.fp8_head else "") + (", FP8 body" if args.fp8_body else "") + (
+        ", FP8 weight gradients" if args.fp8_weight_grad else "") + (", LoRA initiation" if args.lora else "") + (
         ", transformers Llama" if args.hf else "") + (
         f", {args.distributed.upper()}" if world.size > 1 else "")
     bench = "train_throughput"

@@ -13,10 +13,12 @@ def _cos(a: torch.Tensor, b: torch.Tensor) -> float:
     return F.cosine_similarity(a.flatten().float(), b.flatten().float(), dim=0).item()
 
 
-def _both(x: torch.Tensor, weight: torch.Tensor, upstream: torch.Tensor):
+def _both(x: torch.Tensor, weight: torch.Tensor, upstream: torch.Tensor, fp8_weight_grad: bool = False):
     """(output, input gradient, weight gradient) through an FP8Linear, then through nn.Linear in fp32."""
     out = []
-    for layer in (FP8Linear(weight.shape[1], weight.shape[0], bias=False), nn.Linear(weight.shape[1], weight.shape[0], bias=False)):
+    fast = FP8Linear(weight.shape[1], weight.shape[0], bias=False)
+    fast.fp8_weight_grad = fp8_weight_grad
+    for layer in (fast, nn.Linear(weight.shape[1], weight.shape[0], bias=False)):
         layer.weight.data.copy_(weight)
         xi = x.clone().requires_grad_()
         y = layer(xi)
@@ -33,6 +35,15 @@ def test_output_and_gradients_follow_the_exact_product(tokens):
     assert y8.shape == y.shape and gx8.shape == gx.shape and gw8.shape == gw.shape
     assert _cos(y8, y) > 0.998 and _cos(gx8, gx) > 0.995 and _cos(gw8, gw) > 0.999
     assert not torch.equal(y8, y)  # it did run through FP8
+
+
+def test_the_weight_gradient_in_fp8_follows_the_exact_one_less_closely_than_the_bf16_product():
+    torch.manual_seed(0)
+    x, weight, upstream = torch.randn(2, 37, 64), 0.05 * torch.randn(96, 64), torch.randn(2, 37, 96) / 74
+    (_, gx_bf16, gw_bf16), _ = _both(x, weight, upstream)
+    (_, gx8, gw8), (_, gx, gw) = _both(x, weight, upstream, fp8_weight_grad=True)
+    assert torch.equal(gx8, gx_bf16)  # the input's gradient is the same product either way
+    assert 0.995 < _cos(gw8, gw) < _cos(gw_bf16, gw)
 
 
 def test_a_mean_loss_over_many_tokens_keeps_its_small_gradients():

@@ -111,7 +111,7 @@ def test_muon_trains_too(dataset, tmp_path):
 
 def test_fp8_head_fp8_body_and_bf16_residual_train_on_the_cpu_and_bad_shapes_are_refused(dataset, tmp_path):
     config, ds = dataset
-    fast = with_train(config, precision="bf16", residual_dtype="bf16", fp8_head=True, fp8_body=True)
+    fast = with_train(config, precision="bf16", residual_dtype="bf16", fp8_head=True, fp8_body=True, fp8_weight_grad=True)
     train(fast, ds, tmp_path / "fast")
     curve = losses(tmp_path / "fast")
     assert np.mean(curve[-5:]) < curve[0] - 0.5
@@ -135,6 +135,17 @@ def test_fp8_is_refused_on_a_gpu_without_fp8_before_the_model_moves(monkeypatch)
     assert not any(isinstance(m, FP8Linear) for m in model.modules())
     _precision_options(model, TrainConfig(fp8_head=True, fp8_body=True), torch.device("cpu"))  # the CPU runs FP8 slowly
     assert model.fp8_head and sum(isinstance(m, FP8Linear) for m in model.modules()) == 7  # q, k, v, o, gate, up, down
+    assert not any(m.fp8_weight_grad for m in model.modules() if isinstance(m, FP8Linear))
+
+
+def test_fp8_weight_gradients_need_the_fp8_body():
+    with pytest.raises(ValueError, match="fp8_weight_grad: true needs fp8_body: true"):
+        TrainConfig(fp8_weight_grad=True)
+    model = LtmForCausalLM(LtmConfig(vocab_size=64, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2))
+    _precision_options(model, TrainConfig(fp8_body=True, fp8_weight_grad=True), torch.device("cpu"))
+    from ltm.model.fp8_linear import FP8Linear
+
+    assert [m.fp8_weight_grad for m in model.modules() if isinstance(m, FP8Linear)] == [True] * 7
 
 
 def test_cuda_graph_steps_are_marked_once_per_optimizer_step_and_kernel_tuning_covers_compilation(dataset, tmp_path, monkeypatch):

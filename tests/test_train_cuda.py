@@ -194,7 +194,8 @@ def test_two_gpus_under_torchrun_follow_the_one_gpu_curve(tiny_config, tmp_path,
 
 
 @pytest.mark.skipif(not torch.cuda.is_available() or not fp8_supported(torch.device("cuda")), reason="needs FP8 tensor cores")
-def test_fp8_body_products_on_the_gpu_follow_the_exact_ones():
+@pytest.mark.parametrize("fp8_weight_grad", [False, True])
+def test_fp8_body_products_on_the_gpu_follow_the_exact_ones(fp8_weight_grad):
     from ltm.model.fp8_linear import FP8Linear
 
     torch.manual_seed(0)
@@ -202,7 +203,9 @@ def test_fp8_body_products_on_the_gpu_follow_the_exact_ones():
     weight = 0.02 * torch.randn(2048, 768, device="cuda")
     upstream = torch.randn(4001, 2048, device="cuda") / 4001  # a mean loss's per-token gradients
     results = []
-    for layer in (FP8Linear(768, 2048, bias=False), torch.nn.Linear(768, 2048, bias=False)):
+    fp8 = FP8Linear(768, 2048, bias=False)
+    fp8.fp8_weight_grad = fp8_weight_grad
+    for layer in (fp8, torch.nn.Linear(768, 2048, bias=False)):
         layer = layer.cuda()
         layer.weight.data.copy_(weight)
         xi = x.clone().requires_grad_()

@@ -212,8 +212,16 @@ class TrainConfig(Section):
                                               "capability 8.9+; docs/training.md)")
     fp8_body: bool = Field(False, description="the decoder layers' products in FP8 with fixed scales while training "
                                               "(GPUs of compute capability 8.9+; docs/training.md)")
+    fp8_weight_grad: bool = Field(False, description="with fp8_body: the weight gradients' products in FP8 too (faster, "
+                                                     "and costs more held-out loss; docs/training.md)")
     tensorboard: bool = True
     threads: int | None = Field(None, description="CPU threads; default all cores")
+
+    @model_validator(mode="after")
+    def _fp8_weight_grad_needs_fp8_body(self) -> "TrainConfig":
+        if self.fp8_weight_grad and not self.fp8_body:
+            raise ValueError("fp8_weight_grad: true needs fp8_body: true (it changes the products fp8_body makes)")
+        return self
 
 
 class InitiationConfig(Section):

@@ -16,8 +16,10 @@ Each product y = x @ W.T:
   tokens (a mean loss over n tokens gives per-token gradients of order 1/n; e5m2's 32 binades
   leave room on both sides, also for the further 1/k of k accumulated micro-batches), times W in
   e4m3 again;
-- backward, the weight's gradient: a bf16 product, which needs no transposed FP8 copies.
-Two of a linear layer's three products run in FP8.
+- backward, the weight's gradient: a bf16 product by default, which needs no transposed copies;
+  with `train.fp8_weight_grad` an FP8 product of the same e5m2 gradient and the e4m3 input, both
+  transposed (the tokens are the summed side, and FP8 products want it contiguous). The forward
+  pass then keeps the e4m3 input for it instead of the bf16 one.
 
 torch._scaled_mm also runs on the CPU (slowly), which is how the tests check it.
 """
@@ -56,34 +58,48 @@ def fp8_supported(device: torch.device) -> bool:
 
 
 class _FixedScaleFP8Matmul(torch.autograd.Function):
-    """y = x @ weight.T for x (M, K) in bf16 and weight (N, K); FP8 forward and input gradient."""
+    """y = x @ weight.T for x (M, K) in bf16 and weight (N, K): the forward product and the input's
+    gradient in FP8; the weight's gradient in FP8 too with `fp8_weight_grad`, else in bf16."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, fp8_weight_grad: bool) -> torch.Tensor:
         w8, w_inv = to_fp8(weight, E4M3)
-        ctx.save_for_backward(x, w8, w_inv)
-        ctx.weight_dtype = weight.dtype
+        x8 = saturated(x, E4M3)
+        kept = None  # what the weight's gradient needs of the input; a frozen weight (LoRA's base) needs nothing
+        if ctx.needs_input_grad[1]:
+            # FP8 products want the summed side contiguous, and the weight's gradient sums over the
+            # tokens: the FP8 input is kept transposed (one byte per value where bf16 takes two).
+            kept = x8.t().contiguous() if fp8_weight_grad else x
+        ctx.save_for_backward(kept, w8, w_inv)
+        ctx.fp8_weight_grad, ctx.weight_dtype = fp8_weight_grad, weight.dtype
         one = torch.ones((), device=x.device)
-        return torch._scaled_mm(saturated(x, E4M3), w8.t(), scale_a=one, scale_b=w_inv, out_dtype=x.dtype)
+        return torch._scaled_mm(x8, w8.t(), scale_a=one, scale_b=w_inv, out_dtype=x.dtype)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        x, w8, w_inv = ctx.saved_tensors
+        kept, w8, w_inv = ctx.saved_tensors
+        tokens = grad.shape[0]
+        g8 = saturated(grad, E5M2, tokens) if ctx.needs_input_grad[0] or ctx.fp8_weight_grad else None
+        g_inv = torch.full((), 1.0 / tokens, device=grad.device)
         grad_x = grad_w = None
         if ctx.needs_input_grad[0]:
-            tokens = grad.shape[0]
-            g_inv = torch.full((), 1.0 / tokens, device=grad.device)
-            grad_x = torch._scaled_mm(saturated(grad, E5M2, tokens), column_major(w8), scale_a=g_inv, scale_b=w_inv,
-                                      out_dtype=grad.dtype)
-        if ctx.needs_input_grad[1]:  # a frozen weight (LoRA's base) needs none
-            grad_w = grad.t().mm(x.to(grad.dtype)).to(ctx.weight_dtype)
-        return grad_x, grad_w
+            grad_x = torch._scaled_mm(g8, column_major(w8), scale_a=g_inv, scale_b=w_inv, out_dtype=grad.dtype)
+        if ctx.needs_input_grad[1]:
+            if ctx.fp8_weight_grad:
+                one = torch.ones((), device=grad.device)
+                grad_w = torch._scaled_mm(g8.t().contiguous(), kept.t(), scale_a=g_inv, scale_b=one, out_dtype=torch.float32)
+            else:
+                grad_w = grad.t().mm(kept.to(grad.dtype))
+            grad_w = grad_w.to(ctx.weight_dtype)
+        return grad_x, grad_w, None
 
 
 class FP8Linear(nn.Linear):
     """An nn.Linear (no bias) whose training product runs in FP8; it keeps the original's weight
     Parameter, so optimizers and checkpoints are unchanged. Evaluation and generation keep the
-    plain product."""
+    plain product. `fp8_weight_grad` (set by use_fp8_linears) puts the weight's gradient in FP8 too."""
+
+    fp8_weight_grad = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training:
@@ -95,11 +111,11 @@ class FP8Linear(nn.Linear):
         if pad:
             rows = torch.nn.functional.pad(rows, (0, 0, 0, pad))
         with torch.autocast(x.device.type, enabled=False):  # the products choose their own precision
-            y = _FixedScaleFP8Matmul.apply(rows, self.weight)
+            y = _FixedScaleFP8Matmul.apply(rows, self.weight, self.fp8_weight_grad)
         return y[:tokens].view(*x.shape[:-1], self.out_features)
 
 
-def use_fp8_linears(root: nn.Module) -> tuple[int, int]:
+def use_fp8_linears(root: nn.Module, fp8_weight_grad: bool = False) -> tuple[int, int]:
     """Turn every bias-free nn.Linear under `root` whose sides are multiples of 16 (what the FP8
     kernels take) into an FP8Linear, in place: the same Parameter objects. LoRA's adapters (peft's
     lora_A, lora_B) stay as they are: they are what trains. Returns how many were turned and how
@@ -113,5 +129,6 @@ def use_fp8_linears(root: nn.Module) -> tuple[int, int]:
                 kept += 1
             else:
                 module.__class__ = FP8Linear
+                module.fp8_weight_grad = fp8_weight_grad
                 changed += 1
     return changed, kept

@@ -21,7 +21,7 @@ from ltm.io import atomic_dir
 # is, and the precision and compilation options, which only round differently (a run started on a
 # GPU with FP8 may have to finish on one without, or on CPUs).
 RESUMABLE_CHANGES = {"eval_every", "checkpoint_every", "keep_checkpoints", "tensorboard", "threads", "device", "residual_dtype",
-                     "fp8_head", "fp8_body", "compile", "compile_mode", "tune_kernels"}
+                     "fp8_head", "fp8_body", "fp8_weight_grad", "compile", "compile_mode", "tune_kernels"}
 
 
 def fingerprint(config, manifest) -> str:

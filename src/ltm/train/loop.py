@@ -288,8 +288,9 @@ def _precision_options(model: torch.nn.Module, tc: TrainConfig, device: torch.de
                              "to be multiples of 16 (what the FP8 kernels take)")
         m.fp8_head = tc.fp8_head
         if tc.fp8_body:
-            turned, kept = use_fp8_linears(m.model.layers)
+            turned, kept = use_fp8_linears(m.model.layers, tc.fp8_weight_grad)
             info(f"fp8_body: {turned} products of the decoder layers run in FP8"
+                 + (", their weight gradients too (fp8_weight_grad)" if tc.fp8_weight_grad else "")
                  + (f"; {kept} keep bf16 (a side that is not a multiple of 16)" if kept else ""))
 
 
