@@ -44,6 +44,7 @@ def test_the_weight_gradient_in_fp8_follows_the_exact_one_less_closely_than_the_
     (_, gx8, gw8), (_, gx, gw) = _both(x, weight, upstream, fp8_weight_grad=True)
     assert torch.equal(gx8, gx_bf16)  # the input's gradient is the same product either way
     assert 0.995 < _cos(gw8, gw) < _cos(gw_bf16, gw)
+    assert (gw8 - gw).norm() / gw.norm() < 0.1  # the scale too: a cosine does not see it
 
 
 def test_a_mean_loss_over_many_tokens_keeps_its_small_gradients():

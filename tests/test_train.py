@@ -109,9 +109,10 @@ def test_muon_trains_too(dataset, tmp_path):
     assert np.mean(curve[-5:]) < curve[0] - 0.5
 
 
-def test_fp8_head_fp8_body_and_bf16_residual_train_on_the_cpu_and_bad_shapes_are_refused(dataset, tmp_path):
+@pytest.mark.parametrize("fp8_weight_grad", [False, True])
+def test_fp8_head_fp8_body_and_bf16_residual_train_on_the_cpu_and_bad_shapes_are_refused(dataset, tmp_path, fp8_weight_grad):
     config, ds = dataset
-    fast = with_train(config, precision="bf16", residual_dtype="bf16", fp8_head=True, fp8_body=True, fp8_weight_grad=True)
+    fast = with_train(config, precision="bf16", residual_dtype="bf16", fp8_head=True, fp8_body=True, fp8_weight_grad=fp8_weight_grad)
     train(fast, ds, tmp_path / "fast")
     curve = losses(tmp_path / "fast")
     assert np.mean(curve[-5:]) < curve[0] - 0.5

@@ -212,8 +212,8 @@ class TrainConfig(Section):
                                               "capability 8.9+; docs/training.md)")
     fp8_body: bool = Field(False, description="the decoder layers' products in FP8 with fixed scales while training "
                                               "(GPUs of compute capability 8.9+; docs/training.md)")
-    fp8_weight_grad: bool = Field(False, description="with fp8_body: the weight gradients' products in FP8 too (faster, "
-                                                     "and costs more held-out loss; docs/training.md)")
+    fp8_weight_grad: bool = Field(False, description="with fp8_body: the weight gradients' products in FP8 too (faster; "
+                                                     "may cost held-out loss, docs/training.md)")
     tensorboard: bool = True
     threads: int | None = Field(None, description="CPU threads; default all cores")
 
