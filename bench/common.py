@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_CORPORA = ROOT.parent / "shared" / "corpora"
+# LTM_SHARED_CORPORA points elsewhere, e.g. from a git worktree that has no ../shared beside it.
+SHARED_CORPORA = Path(os.environ.get("LTM_SHARED_CORPORA") or ROOT.parent / "shared" / "corpora")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # benchmarks never download anything
 
 

@@ -14,7 +14,8 @@ import yaml
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_CORPORA = ROOT.parent / "shared" / "corpora"
+# LTM_SHARED_CORPORA points elsewhere, e.g. from a git worktree that has no ../shared beside it.
+SHARED_CORPORA = Path(os.environ.get("LTM_SHARED_CORPORA") or ROOT.parent / "shared" / "corpora")
 
 EN_PARAGRAPHS = [
     "THEON: Can a thing be measured without being changed? I keep asking myself this.",

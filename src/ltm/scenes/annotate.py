@@ -12,25 +12,18 @@ import re
 from ltm.formats import Question, Role, Tension, Vector
 from ltm.scenes.lexicon import Lexicon
 from ltm.scenes.sentences import rough_sentence_spans
+from ltm.scenes.speakers import LEADING_LABEL, quoted_voice, speaker_names
 
 ANNOTATOR = "heuristic-v1"
 
-# A speaker label opens a line: an upper-case name ("THEON:") or a chat role ("User:", "Ассистент:").
-_SPEAKER = re.compile(
-    r"(?:^|(?<=[.!?…»\"”]\s))(?P<name>[A-ZА-ЯЁ][A-ZА-ЯЁ'-]{1,20}(?: [A-ZА-ЯЁ][A-ZА-ЯЁ'-]{1,20})?|User|Assistant|Пользователь|Ассистент|Human)\s*:\s",
-    re.MULTILINE,
-)
-_LEADING_LABEL = re.compile(r"^\s*(?:[A-ZА-ЯЁ][A-ZА-ЯЁ'-]{1,20}(?: [A-ZА-ЯЁ][A-ZА-ЯЁ'-]{1,20})?|User|Assistant|Пользователь|Ассистент|Human)\s*:\s*")
 _EDGE = " \t\n\"'«»“”„—–-"
 _QUESTION_MARK = re.compile(r"\?[?!.…]*")
+_DIALOGUE_LINE = re.compile(r"\s*(?:[–—―]|--?\s|[«“„\"])")  # a paragraph that is a line of dialogue, not a quotation in one
 _QUOTED_SPAN = re.compile(r"«[^»]*»|“[^”]*”|„[^“”]*[“”]|\"[^\"\n]*\"")
-# "my father used to say «...»", "the teacher said: “...”": the words before a speech verb and a quote.
-_WORDS_BEFORE = re.compile(r"(\w+)\W*$")
 
 
-def speakers(text: str) -> list[Role]:
-    names = dict.fromkeys(m.group("name").strip() for m in _SPEAKER.finditer(text))
-    return [Role(name=name, function="speaker") for name in names]
+def speakers(text: str, lex: Lexicon) -> list[Role]:
+    return [Role(name=name, function="speaker") for name in speaker_names(text, lex)]
 
 
 def _containing(spans: list[tuple[int, int]], position: int) -> int | None:
@@ -57,7 +50,7 @@ def questions(text: str, lex: Lexicon, dialogue: bool) -> list[Question]:
             inner = rough_sentence_spans(text, quote.start() + 1, quote.end() - 1)
             start = max(start if start > quote.start() else 0, _containing(inner, mark.start()) or quote.start() + 1)
         previous_end = mark.end()
-        question = _LEADING_LABEL.sub("", text[start:end].strip(_EDGE + "?!.…")).strip(_EDGE)
+        question = LEADING_LABEL.sub("", text[start:end].strip(_EDGE + "?!.…")).strip(_EDGE)
         if len(question) > 1:
             question += "?"
             found.append(Question(text=question, kind=_question_kind(question, lex, dialogue or quote is not None)))
@@ -75,30 +68,28 @@ def _question_kind(question: str, lex: Lexicon, dialogue: bool) -> str:
 
 def roles(text: str, low: str, lex: Lexicon, markers: dict) -> list[Role]:
     """`low` is `text.lower()`, made once per scene: lexicon patterns are lower-case."""
-    found = speakers(text)
+    found = speakers(text, lex)
     if markers["inner_voice"]:
         found.append(Role(name="inner voice", function="inner voice"))
     if markers["objector"]:
         found.append(Role(name="objector", function="objector"))
-    for name in _quoted_voices(low, lex):
+    for name in _quoted_voices(text, lex):
         found.append(Role(name=name, function="quoted voice"))
     return found
 
 
 def _quoted_voices(text: str, lex: Lexicon) -> list[str]:
+    """Names given to quotations inside narration or argument; a line of dialogue is a speaker's."""
     names = []
-    for quote in _QUOTED_SPAN.finditer(text):
-        before = text[max(0, quote.start() - 60) : quote.start()]
-        after = text[quote.end() : quote.end() + 40]
-        verb = None
-        for match in lex.find("quote_verbs", before):
-            verb = match
-        if verb is not None:
-            who = _WORDS_BEFORE.search(before[: verb.start()])
-            names.append(who.group(1) if who else "someone")
-        elif lex.has("quote_verbs", after.split(".")[0]):
-            follow = re.search(r"\W+(?:" + lex.patterns["quote_verbs"].pattern + r")\W+(\w+)", after)
-            names.append(follow.group(1) if follow else "someone")
+    for paragraph in re.split(r"\n\s*\n", text):
+        if _DIALOGUE_LINE.match(paragraph):
+            continue
+        for quote in _QUOTED_SPAN.finditer(paragraph):
+            before = paragraph[max(0, quote.start() - 60) : quote.start()]
+            after = re.split(r"(?<=[.!?…])\s", paragraph[quote.end() : quote.end() + 40])[0]
+            name = quoted_voice(before, after, lex)
+            if name:
+                names.append(name)
     return list(dict.fromkeys(names))
 
 

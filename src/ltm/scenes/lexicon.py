@@ -1,4 +1,5 @@
-"""Marker lexicons for the heuristic annotator, loaded from YAML data files (ltm/data/lexicons).
+"""Language data for scenes, loaded from YAML data files (ltm/data/lexicons): the heuristic
+annotator's marker lexicons and the words the segmenter reads structure by (headings, letters).
 
 Users extend them without touching code: `Lexicon.load("ru", extra="my_ru.yaml")` adds entries.
 An entry is a word or phrase, matched on word boundaries in the lower-cased text (patterns are
@@ -18,7 +19,8 @@ import yaml
 
 LIST_KEYS = (
     "contrast", "not_contrast", "claim", "doubt", "inversion", "new_direction", "self_pronouns",
-    "addressee_pronouns", "inner_voice", "objector", "quote_verbs", "backrefs", "direction",
+    "addressee_pronouns", "inner_voice", "objector", "quote_verbs", "backrefs", "direction", "function_words",
+    "heading_words", "heading_titles", "ordinals", "months", "salutations", "scene_shift", "speech_verbs", "designations",
 )
 # Keys found in one scan of the whole scene (see Lexicon.markers); the others are used on short
 # pieces (pronouns in a question, speech verbs next to a quotation).
@@ -82,6 +84,8 @@ class Lexicon:
     _member_scanner: re.Pattern | None = None
     _members: tuple[re.Pattern, ...] = ()
     _member_hits: dict[str, tuple[int, ...]] = field(default_factory=dict, compare=False, repr=False)
+    _function_words: frozenset[str] = frozenset()
+    _entries: dict[str, tuple[str, ...]] = field(default_factory=dict, compare=False, repr=False)
 
     def markers(self, lowered: str) -> dict[str, list[re.Match]]:
         """Every marker in text that the caller has lower-cased, by key, in order of position."""
@@ -119,6 +123,19 @@ class Lexicon:
     def has(self, key: str, lowered: str) -> bool:
         return self.patterns[key].search(lowered) is not None
 
+    def is_entry(self, key: str, words: str) -> bool:
+        """Whether `words` (any case) is one of the key's entries, stars expanded."""
+        return self._whole[key].fullmatch(words.lower()) is not None
+
+    @property
+    def function_words(self) -> frozenset[str]:
+        return self._function_words
+
+    def alternation(self, key: str) -> str:
+        """The key's entries as one regex alternation (lower-case; match with IGNORECASE or on
+        lower-cased text); an empty list matches nothing."""
+        return _alternation(list(self._entries.get(key, ())))
+
     @staticmethod
     def from_data(lang: str, data: dict) -> "Lexicon":
         unknown = set(data) - set(LIST_KEYS) - {"opposites"}
@@ -128,10 +145,12 @@ class Lexicon:
         patterns = {key: compile_entries(values) for key, values in entries.items()}
         opposites = tuple((str(a), str(b)) for a, b in (data.get("opposites") or []))
         scanner = compile_entries([e for key in MARKER_KEYS for e in entries[key]])
-        whole = {key: re.compile(_alternation(entries[key])) for key in MARKER_KEYS}
+        whole = {key: re.compile(_alternation(entries[key])) for key in LIST_KEYS}
         members = [m for pair in opposites for m in pair]
         return Lexicon(lang, patterns, opposites, scanner, whole, _member_scanner=compile_entries(members),
-                       _members=tuple(re.compile(_alternation([m])) for m in members))
+                       _members=tuple(re.compile(_alternation([m])) for m in members),
+                       _function_words=frozenset(e.lower() for e in entries["function_words"]),
+                       _entries={key: tuple(values) for key, values in entries.items()})
 
     @staticmethod
     def load(lang: str, extra: str | Path | None = None) -> "Lexicon":
