@@ -9,7 +9,7 @@ from ltm.cli import main
 from ltm.config import ScenesConfig
 from ltm.formats import Document, Encoding, Section, Turn
 from ltm.scenes import make_scenes
-from ltm.scenes.annotate import annotate
+from ltm.scenes.annotate import ANNOTATOR, annotate
 from ltm.scenes.lexicon import Lexicon, builtin_lexicon
 from ltm.scenes.link import link
 from ltm.scenes.segment import segment
@@ -109,11 +109,16 @@ def test_roles_inner_voice_objector_quoted_and_speakers():
 
 
 def test_loop_steps_vector_and_backrefs():
-    got = annotate("I think memory keeps the past. Perhaps it only retells it. On the contrary, it invents it. "
-                   "And so a new question appears: what is remembered? As I said before, the map is not the land.",
-                   builtin_lexicon("en"))
+    text = ("I think memory keeps the past. Perhaps it only retells it. On the contrary, it invents it. "
+            "And so a new question appears: what is remembered? This leads to a second one. As I said before, the map is not the land.")
+    got = annotate(text, builtin_lexicon("en"))
     assert got["loop"] == ["claim", "doubt", "inversion", "new direction"]
-    assert got["vector"].hint == "explicit" and got["vector"].direction.startswith("And so a new question")
+    vector = got["vector"]
+    assert vector.hint == "explicit" and vector.direction == "This leads to a second one."
+    assert text[vector.evidence.start : vector.evidence.end] == "This leads to a second one."
+    # Without a direction phrase the vector is the open question, and its evidence is that question.
+    latent = annotate("And so a new question appears: what is remembered?", builtin_lexicon("en"))["vector"]
+    assert latent.hint == "latent" and latent.evidence is not None
     assert "as i said" in got["backrefs"]
 
 
@@ -162,7 +167,7 @@ def test_scenes_carry_document_tags_and_exact_text():
     (scene,) = make_scenes([doc], ScenesConfig(min_tokens=1, max_tokens=100), [])
     assert scene.meta == {"phase": "myth", "author": "Someone"}
     assert scene.text == doc.text[scene.span.start : scene.span.end]
-    assert scene.annotator == "heuristic-v1"
+    assert scene.annotator == ANNOTATOR
 
 
 def test_cli_views_validate_schema_and_bad_input(tmp_path, corpus, capsys):

@@ -10,7 +10,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 DOCUMENT_SCHEMA = "ltm.document/1"
-SCENE_SCHEMA = "ltm.scene/2"
+SCENE_SCHEMA = "ltm.scene/3"
 MANIFEST_SCHEMA = "ltm.manifest/2"
 EVAL_SCHEMA = "ltm.eval/2"
 MEMORY_SCHEMA = "ltm.memory/1"
@@ -86,15 +86,24 @@ class Question(Record):
     kind: Literal["self", "addressed"] = Field(description="self: the thinker asks themselves; addressed: asked of another")
 
 
+class TextSpan(Record):
+    """Where in the scene's text an annotation was read: the evidence for it."""
+
+    start: int = Field(ge=0, description="character offset into the scene text")
+    end: int = Field(ge=0, description="exclusive end offset")
+
+
 class Tension(Record):
     poles: list[str] = Field(default_factory=list, max_length=2)
     level: Literal["low", "medium", "high"] = "low"
+    evidence: list[TextSpan] = Field(default_factory=list, description="the words the level was read from (contrasts, opposites, conflict); empty for low")
 
 
 class Vector(Record):
     direction: str | None = None
     destination: str | None = None
     hint: Literal["explicit", "latent", "none"] = "none"
+    evidence: TextSpan | None = Field(None, description="the sentence or question the direction was read from")
 
 
 class Reference(Record):
@@ -103,7 +112,8 @@ class Reference(Record):
 
 
 class Scene(Record):
-    schema_: Literal["ltm.scene/2"] = Field(SCENE_SCHEMA, alias="schema")
+    # /3 added the evidence spans of tension and vector; /2 files (without them) still read.
+    schema_: Literal["ltm.scene/3", "ltm.scene/2"] = Field(SCENE_SCHEMA, alias="schema")
     scene_id: str
     doc_id: str
     index: int = Field(ge=0, description="position of the scene in its document")

@@ -20,11 +20,12 @@ import yaml
 LIST_KEYS = (
     "contrast", "not_contrast", "claim", "doubt", "inversion", "new_direction", "self_pronouns",
     "addressee_pronouns", "inner_voice", "objector", "quote_verbs", "backrefs", "direction", "function_words",
-    "heading_words", "heading_titles", "ordinals", "months", "salutations", "scene_shift", "speech_verbs", "designations",
+    "heading_words", "heading_titles", "ordinals", "months", "salutations", "scene_shift", "speech_verbs", "designations", "self_address", "vocatives", "conflict",
 )
 # Keys found in one scan of the whole scene (see Lexicon.markers); the others are used on short
 # pieces (pronouns in a question, speech verbs next to a quotation).
-MARKER_KEYS = ("contrast", "not_contrast", "claim", "doubt", "inversion", "new_direction", "inner_voice", "objector", "backrefs", "direction")
+MARKER_KEYS = ("contrast", "not_contrast", "claim", "doubt", "inversion", "new_direction", "inner_voice", "objector", "backrefs",
+               "conflict")
 
 
 def _tokens(entry: str) -> list[str]:

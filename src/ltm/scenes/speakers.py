@@ -82,6 +82,15 @@ def _subject(stretch: str, lexicon: Lexicon, verbs: str = "speech_verbs") -> str
     return None
 
 
+def quoted_speaker(before: str, after: str, lexicon: Lexicon) -> bool:
+    """Whether a quotation is given to someone speaking ("…," they told her / Один спросил: «…»):
+    a verb of saying in the author's words right before it (after its sentence's start) or right
+    after it (up to the next sentence)."""
+    before = re.split(r"[.!?…]\s", before)[-1]
+    after = re.split(r"(?<=[.!?…])\s", after)[0]
+    return lexicon.has("speech_verbs", before.lower()) or lexicon.has("speech_verbs", after.lower())
+
+
 def quoted_voice(before: str, after: str, lexicon: Lexicon) -> str | None:
     """Who a quotation inside narration or argument is given to: "my father used to say «…»",
     "«…», – говорил Сократ"; None when no verb of quoting names anyone."""

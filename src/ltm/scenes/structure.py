@@ -65,8 +65,9 @@ class Reader:
         verbs = lexicon.alternation("speech_verbs")
         # A verb of saying in a paragraph's first clause: "Yes, said Glaucon", "Certainly, he replied",
         # "Polemarchus said to me: ..." (dialogue without quotation marks, as in Plato).
-        self._said = re.compile(rf"^[^\n.!?]{{0,160}}?[,;!?]\s+(?:\w+\s+)?{verbs}\b|^\w+(?:\s+\w+)?\s+{verbs}\b[^\n.!?:]{{0,20}}:",
-                                re.IGNORECASE)
+        # A verb followed by a colon introduces the next quotation rather than ending this line.
+        self._said = re.compile(rf"^[^\n.!?]{{0,160}}?[,;!?]\s+(?:\w+\s+)?{verbs}\b(?![^\n.!?]{{0,30}}:)"
+                                rf"|^\w+(?:\s+\w+)?\s+{verbs}\b[^\n.!?:]{{0,20}}:", re.IGNORECASE)
         self._shift = re.compile(rf"(?:(?:и|а|но|and|but)\s+)?{lexicon.alternation('scene_shift')}\b", re.IGNORECASE)
 
     # --- lines ---------------------------------------------------------------------------------
