@@ -18,7 +18,7 @@ half (dev: the rules were tuned on it; heldout: written after the rules were fro
 - question-kind accuracy over the labelled questions the annotator finds (and that recall).
 
 With --scenes it also checks a whole SCENES.jsonl (e.g. the real corpus): scenes holding a chapter
-heading after their first line, the tension levels' shares, scenes cut inside a sentence, scenes
+heading after their first line of text, the tension levels' shares, scenes cut inside a sentence, scenes
 with speakers, function-word role names, vector hints and cross-document links by score.
 """
 
@@ -322,6 +322,14 @@ def score_set(name: str, show_errors: bool) -> None:
         emit(BENCH, metric, value, unit, **extra)
 
 
+def buried_headings(text: str) -> list[str]:
+    """Chapter heading lines ("V", "Глава третья", "BOOK II.") that come after the scene's first
+    line of text; headings stacked at its top ("Часть первая / Книга первая / I") are its title."""
+    lines = [x.strip() for x in text.split("\n") if x.strip()]
+    first_text = next((i for i, x in enumerate(lines) if len(x.split()) > 12), len(lines))
+    return [x for x in lines[first_text + 1 :] if len(x) <= 70 and _CHAPTER_LINE.fullmatch(x)]
+
+
 def check_scenes_file(path: Path) -> None:
     """Figures over a whole SCENES.jsonl (any annotator, any version of the format)."""
     counts, levels, hints, roles = Counter(), Counter(), Counter(), Counter()
@@ -330,8 +338,7 @@ def check_scenes_file(path: Path) -> None:
         scene = json.loads(line)
         counts["scenes"] += 1
         text = scene["text"]
-        lines = [x.strip() for x in text.split("\n") if x.strip()]
-        counts["heading_after_first_line"] += any(len(x) <= 70 and _CHAPTER_LINE.fullmatch(x) for x in lines[1:])
+        counts["heading_after_first_line"] += bool(buried_headings(text))
         counts["ends_inside_sentence"] += not re.search(r"[.!?…:;»\"”)\]*_`|-]\s*$", text) and len(text.split()) > 3
         levels[scene["tension"]["level"]] += 1
         hints[scene["vector"]["hint"]] += 1

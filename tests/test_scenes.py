@@ -94,10 +94,26 @@ def test_questions_self_and_addressed_in_both_languages():
 
 def test_tension_from_contrast_and_paired_opposites():
     lex = builtin_lexicon("ru")
-    high = annotate("Свобода манит, но привычка держит. Однако я выбираю движение, а не покой.", lex)["tension"]
-    assert high.level == "high" and high.poles == ["свобода", "привычка"]
+    text = "Свобода манит, но привычка держит. Однако я выбираю движение, а не покой."
+    medium = annotate(text, lex)["tension"]
+    assert medium.level == "medium" and medium.poles == ["свобода", "привычка"]
+    evidence = [text[e.start : e.end].lower() for e in medium.evidence]
+    assert "но" in evidence and "однако" in evidence and "свобода" in evidence
     assert annotate("Учат не только слова, но и паузы.", lex)["tension"].level == "low"
     assert annotate("The kettle boiled and we drank tea.", builtin_lexicon("en"))["tension"].level == "low"
+
+
+def test_tension_high_needs_conflict_and_is_not_a_matter_of_length():
+    lex = builtin_lexicon("ru")
+    rage = "Я ненавижу его! Это позор и ужас, кричал он в отчаянии, и слезы душили его."
+    high = annotate(rage, lex)["tension"]
+    assert high.level == "high" and high.poles == []  # no paired opposites: no made-up poles
+    # One word of conflict in a long calm text is not high tension: the level goes by density.
+    calm = " ".join(["Мы шли по дороге к реке, и было страшно."] + ["Мы шли по дороге к реке и смотрели на воду."] * 20)
+    assert annotate(calm, lex)["tension"].level == "medium"
+    assert annotate("Мы шли по дороге к реке, и было страшно.", lex)["tension"].level == "medium"  # nor in a short one
+    # A time stamp or a fragment around a contrast word is never a pole (it was: '28 примерно понятно').
+    assert annotate("20:28 примерно понятно, но не понятно на чем.", lex)["tension"].poles == []
 
 
 def test_roles_inner_voice_objector_quoted_and_speakers():

@@ -20,6 +20,7 @@ that applies:
 from __future__ import annotations
 
 import re
+from bisect import bisect_right
 
 from ltm.formats import Question
 from ltm.scenes.lexicon import Lexicon
@@ -44,6 +45,7 @@ def questions(text: str, lex: Lexicon) -> list[Question]:
     quotes = list(QUOTED_SPAN.finditer(text))
     paragraphs = [(m.start(), m.end()) for m in _PARAGRAPH.finditer(text)]
     found, previous_end = [], 0
+    dialogue: dict[int, bool] = {}  # paragraph start -> is it a line of dialogue (read once per paragraph)
     for mark in _QUESTION_MARK.finditer(text):
         end = mark.start() + 1
         start = max(previous_end, text.rfind("\n", 0, mark.start()) + 1, _containing(sentences, mark.start()) or 0)
@@ -54,22 +56,23 @@ def questions(text: str, lex: Lexicon) -> list[Question]:
         previous_end = mark.end()
         question = LEADING_LABEL.sub("", text[start:end].strip(EDGE + "?!.…")).strip(EDGE)
         if len(question) > 1:
-            p_start = _containing(paragraphs, mark.start()) or 0
-            p_end = next(e for s, e in paragraphs if s == p_start) if paragraphs else len(text)
-            kind = _kind(text, question, mark.start(), (p_start, p_end), quote, lex)
+            i = max(bisect_right(paragraphs, (mark.start(), float("inf"))) - 1, 0)
+            p_start, p_end = paragraphs[i] if paragraphs else (0, len(text))
+            if p_start not in dialogue:
+                dialogue[p_start] = reader_for(lex).kind(text[p_start:p_end], chat=False) in (SPEECH, TURN)
+            kind = _kind(text, question, mark.start(), (p_start, p_end), dialogue[p_start], quote, lex)
             found.append(Question(text=question + "?", kind=kind))
     return found
 
 
 def _containing(spans: list[tuple[int, int]], position: int) -> int | None:
-    """Start of the span that holds `position`, if any."""
-    for start, end in spans:
-        if start <= position < end:
-            return start
-    return None
+    """Start of the span (of sorted, disjoint spans) that holds `position`, if any."""
+    i = bisect_right(spans, (position, float("inf"))) - 1
+    return spans[i][0] if i >= 0 and spans[i][0] <= position < spans[i][1] else None
 
 
-def _kind(text: str, question: str, mark: int, paragraph: tuple[int, int], quote: re.Match | None, lex: Lexicon) -> str:
+def _kind(text: str, question: str, mark: int, paragraph: tuple[int, int], dialogue: bool, quote: re.Match | None,
+          lex: Lexicon) -> str:
     low = question.lower()
     start = mark - len(question)
     before = text[max(paragraph[0], start - CONTEXT) : max(paragraph[0], start)].lower()
@@ -84,7 +87,7 @@ def _kind(text: str, question: str, mark: int, paragraph: tuple[int, int], quote
     if lex.has("addressee_pronouns", low):
         return "addressed"
     body = text[paragraph[0] : paragraph[1]]
-    if reader_for(lex).kind(body, chat=False) in (SPEECH, TURN):
+    if dialogue:
         if quote is not None and not _starts_with_quote(body) and lex.has("self_pronouns", low):
             return "self"  # a question a speaker quotes in the first person: "doubt asks 'what if I'm wrong?'"
         return "addressed"

@@ -39,7 +39,7 @@ from ltm.formats import Document
 from ltm.scenes.lexicon import builtin_lexicon
 from ltm.scenes.sentences import count_tokens, sentence_spans
 from ltm.scenes.structure import (
-    DATE, DIRECTION, HEADING, POSTSCRIPT, SALUTATION, SECTION, SEPARATOR, SPEECH, TURN, Block, reader,
+    DATE, DIRECTION, HEADING, POSTSCRIPT, SALUTATION, SECTION, SEPARATOR, SPEECH, TERMINAL, TURN, Block, reader,
 )
 from ltm.scenes.tiling import cutoff, depth_scores, gap_similarities, lower_keeping_offsets, stems
 
@@ -63,7 +63,6 @@ SCORES = {
     "glued": 10.0,  # the cost of a cut where the structure forbids one, taken only when nothing else fits max_tokens
 }
 
-_TERMINAL = re.compile(r"[.!?…»\"”)\]*_`]\s*$")
 _MARKDOWN_SPAN = re.compile(r"\*\*[^*\n]+\*\*|__[^_\n]+__|`[^`\n]+`|\*[^*\n]+\*|\[[^\]\n]*\]\([^)\n]*\)")
 _CLAUSE_END = re.compile(r"[;:](?=\s)|\s[–—-]{1,2}(?=\s)|,(?=\s)")
 _NONSPACE = re.compile(r"\S+")
@@ -103,8 +102,10 @@ def _gap_rule(text: str, previous: Block | None, block: Block, following: Block 
         return GLUE
     if block.kind not in (SPEECH, DIRECTION, SECTION) and len(body.split()) <= SHORT_BLOCK and "?" not in body:
         return GLUE
-    if body[:1].islower() and not _TERMINAL.search(before):
-        return GLUE
+    if before.rstrip().endswith((",", ";")) or (not TERMINAL.search(before) and (body[:1].islower() or body[:1] in "«“\"'–—-")):
+        return GLUE  # the sentence goes on across the paragraph break
+    if block.kind == SECTION and len(body.split()) <= 1 and not TERMINAL.search(before):
+        return GLUE  # a page number inside a sentence ("…таким торжественным / 367 / спокойствием…")
     return SOFT
 
 

@@ -36,6 +36,7 @@ _OBJECT_PRONOUNS = frozenset({"меня", "мне", "тебя", "тебе", "е�
                               "me", "him", "her", "us", "them"})
 _DETERMINERS = frozenset({"the", "my", "our", "his", "her", "their", "мой", "моя", "наш", "наша", "его", "её"})
 WINDOW = 6  # words after a verb of saying searched for its subject
+ATTRIBUTION = 80  # characters before and after a quotation searched for the words that attribute it
 
 
 def speaker_names(text: str, lexicon: Lexicon) -> list[str]:
@@ -56,21 +57,28 @@ def _attributions(paragraph: str, lexicon: Lexicon) -> list[str]:
     stretches = [m.group(1) for m in _INSERT.finditer(paragraph)]  # "…, – засмеялся Иван, – …"
     if paragraph.rstrip().endswith(":"):
         stretches.append(re.split(r"(?<=[.!?…])\s", paragraph.rstrip())[-1])  # "…брат Иван закричал ему из окна:"
-    if _QUOTE.search(paragraph):
-        outside = _QUOTE.sub("\n", paragraph)  # '"No," said Glaucon'
-        stretches += [part for part in outside.split("\n") if part.strip()]
-    elif not _DASH_LINE.match(paragraph) and reader_for(lexicon).said(paragraph):
+    quotes = list(_QUOTE.finditer(paragraph))
+    for i, quote in enumerate(quotes):  # '"No," said Glaucon' / 'The wind laughed and said, "…"'
+        previous_end = quotes[i - 1].end() if i else 0
+        following_start = quotes[i + 1].start() if i + 1 < len(quotes) else len(paragraph)
+        stretches.append(re.split(r"(?<=[.!?…])\s", paragraph[max(previous_end, quote.start() - ATTRIBUTION) : quote.start()])[-1])
+        stretches.append(re.split(r"(?<=[.!?…])\s", paragraph[quote.end() : min(following_start, quote.end() + ATTRIBUTION)])[0])
+    if not quotes and not _DASH_LINE.match(paragraph) and reader_for(lexicon).said(paragraph):
         stretches.append(paragraph.split("\n")[0][:200])  # unquoted dialogue: "Yes, said Polemarchus"
     return stretches
 
 
 def _subject(stretch: str, lexicon: Lexicon, verbs: str = "speech_verbs") -> str | None:
     """The speaker a stretch of author's words names, if one of the `verbs` entries is in it."""
+    low = stretch.lower()
+    verb_matches = list(lexicon.patterns[verbs].finditer(low))
+    if not verb_matches:
+        return None
     spans = [(m.start(), m.end()) for m in _TOKEN.finditer(stretch)]
     tokens = [stretch[a:b] for a, b in spans]
     lowered = [t.lower() for t in tokens]
     starts = [a for a, _ in spans]
-    for verb in lexicon.patterns[verbs].finditer(stretch.lower()):
+    for verb in verb_matches:
         first = bisect_left(starts, verb.start())
         last = bisect_left(starts, verb.end()) - 1
         after = _name_after(tokens, lowered, last + 1, lexicon)

@@ -46,6 +46,8 @@ _POSTSCRIPT = re.compile(r"(?:P\.?\s?P\.?\s?S|P\.?\s?S|Р\.?\s?S|П\.?\s?С)\.?(
 _WORDS = re.compile(r"[\w'-]+")
 _DIGITS = re.compile(r"\d{1,4}")
 HEADING_WORDS = 12  # a heading line is short
+SUBTITLE_WORDS, SUBTITLE_FOLLOWED_BY = 7, 20
+TERMINAL = re.compile(r"[.!?…»\"”)\]*_`]\s*$")  # a paragraph that ends a sentence ends with one of these
 SHORT_LINE_CHARS = 80
 
 
@@ -74,8 +76,10 @@ class Reader:
 
     def heading_line(self, line: str) -> str | None:
         """HEADING, SECTION or None for one stripped line."""
+        if len(line) > SHORT_LINE_CHARS or line.endswith((",", ";", "?")):
+            return None
         words = _WORDS.findall(line)
-        if not words or len(words) > HEADING_WORDS or len(line) > SHORT_LINE_CHARS or line.endswith((",", ";", "?")):
+        if not words or len(words) > HEADING_WORDS:
             return None
         if _NUMBER_LINE.fullmatch(line):
             return SECTION
@@ -96,12 +100,16 @@ class Reader:
 
     def date_line(self, line: str) -> bool:
         """"Апреля 8.", "June 22", "(Париж. 1 марта 1849)": a month and a number, little else."""
+        if len(line) > 50:
+            return False
         words = _WORDS.findall(line)
-        return (len(words) <= 6 and len(line) <= 50 and _DIGITS.search(line) is not None
+        return (len(words) <= 6 and _DIGITS.search(line) is not None
                 and any(self.lexicon.is_entry("months", w) for w in words if not w.isdigit()))
 
     def salutation(self, paragraph: str) -> bool:
         """A short line that opens a letter: "Друг мой Саша,", "Dear Sir,"."""
+        if len(paragraph) > SHORT_LINE_CHARS:
+            return False
         words = _WORDS.findall(paragraph)
         return (0 < len(words) <= 8 and "\n" not in paragraph.strip() and paragraph.rstrip().endswith(("!", ","))
                 and self.lexicon.is_entry("salutations", words[0]))
@@ -149,7 +157,8 @@ class Reader:
             for s, e in self._split_trailing_heading(text, start, end):
                 body = text[s:e]
                 found.append(Block(s, e, self.kind(body, chat), self.shift(body)))
-        return found
+        return [_subtitle(text, block, found[i - 1] if i else None, found[i + 1] if i + 1 < len(found) else None)
+                for i, block in enumerate(found)]
 
     def _split_trailing_heading(self, text: str, start: int, end: int) -> list[tuple[int, int]]:
         """A paragraph whose last lines are a heading ("…epigraph / Ив. Тургенев / Ночь первая")
@@ -164,6 +173,18 @@ class Reader:
                 cut = offsets[i]
                 return [(start, start + len(text[start:cut].rstrip())), (cut, end)]
         return [(start, end)]
+
+
+def _subtitle(text: str, block: Block, previous: Block | None, following: Block | None) -> Block:
+    """A short title-case line with no closing punctuation, after a finished paragraph and before a
+    long one ("Мужик Марей", "О том же"), titles what follows: a section."""
+    body = text[block.start : block.end].strip()
+    if (block.kind == PLAIN and previous is not None and following is not None and len(body.split()) <= SUBTITLE_WORDS
+            and "\n" not in body and body[:1].isupper() and not TERMINAL.search(body) and not body.endswith((",", ";", ":"))
+            and TERMINAL.search(text[previous.start : previous.end])
+            and len(text[following.start : following.end].split()) >= SUBTITLE_FOLLOWED_BY):
+        return Block(block.start, block.end, SECTION, block.shift)
+    return block
 
 
 def _paragraphs(text: str) -> list[tuple[int, int]]:
