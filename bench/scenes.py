@@ -42,7 +42,7 @@ def main() -> None:
     emit("scenes", "heuristic_mb_per_s_per_core", size / best / 1e6, "MB/s", target=5,
          documents=len(docs), scenes=len(scenes), input_mb=round(size / 1e6, 2))
     started = time.perf_counter()
-    link(scenes, config.link_k, config.link_min_score)
+    link(scenes, config.link_k, config.link_min_score, cross_min_score=config.link_cross_min_score)
     seconds = time.perf_counter() - started
     emit("scenes", "linking_mb_per_s", size / seconds / 1e6, "MB/s", scenes=len(scenes), seconds=round(seconds, 1))
 

