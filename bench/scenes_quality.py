@@ -18,6 +18,9 @@ half (dev: the rules were tuned on it; heldout: written after the rules were fro
 - question-kind accuracy over the labelled questions the annotator finds (and that recall).
 - for the labelled cross-document reference pairs: the share judged related, above each score.
 
+With --llm CONFIG the same annotation figures are measured for the LLM annotator of that run
+config's `scenes.llm` endpoint (any OpenAI-compatible server), next to the heuristic ones.
+
 With --scenes it also checks a whole SCENES.jsonl (e.g. the real corpus): scenes holding a chapter
 heading after their first line of text, the tension levels' shares, scenes cut inside a sentence, scenes
 with speakers, function-word role names, vector hints and cross-document links by score.
@@ -258,14 +261,41 @@ def _question_marks(scene_text: str, questions) -> dict[int, str]:
     return found
 
 
-def score_annotations(pairs: list[tuple[dict, object]], show_errors: bool) -> dict[str, float]:
+def heuristic(items: list[tuple[str, str]]) -> list[dict]:
+    """The default annotator over (text, lang) items."""
+    return [annotate(text, builtin_lexicon(lang)) for text, lang in items]
+
+
+def llm_annotator(config_path: Path):
+    """The LLM annotator of a run config's `scenes.llm` endpoint; a scene it cannot annotate keeps
+    the heuristic annotation (as in `ltm scenes`) and is counted in `llm_fallbacks`."""
+    from ltm.config import load_config
+    from ltm.formats import Scene, Span
+    from ltm.scenes.llm_annotate import annotate_with_llm
+
+    llm = load_config(config_path).scenes.llm
+    counts = Counter()
+
+    def run(items: list[tuple[str, str]]) -> list[dict]:
+        scenes = [Scene(scene_id=f"gold#{i:04d}", doc_id="gold", index=i, span=Span(start=0, end=len(text)), text=text,
+                        lang=lang, **annotate(text, builtin_lexicon(lang))) for i, (text, lang) in enumerate(items)]
+        done = annotate_with_llm(scenes, llm)
+        counts["fallbacks"] += sum("llm_error" in scene.meta for scene in done)
+        return [dict(scene) for scene in done]
+
+    run.name, run.counts = f"llm:{llm.model}", counts
+    return run
+
+
+def score_annotations(pairs: list[tuple[dict, object]], show_errors: bool, annotator=heuristic) -> dict[str, float]:
     speakers, levels, kinds = Tally(), Counter(), Counter()
     bad_roles, gold_high, pred_high, scenes = Counter(), 0, 0, 0
+    items = [(doc.text[s["start"] : s["end"]], doc.lang) for passage, doc in pairs for s in passage["scenes"]]
+    annotations = iter(annotator(items))
     for passage, doc in pairs:
-        lexicon = builtin_lexicon(doc.lang)
         for scene in passage["scenes"]:
             text = doc.text[scene["start"] : scene["end"]]
-            got = annotate(text, lexicon)
+            got = next(annotations)
             scenes += 1
             predicted = [r.name for r in got["roles"] if r.function == "speaker"]
             before = (speakers.tp, speakers.fp, speakers.fn)
@@ -304,11 +334,11 @@ def score_annotations(pairs: list[tuple[dict, object]], show_errors: bool) -> di
 # --- the whole report -------------------------------------------------------------------------------
 
 
-def score_set(name: str, show_errors: bool) -> None:
+def score_set(name: str, show_errors: bool, label: dict, llm_config: Path | None = None) -> None:
     pairs = passages_with_documents(load_set(name))
     config = ScenesConfig()
     n_scenes = sum(len(p["scenes"]) for p, _ in pairs)
-    extra = {"set": name, "passages": len(pairs), "scenes": n_scenes}
+    extra = {"set": name, "passages": len(pairs), "scenes": n_scenes, **label}
     for segmenter, cut in SEGMENTERS.items():
         tally = Tally()
         for passage, doc in pairs:
@@ -319,9 +349,16 @@ def score_set(name: str, show_errors: bool) -> None:
         p, r, f = tally.prf()
         for metric, value in (("precision", p), ("recall", r), ("f1", f)):
             emit(BENCH, f"boundary_{metric}_{segmenter}", value, "fraction", **extra)
-    for metric, value in score_annotations(pairs, show_errors).items():
-        unit = "count" if metric == "function_word_role_names" else "fraction"
-        emit(BENCH, metric, value, unit, **extra)
+    annotators = [(heuristic, {"annotator": "heuristic"})]
+    if llm_config is not None:
+        run = llm_annotator(llm_config)
+        annotators.append((run, {"annotator": run.name}))
+    for annotator, tag in annotators:
+        for metric, value in score_annotations(pairs, show_errors, annotator).items():
+            unit = "count" if metric == "function_word_role_names" else "fraction"
+            emit(BENCH, metric, value, unit, **extra, **tag)
+        if annotator is not heuristic:
+            emit(BENCH, "llm_fallbacks", annotator.counts["fallbacks"], "count", **extra, **tag)
 
 
 def buried_headings(text: str) -> list[str]:
@@ -332,7 +369,7 @@ def buried_headings(text: str) -> list[str]:
     return [x for x in lines[first_text + 1 :] if len(x) <= 70 and _CHAPTER_LINE.fullmatch(x)]
 
 
-def score_links() -> None:
+def score_links(label: dict) -> None:
     """How often a cross-document reference is related to its scene, by the score it had, on the
     labelled pairs (links.jsonl: pairs sampled from the references `link` made at the commit named
     in the README, six score bands, eight pairs each; scores as they were then)."""
@@ -344,10 +381,10 @@ def score_links() -> None:
         above = [p for p in pairs if p["score"] >= cut]
         if above:
             emit(BENCH, f"cross_document_links_related_at_score_{cut}", sum(p["related"] for p in above) / len(above),
-                 "fraction", pairs=len(above))
+                 "fraction", pairs=len(above), **label)
 
 
-def check_scenes_file(path: Path) -> None:
+def check_scenes_file(path: Path, label: dict) -> None:
     """Figures over a whole SCENES.jsonl (any annotator, any version of the format)."""
     counts, levels, hints, roles = Counter(), Counter(), Counter(), Counter()
     cross_scores = []
@@ -365,7 +402,7 @@ def check_scenes_file(path: Path) -> None:
         doc = scene["doc_id"]
         cross_scores += [ref["score"] for ref in scene["references"] if ref["scene_id"].rsplit("#", 1)[0] != doc]
     n = max(counts["scenes"], 1)
-    extra = {"scenes_file": str(path), "scenes": counts["scenes"]}
+    extra = {"scenes_file": path.name, "scenes": counts["scenes"], **label}
     emit(BENCH, "corpus_scenes_with_heading_after_first_line", counts["heading_after_first_line"], "count", target=0, **extra)
     for level in ("low", "medium", "high"):
         emit(BENCH, f"corpus_tension_{level}_share", levels[level] / n, "fraction", **extra)
@@ -384,15 +421,18 @@ def main() -> None:
     parser.add_argument("--set", choices=("dev", "heldout"), action="append", help="labelled half (default: both)")
     parser.add_argument("--scenes", type=Path, help="also check this SCENES.jsonl as a whole")
     parser.add_argument("--errors", action="store_true", help="print each disagreement with the labels to stderr")
+    parser.add_argument("--llm", type=Path, metavar="CONFIG", help="also score the LLM annotator of this run config's scenes.llm endpoint")
+    parser.add_argument("--label", default="", help="a name for this run added to every line (e.g. the code measured)")
     args = parser.parse_args()
+    label = {"run": args.label} if args.label else {}
     if not SHARED_CORPORA.is_dir():
         print(f"note: {SHARED_CORPORA} not present; only passages of the sample corpus are scored", file=sys.stderr)
     for name in args.set or ("dev", "heldout"):
         if (LABELLED / f"{name}.jsonl").exists():
-            score_set(name, args.errors)
-    score_links()
+            score_set(name, args.errors, label, args.llm)
+    score_links(label)
     if args.scenes:
-        check_scenes_file(args.scenes)
+        check_scenes_file(args.scenes, label)
 
 
 if __name__ == "__main__":

@@ -143,7 +143,7 @@ def test_vector_is_never_read_from_a_heading_or_bracketed_title():
     assert got.hint == "explicit" and got.evidence is not None
 
 
-def test_scene_files_of_format_2_still_read():
+def test_scene_files_written_before_the_evidence_fields_still_read():
     old = {"schema": "ltm.scene/2", "scene_id": "d#0000", "doc_id": "d", "index": 0, "span": {"start": 0, "end": 4},
            "text": "Text", "lang": "en", "tension": {"poles": [], "level": "low"}, "vector": {"hint": "none"},
            "annotator": "heuristic-v1"}
@@ -190,3 +190,31 @@ def test_no_real_book_scene_holds_a_buried_chapter_heading():
     for doc in docs:
         for s, e in segment(doc, 60, 300):
             assert not scenes_quality.buried_headings(doc.text[s:e]), doc.text[s : s + 80]
+
+
+def test_the_llm_annotator_is_scored_on_the_same_labelled_scenes(tmp_path):
+    """bench/scenes_quality.py --llm: an OpenAI-compatible endpoint (here a stub that names every
+    labelled speaker and calls every question addressed) is scored like the heuristic annotator."""
+    from openai_stub import StubServer, completion, scene_of
+
+    passages = [p for p in scenes_quality.load_set("heldout") if p["source"]["path"].endswith("ru_drama_dva_brata.md")]
+    pairs = scenes_quality.passages_with_documents(passages)
+
+    def reply(body, headers):
+        text = scene_of(body)
+        names = sorted({line.split(":")[0] for line in text.split("\n") if line[:1].isupper() and ":" in line[:12]})
+        answer = {"roles": [{"name": n, "function": "speaker"} for n in names], "tension": {"poles": [], "level": "medium"},
+                  "vector": {"hint": "none"}, "loop": [], "backrefs": [],
+                  "questions": [{"text": q + "?", "kind": "addressed"} for q in text.split("?")[:-1]]}
+        return 200, completion(json.dumps(answer, ensure_ascii=False))
+
+    with StubServer(reply) as stub:
+        config = tmp_path / "run.yaml"
+        config.write_text(f"scenes:\n  llm:\n    base_url: {stub.base_url}\n    model: stub\n    api_key_env: null\n"
+                          f"    cache_dir: {tmp_path / 'cache'}\n", encoding="utf-8")
+        run = scenes_quality.llm_annotator(config)
+        figures = scenes_quality.score_annotations(pairs, show_errors=False, annotator=run)
+    assert run.name == "llm:stub" and run.counts["fallbacks"] == 0
+    assert figures["speaker_f1"] == 1.0  # the drama's labels are its speakers
+    labelled = [s["tension"] for p, _ in pairs for s in p["scenes"]]
+    assert figures["tension_level_agreement"] == labelled.count("medium") / len(labelled)

@@ -10,7 +10,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 DOCUMENT_SCHEMA = "ltm.document/1"
-SCENE_SCHEMA = "ltm.scene/3"
+SCENE_SCHEMA = "ltm.scene/2"
 MANIFEST_SCHEMA = "ltm.manifest/2"
 EVAL_SCHEMA = "ltm.eval/2"
 MEMORY_SCHEMA = "ltm.memory/1"
@@ -112,8 +112,7 @@ class Reference(Record):
 
 
 class Scene(Record):
-    # /3 added the evidence spans of tension and vector; /2 files (without them) still read.
-    schema_: Literal["ltm.scene/3", "ltm.scene/2"] = Field(SCENE_SCHEMA, alias="schema")
+    schema_: Literal["ltm.scene/2"] = Field(SCENE_SCHEMA, alias="schema")
     scene_id: str
     doc_id: str
     index: int = Field(ge=0, description="position of the scene in its document")
