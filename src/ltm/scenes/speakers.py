@@ -30,6 +30,10 @@ _INSERT = re.compile(r"[,.!?…]\s*(?:[–—―]|--)\s+([^–—―\n]+?)(?=\s*
 _QUOTE = re.compile(r"«[^»\n]*»|“[^”\n]*”|„[^“”\n]*[“”]|\"[^\"\n]*\"")
 _TOKEN = re.compile(r"[\w'’-]+|[^\w\s]")
 _STOP_AFTER = frozenset({"к", "ко", "to", "at", "upon", "towards", "toward", "на"})  # the addressee follows
+# After these only a capitalised name can be the speaker ("проговорил с засверкавшими глазами Алеша");
+# a common noun is the preposition's object ("asked from the doorway", "asked into the dark").
+_PREPOSITIONS = frozenset({"с", "со", "в", "во", "из", "от", "у", "за", "под", "над", "про", "о", "об", "через", "из-за",
+                           "from", "in", "into", "with", "by", "through", "across", "over", "under", "behind", "of", "for", "on"})
 _SUBJECT_PRONOUNS = frozenset({"я", "ты", "он", "она", "оно", "мы", "вы", "они", "i", "you", "he", "she", "it", "we", "they"})
 # An object after the verb ("asked him where his master was", "сказал ему"): what follows is not the speaker.
 _OBJECT_PRONOUNS = frozenset({"меня", "мне", "тебя", "тебе", "его", "ему", "её", "ее", "ей", "нас", "нам", "вас", "вам", "их", "им",
@@ -110,6 +114,7 @@ def _name_after(tokens: list[str], lowered: list[str], start: int, lexicon: Lexi
     when there is none within WINDOW words."""
     seen = 0
     i = start
+    object_follows = False
     while i < len(tokens) and seen < WINDOW:
         word, low = tokens[i], lowered[i]
         if not word[0].isalnum():
@@ -121,8 +126,9 @@ def _name_after(tokens: list[str], lowered: list[str], start: int, lexicon: Lexi
             return ""
         if low in _STOP_AFTER or low in _OBJECT_PRONOUNS:
             return None
+        object_follows = object_follows or low in _PREPOSITIONS
         name = _name_at(tokens, lowered, i, lexicon)
-        if name:
+        if name and not (object_follows and not name[:1].isupper()):
             return name
         seen += 1
         i += 1
