@@ -51,9 +51,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--strict", action="store_true", help="exit 1 when any file could not be read")
 
     p = sub.add_parser("scenes", help="cut documents into annotated scenes (SCENES.jsonl); also `scenes validate`, `scenes schema`",
-                       description="Segment each document into scenes (chat turns; prose paragraphs grouped where the topic "
-                       "holds, TextTiling-style), annotate roles, tension, questions, loop steps, vector and back-references "
-                       "(heuristic, or an OpenAI-compatible LLM), and link each scene to related earlier ones. "
+                       description="Segment each document into scenes (headings, letters, chat turns and dialogue kept as the "
+                       "text has them; long stretches cut where the topic shifts, never inside a sentence), annotate roles, "
+                       "tension, questions, loop steps, vector and back-references (heuristic, or an OpenAI-compatible LLM), "
+                       "and link each scene to related earlier ones of its document. "
                        "`ltm scenes validate SCENES.jsonl [--docs DOCS.jsonl]` checks a file; `ltm scenes schema` prints the JSON Schema.")
     p.add_argument("docs", type=Path, help="DOCS.jsonl from `ltm ingest`")
     p.add_argument("-o", "--out", type=Path, required=True, help="output SCENES.jsonl")
