@@ -63,7 +63,7 @@ def test_letters_run_from_date_and_salutation_to_signature_and_postscript():
 
 
 def test_chat_turns_are_boundaries_and_markdown_is_never_cut_inside():
-    bold = "**" + " ".join(["First step. Then a second step. And a third one, all in bold."] * 3) + "**"
+    bold = "**" + " ".join(["First step. Then a second step. And a third one, all in bold."] * 3) + "** " + " ".join([EN_LINE] * 4)
     code = "```\n" + "\n\n".join(f"line {i} = {i}" for i in range(40)) + "\n```"
     reply = "\n\n".join([bold] + [" ".join([EN_LINE] * 3)] * 4 + [code])
     text = f"# A chat\n\nUser: How do I start?\n\nAssistant: {reply}\n\nUser: Thanks."

@@ -63,20 +63,22 @@ SCORES = {
     "glued": 10.0,  # the cost of a cut where the structure forbids one, taken only when nothing else fits max_tokens
 }
 
-_MARKDOWN_SPAN = re.compile(r"\*\*[^*\n]+\*\*|__[^_\n]+__|`[^`\n]+`|\*[^*\n]+\*|\[[^\]\n]*\]\([^)\n]*\)")
+# Markdown emphasis hugs its text ("**bold**", "*it*"), so a footnote star before a space ("реакции *.") opens nothing.
+_MARKDOWN_SPAN = re.compile(r"\*\*(?=\S)[^*\n]+?(?<=\S)\*\*|__(?=\S)[^_\n]+?(?<=\S)__|`[^`\n]+`|\*(?=\S)[^*\n]+?(?<=\S)\*"
+                            r"|\[[^\]\n]*\]\([^)\n]*\)")
 _CLAUSE_END = re.compile(r"[;:](?=\s)|\s[–—-]{1,2}(?=\s)|,(?=\s)")
 _NONSPACE = re.compile(r"\S+")
 
 
 @dataclass
 class Unit:
+    """A paragraph, or one sentence of a paragraph longer than max_tokens."""
+
     start: int
     end: int
     tokens: int
-    kind: str
     gap: str = SOFT  # the rule for the gap before this unit
     score: float = 0.0  # the score of that gap when it is SOFT
-    inner: bool = False  # a sentence of a paragraph, not its first
 
 
 # --- units and the rules at their gaps -----------------------------------------------------------
@@ -133,8 +135,7 @@ def _units(doc: Document, max_tokens: int) -> list[Unit]:
         code = text[block.start : block.start + 3] in ("```", "~~~")  # a fenced code block stays whole, however long
         pieces = _sentence_pieces(text, block.start, block.end, max_tokens) if tokens > max_tokens and not code else [(block.start, block.end)]
         for k, (s, e) in enumerate(pieces):
-            units.append(Unit(s, e, tokens if len(pieces) == 1 else count_tokens(text[s:e]), block.kind,
-                              gap=rule if k == 0 else SOFT, inner=k > 0,
+            units.append(Unit(s, e, tokens if len(pieces) == 1 else count_tokens(text[s:e]), gap=rule if k == 0 else SOFT,
                               score=_structure_score(previous, block) if k == 0 else SCORES["inside_paragraph"]))
         previous = block
     return units
@@ -160,7 +161,7 @@ def _structure_score(previous: Block | None, block: Block) -> float:
 def _sentence_pieces(text: str, start: int, end: int, max_tokens: int) -> list[tuple[int, int]]:
     """A long block as its sentences, never parting a markdown span; a sentence over max_tokens
     is cut at clause ends, and only where there is none, at spaces."""
-    protected = [(m.start() + start, m.end() + start) for m in _MARKDOWN_SPAN.finditer(text, start, end)]
+    protected = [(m.start(), m.end()) for m in _MARKDOWN_SPAN.finditer(text, start, end)]
     pieces: list[tuple[int, int]] = []
     for s, e in sentence_spans(text, start, end):
         if pieces and any(a < s < b for a, b in protected):
