@@ -25,11 +25,13 @@ from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Str
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
 
-from ltm.serve.engine import Engine
+from ltm.serve.engine import ContextError, Engine
 from ltm.serve.memory import NAMESPACE_PATTERN, Hit, MemoryStore, snippets
 from ltm.serve.pvq import answer_scene, parse_request
 
 MAX_BODY_BYTES = 256 * 1024
+# On a chat answer: how many of the conversation's oldest messages were left out to fit the context.
+DROPPED_HEADER = "X-LTM-Dropped-Messages"
 MAX_TOKENS = 1024
 WEB = Path(__file__).parent / "web"  # the page at / (plain HTML, JS and CSS, shipped as package data)
 
@@ -136,11 +138,17 @@ def create_app(engine: Engine, api_key: str | None = None, memory: MemoryStore |
     def chat(request: ChatRequest):
         if refused := _no_memory(request.namespace, memory):
             return refused
+        if refused := _over_limit(request.max_tokens):
+            return refused
         asked = request.messages[-1].content
         hits = recall(request, asked)
         recalled = [{"role": "system", "content": f"Related earlier scenes:\n{snippets(hits)}"}] if hits else []
-        prompt = engine.chat_prompt(recalled + [m.model_dump() for m in request.messages])
-        return _respond(engine, request, prompt, counts, chat=True, remember=remembering(request, "chat", f"User: {asked}\nAssistant: "))
+        try:
+            prompt, dropped = _fit(engine, recalled, [m.model_dump() for m in request.messages], request.max_tokens)
+        except ContextError as exc:
+            return _error(400, str(exc))
+        return _respond(engine, request, prompt, counts, chat=True, remember=remembering(request, "chat", f"User: {asked}\nAssistant: "),
+                        dropped=dropped)
 
     @app.post("/v1/scenes")
     async def scenes(request: Request):
@@ -194,8 +202,23 @@ def _over_limit(max_tokens: int) -> JSONResponse | None:
     return None
 
 
-def _respond(engine: Engine, request: Sampling, prompt: str, counts: Counter, chat: bool, remember=None):
-    """`remember`, when given, is called with the whole generated text once it is done."""
+def _fit(engine: Engine, recalled: list[dict], messages: list[dict], max_tokens: int):
+    """The chat prompt and how many of the conversation's messages were dropped to fit the context.
+    Scenes recalled from memory go in only where the whole conversation fits beside them."""
+    if recalled:
+        try:
+            prompt, dropped = engine.fit_chat(recalled + messages, max_tokens)
+            if not dropped:
+                return prompt, 0
+        except ContextError:
+            pass
+    return engine.fit_chat(messages, max_tokens)
+
+
+def _respond(engine: Engine, request: Sampling, prompt: str, counts: Counter, chat: bool, remember=None, dropped: int = 0):
+    """`remember`, when given, is called with the whole generated text once it is done. A chat says
+    how many of its oldest messages were dropped to fit the context (DROPPED_HEADER, and the
+    `dropped_messages` field of a whole answer)."""
     if refused := _over_limit(request.max_tokens):
         return refused
     pieces = engine.stream(prompt, request.max_tokens, request.temperature, request.top_p, request.stops(), request.seed)
@@ -215,7 +238,7 @@ def _respond(engine: Engine, request: Sampling, prompt: str, counts: Counter, ch
                 remember("".join(streamed))
             yield "data: [DONE]\n\n"
 
-        return StreamingResponse(events(), media_type="text/event-stream")
+        return StreamingResponse(events(), media_type="text/event-stream", headers={DROPPED_HEADER: str(dropped)} if chat else None)
     text = "".join(pieces)
     if remember:
         remember(text)
@@ -223,9 +246,12 @@ def _respond(engine: Engine, request: Sampling, prompt: str, counts: Counter, ch
     counts["tokens_generated_total"] += generated
     choice = {"index": 0, "message": {"role": "assistant", "content": text}} if chat else {"index": 0, "text": text}
     prompt_tokens = len(engine.encode(prompt))
-    return {"id": ident, "object": kind, "created": created, "model": engine.name,
+    body = {"id": ident, "object": kind, "created": created, "model": engine.name,
             "choices": [{**choice, "finish_reason": "stop", "logprobs": None}],
             "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": generated, "total_tokens": prompt_tokens + generated}}
+    if not chat:
+        return body
+    return JSONResponse(body | {"dropped_messages": dropped}, headers={DROPPED_HEADER: str(dropped)})
 
 
 def check_binding(host: str, api_key: str | None) -> None:
