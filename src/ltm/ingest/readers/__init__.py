@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 
-from ltm.ingest.raw import RawDocument
+from ltm.ingest.raw import RawDocument, ReaderError
 
 Reader = Callable[[bytes, str], list[RawDocument]]
 
@@ -68,9 +68,20 @@ def reader_for(name: str, head: bytes | None = None) -> Reader | None:
     if suffix in _BY_SUFFIX_ONLY:
         return _load(_BY_SUFFIX[suffix])
     found = chat_format(head[:SNIFF_BYTES]) if head is not None else None
-    if found:
-        return _load(found)
-    return _load(_BY_SUFFIX[suffix]) if suffix else None
+    by_suffix = _load(_BY_SUFFIX[suffix]) if suffix else None
+    if found == CHAT_JSON and by_suffix is not None and _BY_SUFFIX[suffix] != CHAT_JSON:
+        return _either(_load(found), by_suffix)  # a note that only looks like JSON stays a note
+    return _load(found) if found else by_suffix
+
+
+def _either(first: Reader, second: Reader) -> Reader:
+    def read(data: bytes, name: str) -> list[RawDocument]:
+        try:
+            return first(data, name)
+        except ReaderError:
+            return second(data, name)
+
+    return read
 
 
 def needs_content(name: str) -> bool:
