@@ -11,7 +11,8 @@ from ltm.build.curriculum import group_loops
 from ltm.build.dataset import split_heldout
 from ltm.build.regimes import lens_for_pass
 from ltm.build.shards import load_segments
-from ltm.build.tokenizer import SCENE_BEGIN, SCENE_END, token_byte_lengths
+from ltm.markup import SCENE_BEGIN, SCENE_END
+from ltm.build.tokenizer import token_byte_lengths
 from ltm.config import BuildConfig, LensStep, ScenesConfig
 from ltm.formats import Scene, Span
 from ltm.ingest import ingest_paths

@@ -146,7 +146,7 @@ class BuildConfig(Section):
     tokenizer: str | None = Field(None, description="reuse this tokenizer folder (e.g. another dataset's) instead of training one")
     workers: int = Field(0, ge=0, description="processes that tokenize; 0 = one per core")
     dialogue: Literal["chat", "text"] = Field(
-        "chat", description="dialogues (chat exports): chat = each turn through the chat template (<|user|> ... <|end|>), "
+        "chat", description="dialogues (chat exports): chat = each turn through the tokenizer's chat template, "
                             "the format `ltm serve` talks in, with the user's turns under the loss mask; text = "
                             "'User: ...' paragraphs, read like prose")
     system_prompt: str | None = Field(None, description="chat: a system turn opening every dialogue (under the loss mask)")

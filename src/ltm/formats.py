@@ -9,6 +9,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ltm.markup import TENSION_LEVELS, TURN_LABELS
+
 DOCUMENT_SCHEMA = "ltm.document/1"
 SCENE_SCHEMA = "ltm.scene/2"
 MANIFEST_SCHEMA = "ltm.manifest/2"
@@ -21,9 +23,6 @@ class Record(BaseModel):
 
 
 # --- documents (ingest) -------------------------------------------------------------------------
-
-
-TURN_LABELS = {"user": "User", "assistant": "Assistant"}  # how a dialogue's turns read in Document.text
 
 
 class Turn(Record):
@@ -96,10 +95,6 @@ class Span(Record):
     end: int = Field(ge=0, description="exclusive end offset")
 
 
-ROLE_FUNCTIONS = ("speaker", "inner voice", "objector", "quoted voice")
-LOOP_STEPS = ("claim", "doubt", "inversion", "new direction")
-
-
 class Role(Record):
     name: str
     function: str | None = Field(None, description="speaker, inner voice, objector, quoted voice, or an annotator's own word")
@@ -112,7 +107,7 @@ class Question(Record):
 
 class Tension(Record):
     poles: list[str] = Field(default_factory=list, max_length=2)
-    level: Literal["low", "medium", "high"] = "low"
+    level: Literal[TENSION_LEVELS] = "low"  # type: ignore[valid-type]  # the tuple unpacks into the allowed values
 
 
 class Vector(Record):

@@ -21,7 +21,9 @@ import numpy as np
 from ltm.build.difficulty import levels
 from ltm.build.scenes_table import SceneInfo
 from ltm.config import Curriculum
+from ltm.markup import LOOP_STEPS
 
+CLAIM, DOUBT, _, NEW_DIRECTION = LOOP_STEPS
 MAX_LOOP_SCENES = 8  # an arc that never reaches a new direction is closed here
 
 
@@ -49,10 +51,10 @@ def group_loops(scenes: list[SceneInfo], indices: list[int]) -> list[list[int]]:
         steps = scenes[i].loop
         if current:
             current.append(i)
-            if "new direction" in steps or len(current) >= MAX_LOOP_SCENES:
+            if NEW_DIRECTION in steps or len(current) >= MAX_LOOP_SCENES:
                 units.append(current)
                 current = []
-        elif ("claim" in steps or "doubt" in steps) and "new direction" not in steps:
+        elif (CLAIM in steps or DOUBT in steps) and NEW_DIRECTION not in steps:
             current = [i]
         else:
             units.append([i])

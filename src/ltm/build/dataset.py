@@ -26,11 +26,12 @@ from ltm.build.curriculum import CurriculumError, assign_phases, make_units
 from ltm.build.dialogue import ChatForm
 from ltm.build.difficulty import combine, signals
 from ltm.build.fast_encoder import FastEncoder, encode_parallel
-from ltm.build.lenses import GENERATIVE_LENSES, check_lenses, render
+from ltm.build.lenses import check_lenses, render
 from ltm.build.regimes import Occurrence, RegimeError, occurrences
 from ltm.build.scenes_table import SceneInfo, SceneTable
 from ltm.build.shards import ShardWriter, load_segments, repetition_bucket
-from ltm.build.tokenizer import EOT, SPECIAL_TOKENS, Marker, load_tokenizer, save_tokenizer, tokenizer_sha256, train_tokenizer
+from ltm.markup import EOT, GENERATIVE_LENSES, SPECIAL_TOKENS, Marker
+from ltm.build.tokenizer import load_tokenizer, save_tokenizer, tokenizer_sha256, train_tokenizer
 from ltm.config import BuildConfig
 from ltm.formats import Manifest, ShardInfo
 from ltm.io import atomic_dir, write_json

@@ -16,9 +16,8 @@ import numpy as np
 
 from ltm.build.scenes_table import SceneInfo
 from ltm.build.shards import ShardWriter
-from ltm.build.tokenizer import CHAT_TOKENS, END_OF_TURN, SCENE_BEGIN, SCENE_END
 from ltm.config import BuildConfig
-from ltm.formats import TURN_LABELS
+from ltm.markup import CHAT_TOKENS, END_OF_TURN, SCENE_BEGIN, SCENE_END, TURN_LABELS
 
 
 class ChatForm:

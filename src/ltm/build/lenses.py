@@ -30,20 +30,17 @@ from importlib import resources
 
 import yaml
 
-from ltm.build.tokenizer import BODY, HEADER, LOOP_TOKENS, SCENE_BEGIN, SCENE_END, TENSION_TOKENS, Marker, lens_token
+from ltm.markup import BODY, GENERATIVE_LENSES, HEADER, LENSES, LOOP_TOKENS, SCENE_BEGIN, SCENE_END, TENSION_TOKENS, Marker, lens_token
 from ltm.formats import Question, Role, Scene
 
-BUILTIN_LENSES = ("plain", "scene", "questions", "critic", "child")
-GENERATIVE_LENSES = ("commentary", "analogy", "paraphrase")
-KNOWN_LENSES = BUILTIN_LENSES + GENERATIVE_LENSES
 FRAME_LANGUAGES = ("en", "ru")  # the languages with a file under ltm/data/lenses
 
 
 def check_lenses(names: list[str]) -> None:
     """Raise ValueError naming every unknown lens, so a config is refused before any work."""
-    unknown = [name for name in names if name not in KNOWN_LENSES]
+    unknown = [name for name in names if name not in LENSES]
     if unknown:
-        raise ValueError(f"unknown lens(es): {', '.join(map(repr, unknown))}; known: {', '.join(KNOWN_LENSES)}")
+        raise ValueError(f"unknown lens(es): {', '.join(map(repr, unknown))}; known: {', '.join(LENSES)}")
 
 
 def render(scene: Scene, lens: str, pass_index: int = 0, generated: str | None = None) -> list[str]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from transformers import PretrainedConfig
 
+from ltm.markup import LENS_PREFIX
+
 DEFAULT_CHANNELS = ("logician", "poet", "archetype", "ironist")
 # Which lens of a pass each channel is nudged towards by the gate's auxiliary loss.
 DEFAULT_CHANNEL_LENSES = {"logician": ["critic", "questions"], "poet": ["child", "paraphrase"],
@@ -111,4 +113,4 @@ class LtmConfig(PretrainedConfig):
 
     @property
     def lens_names(self) -> list[str]:
-        return sorted(name.split(":", 1)[1] for name in self.scene_token_ids if name.startswith("lens:"))
+        return sorted(name.removeprefix(LENS_PREFIX) for name in self.scene_token_ids if name.startswith(LENS_PREFIX))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from transformers import AutoTokenizer, GenerationConfig, LlamaConfig, LlamaForCausalLM
 
-from ltm.build.tokenizer import END_OF_TURN
+from ltm.markup import END_OF_TURN
 from ltm.io import atomic_dir
 from ltm.model.config import LtmConfig
 from ltm.model.modeling import LtmForCausalLM

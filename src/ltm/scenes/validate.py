@@ -7,7 +7,8 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from ltm.formats import TURN_LABELS, Scene
+from ltm.formats import Scene
+from ltm.markup import TURN_LABELS
 from ltm.io import iter_jsonl
 from ltm.scenes.pipeline import load_documents
 

@@ -27,7 +27,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ltm.build.lenses import check_lenses, header_text, render
-from ltm.build.tokenizer import BODY, HEADER, SCENE_BEGIN, TENSION_TOKENS, Marker, lens_token
+from ltm.markup import BODY, HEADER, SCENE_BEGIN, TENSION_TOKENS, Marker, lens_token
 from ltm.formats import Role, Scene, Span, Vector
 from ltm.ingest.lang import detect_language
 from ltm.scenes.annotate import annotate

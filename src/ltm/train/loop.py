@@ -20,7 +20,8 @@ import torch
 
 from ltm.build.dataset import load_manifest, load_split
 from ltm.build.shards import load_masked
-from ltm.build.tokenizer import load_tokenizer, marker_ids, tokenizer_sha256
+from ltm.markup import marker_ids
+from ltm.build.tokenizer import load_tokenizer, tokenizer_sha256
 from ltm.config import ModelConfig, RunConfig, TrainConfig
 from ltm.io import atomic_dir
 from ltm.log import info, progress, warn
