@@ -23,8 +23,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import emit, quiet_transformers  # noqa: E402
 
-from ltm.build.dataset import load_manifest, load_split  # noqa: E402
-from ltm.build.tokenizer import load_tokenizer  # noqa: E402
+from ltm.dataset.reader import load_manifest, load_split  # noqa: E402
+from ltm.dataset.tokenizer import load_tokenizer  # noqa: E402
 from ltm.config import TrainConfig  # noqa: E402
 from ltm.model import LtmConfig, LtmForCausalLM  # noqa: E402
 from ltm.train import distributed  # noqa: E402

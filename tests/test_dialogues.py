@@ -16,10 +16,10 @@ from conftest import TINY_CONFIG, serve, write_corpus
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
 from ltm import stages
-from ltm.build import SceneTable, build_dataset, load_manifest, load_split
-from ltm.build.shards import load_masked
+from ltm.dataset import SceneTable, build_dataset, load_manifest, load_split
+from ltm.dataset.reader import load_masked
 from ltm.markup import CHAT_TOKENS, END_OF_TURN
-from ltm.build.tokenizer import load_tokenizer
+from ltm.dataset.tokenizer import load_tokenizer
 from ltm.config import BuildConfig, RunConfig, ScenesConfig
 from ltm.formats import Document
 from ltm.ingest import ingest_paths

@@ -12,8 +12,7 @@ from ltm import stages
 from ltm.cli import main
 from ltm.eval.bpb import bits_per_byte, range_mask, token_nll, unigram_nll
 from ltm.eval.diversity import diversity
-from ltm.build.shards import repetition_bucket
-from ltm.train.data import eval_windows
+from ltm.dataset.reader import eval_windows, repetition_bucket
 
 
 class _Uniform(torch.nn.Module):

@@ -15,7 +15,7 @@ from conftest import TINY_CONFIG, write_corpus
 from safetensors import safe_open
 
 from ltm import stages
-from ltm.build.dataset import load_manifest, load_split
+from ltm.dataset.reader import load_manifest, load_split
 from ltm.cli import main
 from ltm.config import RunConfig
 from ltm.model import LtmForCausalLM

@@ -16,7 +16,7 @@ import yaml
 
 from ltm import stages
 from ltm.config import TrainConfig, load_config
-from ltm.build.dataset import load_manifest
+from ltm.dataset.reader import load_manifest
 from ltm.model import LtmConfig, LtmForCausalLM
 from ltm.train import TrainError, train
 from ltm.train.checkpoint import fingerprint

@@ -192,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     from transformers.utils import logging as hf_logging
 
     from ltm import stages
-    from ltm.build import BuildError
+    from ltm.dataset import DatasetError
     from ltm.config import ConfigError, RunConfig, load_config
     from ltm.eval.evaluate import EvalError
     from ltm.log import console, error
@@ -287,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
             run_dir = stages.run(args.config, args.run_dir, resume=args.resume)
             console.print(f"\nrun folder: {run_dir}\nreport:     {run_dir / stages.REPORT}\neval:       {run_dir / stages.EVAL}")
             print(run_dir)
-    except (ConfigError, BuildError, TrainError, EvalError, ExportError, stages.StageError, FileNotFoundError,
+    except (ConfigError, DatasetError, TrainError, EvalError, ExportError, stages.StageError, FileNotFoundError,
             argparse.ArgumentTypeError, ValueError) as exc:
         error(str(exc))
         return 1

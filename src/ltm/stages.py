@@ -9,7 +9,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from ltm.build import SceneFileError, SceneTable, build_dataset
+from ltm.dataset import SceneFileError, SceneTable, build_dataset
 from ltm.config import BuildConfig, RunConfig, dump_config, load_config
 from ltm.eval.evaluate import evaluate
 from ltm.ingest import ingest_paths, write_documents

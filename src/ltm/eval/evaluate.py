@@ -19,9 +19,8 @@ import numpy as np
 import torch
 import yaml
 
-from ltm.build.dataset import load_manifest, load_split
-from ltm.build.shards import load_segments
-from ltm.build.tokenizer import load_tokenizer, token_byte_lengths, tokenizer_sha256
+from ltm.dataset.reader import load_manifest, load_segments, load_split
+from ltm.dataset.tokenizer import load_tokenizer, token_byte_lengths, tokenizer_sha256
 from ltm.config import RunConfig
 from ltm.eval.bpb import bits_per_byte, range_mask, token_nll, unigram_nll
 from ltm.eval.diversity import diversity

@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ltm.dataset.reader import eval_windows
 from ltm.model.modeling import IGNORE_INDEX
 
 
@@ -99,15 +100,3 @@ def loss_windows(tokens: np.ndarray, seq_len: int, limit: int | None = None, mas
             targets[mask.covers(n * seq_len + 1, n * seq_len + len(window))] = IGNORE_INDEX
         pairs.append((window[:-1], targets))
     return pairs
-
-
-def eval_windows(tokens: np.ndarray, seq_len: int, limit: int | None = None) -> list[np.ndarray]:
-    """Non-overlapping windows of seq_len+1 covering the split (the last one may be shorter)."""
-    windows = []
-    for start in range(0, max(len(tokens) - 1, 0), seq_len):
-        window = np.asarray(tokens[start : start + seq_len + 1], dtype=np.int64)
-        if len(window) >= 2:
-            windows.append(window)
-        if limit is not None and len(windows) >= limit:
-            break
-    return windows

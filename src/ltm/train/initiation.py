@@ -23,8 +23,8 @@ import numpy as np
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
-from ltm.build.dataset import load_manifest
-from ltm.build.tokenizer import load_tokenizer, tokenizer_sha256
+from ltm.dataset.reader import load_manifest
+from ltm.dataset.tokenizer import load_tokenizer, tokenizer_sha256
 from ltm.config import RunConfig, TrainConfig
 from ltm.io import atomic_dir, iter_jsonl
 from ltm.log import info

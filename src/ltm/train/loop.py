@@ -18,10 +18,9 @@ from pathlib import Path
 
 import torch
 
-from ltm.build.dataset import load_manifest, load_split
-from ltm.build.shards import load_masked
+from ltm.dataset.reader import load_manifest, load_masked, load_split
 from ltm.markup import marker_ids
-from ltm.build.tokenizer import load_tokenizer, tokenizer_sha256
+from ltm.dataset.tokenizer import load_tokenizer, tokenizer_sha256
 from ltm.config import ModelConfig, RunConfig, TrainConfig
 from ltm.io import atomic_dir
 from ltm.log import info, progress, warn

@@ -22,16 +22,17 @@ from pathlib import Path
 
 import numpy as np
 
-from ltm.build.curriculum import CurriculumError, assign_phases, make_units
-from ltm.build.dialogue import ChatForm
-from ltm.build.difficulty import combine, signals
-from ltm.build.fast_encoder import FastEncoder, encode_parallel
-from ltm.build.lenses import check_lenses, render
-from ltm.build.regimes import Occurrence, RegimeError, occurrences
-from ltm.build.scenes_table import SceneInfo, SceneTable
-from ltm.build.shards import ShardWriter, load_segments, repetition_bucket
+from ltm.dataset.curriculum import CurriculumError, assign_phases, make_units
+from ltm.dataset.dialogue import ChatForm
+from ltm.dataset.difficulty import combine, signals
+from ltm.dataset.fast_encoder import FastEncoder, encode_parallel
+from ltm.dataset.lenses import check_lenses, render
+from ltm.dataset.regimes import Occurrence, RegimeError, occurrences
+from ltm.dataset.scenes_table import SceneInfo, SceneTable
+from ltm.dataset.shards import ShardWriter
+from ltm.dataset.reader import DatasetError, load_segments, repetition_bucket
 from ltm.markup import EOT, GENERATIVE_LENSES, SPECIAL_TOKENS, Marker
-from ltm.build.tokenizer import load_tokenizer, save_tokenizer, tokenizer_sha256, train_tokenizer
+from ltm.dataset.tokenizer import load_tokenizer, save_tokenizer, tokenizer_sha256, train_tokenizer
 from ltm.config import BuildConfig
 from ltm.formats import Manifest, ShardInfo
 from ltm.io import atomic_dir, write_json
@@ -40,7 +41,7 @@ from ltm.log import info
 BATCH = 2048  # scenes tokenized per call into the Rust thread pool
 
 
-class BuildError(ValueError):
+class BuildError(DatasetError):
     """Input or config that cannot make a dataset, with what to change."""
 
 
@@ -253,7 +254,7 @@ def _generate(table: SceneTable, config: BuildConfig, indices: list[int]) -> dic
     wanted = [step.lens for step in config.lenses if step.lens in GENERATIVE_LENSES]
     if not wanted or not (config.regime.spiral or config.lenses[0].lens in GENERATIVE_LENSES):
         return {}
-    from ltm.build.generate import generate_lens_texts
+    from ltm.dataset.generate import generate_lens_texts
 
     scenes = [table.scene(i) for i in indices]
     return {lens: generate_lens_texts(scenes, lens, config.llm) for lens in dict.fromkeys(wanted)}
@@ -323,19 +324,3 @@ def _stats(folder, infos, train_docs, heldout_docs, data_tokens, seen, lens_name
         "heldout": {"documents": len(heldout_docs), "scenes": sum(1 for s in infos if s.doc_id in heldout_set),
                     "text_bytes": sum(len(t.encode("utf-8")) for t in table.texts([i for i, s in enumerate(infos) if s.doc_id in heldout_set]))},
     }
-
-
-
-def load_manifest(dataset_dir: str | Path) -> Manifest:
-    path = Path(dataset_dir) / "manifest.json"
-    if not path.exists():
-        raise BuildError(f"{dataset_dir}: no manifest.json; build the dataset with `ltm build` first")
-    return Manifest.model_validate_json(path.read_text(encoding="utf-8"))
-
-
-def load_split(dataset_dir: str | Path, manifest: Manifest, split: str) -> np.ndarray:
-    """All tokens of a split as one array (memory-mapped shards, concatenated in order)."""
-    parts = [np.memmap(Path(dataset_dir) / s.path, dtype=manifest.dtype, mode="r") for s in manifest.shards if s.split == split]
-    if not parts:
-        return np.zeros(0, dtype=manifest.dtype)
-    return parts[0] if len(parts) == 1 else np.concatenate(parts)

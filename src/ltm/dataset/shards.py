@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-SEGMENT_COLUMNS = ("start", "end", "doc", "scene", "lens", "pass_index", "times_seen", "phase")
+from ltm.dataset.reader import SEGMENT_COLUMNS
+
 
 
 @dataclass
@@ -80,26 +81,3 @@ class ShardWriter:
     @property
     def masked_tokens(self) -> int:
         return sum(end - start for start, end in self.masked)
-
-
-def repetition_bucket(times: int) -> str:
-    """0, 1, 2-3, 4-7, 8-15, ...: a repetition count in powers of two (build statistics, memorization)."""
-    if times < 2:
-        return str(times)
-    low = 1 << (times.bit_length() - 1)
-    return f"{low}-{2 * low - 1}"
-
-
-def load_masked(dataset_dir: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """The loss mask's (starts, ends), token offsets into the split; empty for a dataset built
-    before masks existed."""
-    path = Path(dataset_dir) / f"masked_{split}.npz"
-    if not path.exists():
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    with np.load(path) as data:
-        return data["start"], data["end"]
-
-
-def load_segments(dataset_dir: str | Path, split: str) -> dict[str, np.ndarray]:
-    with np.load(Path(dataset_dir) / f"segments_{split}.npz") as data:
-        return {key: data[key] for key in SEGMENT_COLUMNS}

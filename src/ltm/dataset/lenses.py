@@ -12,7 +12,7 @@ Built-in lenses need only the scene:
     questions   HEADER, the scene's questions (or a line saying it asks none), a line handing over, then the text
     critic      a critic's frame, the text, then HEADER and the critic's question
     child       a frame reading the text to a curious child, the text, then HEADER and the child's "why?"
-Generative lenses need a text a model wrote for the scene (ltm.build.generate):
+Generative lenses need a text a model wrote for the scene (ltm.dataset.generate):
     commentary  the text, then HEADER and the commentary
     analogy     the text, then HEADER and the analogy
     paraphrase  the paraphrase alone, as the body (a rephrasing read in place of the text)
@@ -51,7 +51,7 @@ def render(scene: Scene, lens: str, pass_index: int = 0, generated: str | None =
     check_lenses([lens])
     if lens in GENERATIVE_LENSES:
         if generated is None or not generated.strip():
-            raise ValueError(f"lens {lens!r} needs a generated text (ltm.build.generate), got {generated!r}")
+            raise ValueError(f"lens {lens!r} needs a generated text (ltm.dataset.generate), got {generated!r}")
         return _render_generated(scene, lens, generated)
     if generated is not None:
         raise ValueError(f"lens {lens!r} renders the scene alone; generated text fits only {', '.join(GENERATIVE_LENSES)}")

@@ -14,8 +14,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ltm.build.scenes_table import SceneInfo
-from ltm.build.shards import ShardWriter
+from ltm.dataset.scenes_table import SceneInfo
+from ltm.dataset.shards import ShardWriter
 from ltm.config import BuildConfig
 from ltm.markup import CHAT_TOKENS, END_OF_TURN, SCENE_BEGIN, SCENE_END, TURN_LABELS
 

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ltm.build.difficulty import levels
-from ltm.build.scenes_table import SceneInfo
+from ltm.dataset.difficulty import levels
+from ltm.dataset.scenes_table import SceneInfo
 from ltm.config import Curriculum
 from ltm.markup import LOOP_STEPS
 
