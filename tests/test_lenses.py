@@ -18,7 +18,7 @@ import yaml
 
 from openai_stub import StubServer, completion, scene_of
 from ltm.dataset.generate import CORRECTION, clean_answer, generate_lens_texts
-from ltm.dataset.lenses import check_lenses, header_text, render
+from ltm.markup.lenses import check_lenses, header_text, render
 from ltm.markup import BODY, BUILTIN_LENSES, GENERATIVE_LENSES, HEADER, LENSES, LOOP_TOKENS, SCENE_BEGIN, SCENE_END, SPECIAL_TOKENS, TENSION_TOKENS, Marker, lens_token
 from ltm.config import LLMConfig
 from ltm.formats import Question, Role, Scene, Span, Tension, Vector

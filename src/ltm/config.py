@@ -154,6 +154,9 @@ class BuildConfig(Section):
 
 
 class ModelConfig(Section):
+    """Every model hyperparameter, declared once: ltm.model.config.LtmConfig takes these (under
+    Llama's names where Llama has one) and validates itself through this class."""
+
     d_model: int = Field(256, ge=8)
     n_layers: int = Field(4, ge=1)
     n_heads: int = Field(4, ge=1)
@@ -176,12 +179,22 @@ class ModelConfig(Section):
     loop_aux_weight: float = Field(0.0, ge=0, description="weight of the loop-convergence loss")
 
     @model_validator(mode="after")
-    def _heads_divide(self) -> "ModelConfig":
+    def _shape_fits(self) -> "ModelConfig":
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
         if self.n_heads % self.n_kv_heads:
             raise ValueError(f"n_heads={self.n_heads} is not divisible by n_kv_heads={self.n_kv_heads}")
+        if self.loop_core_layers and self.loop_prelude_layers + self.loop_core_layers > self.n_layers:
+            raise ValueError(f"loop_prelude_layers + loop_core_layers = {self.loop_prelude_layers + self.loop_core_layers} "
+                             f"exceeds n_layers={self.n_layers}")
+        if self.channel_names is not None and self.channels > 1 and len(self.channel_names) != self.channels:
+            raise ValueError(f"channel_names has {len(self.channel_names)} names for {self.channels} channels")
         return self
+
+    @property
+    def ffn_width(self) -> int:
+        """d_ff, or SwiGLU's usual width: 8/3 d_model (a 4x GELU MLP's parameters), rounded up to 32."""
+        return self.d_ff or 32 * -(-(8 * self.d_model // 3) // 32)
 
 
 class TrainConfig(Section):

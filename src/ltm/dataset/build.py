@@ -26,7 +26,7 @@ from ltm.dataset.curriculum import CurriculumError, assign_phases, make_units
 from ltm.dataset.dialogue import ChatForm
 from ltm.dataset.difficulty import combine, signals
 from ltm.dataset.fast_encoder import FastEncoder, encode_parallel
-from ltm.dataset.lenses import check_lenses, render
+from ltm.markup.lenses import check_lenses, render
 from ltm.dataset.regimes import Occurrence, RegimeError, occurrences
 from ltm.dataset.scenes_table import SceneInfo, SceneTable
 from ltm.dataset.shards import ShardWriter

@@ -35,18 +35,6 @@ def llama_config(config: LtmConfig) -> LlamaConfig:
     )
 
 
-def from_llama(llama: LlamaForCausalLM) -> LtmForCausalLM:
-    """The inverse of the plain export: a Llama model as an LtmForCausalLM with the same weights."""
-    c = llama.config
-    model = LtmForCausalLM(LtmConfig(
-        vocab_size=c.vocab_size, hidden_size=c.hidden_size, intermediate_size=c.intermediate_size,
-        num_hidden_layers=c.num_hidden_layers, num_attention_heads=c.num_attention_heads, num_key_value_heads=c.num_key_value_heads,
-        max_position_embeddings=c.max_position_embeddings, rope_theta=getattr(c, "rope_theta", None) or c.rope_parameters["rope_theta"],
-        rms_norm_eps=c.rms_norm_eps, tie_word_embeddings=c.tie_word_embeddings))
-    model.load_state_dict(llama.state_dict(), strict=False)
-    return model
-
-
 def end_token_ids(tokenizer) -> list[int]:
     """Every token generation stops at: end of text, and the chat template's end of turn. Named in
     generation_config.json, so transformers' generate, vLLM and llama.cpp's converter stop at the end

@@ -8,11 +8,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoTokenizer
 
-import ltm.model  # noqa: F401  (registers LtmForCausalLM with the Auto classes)
-from ltm.model.export import end_token_ids, from_llama
-from ltm.model.modeling import LtmForCausalLM
+from ltm.model.export import end_token_ids
+from ltm.model.factory import load_model, pick_device
 from ltm.serve.batching import DONE, Batcher, Request
 from ltm.serve.prompt import Prompt, chat_prompt, encode
 
@@ -27,10 +26,8 @@ class ContextError(ValueError):
 class Engine:
     def __init__(self, model_dir: Path, device: str = "auto", batch: int = 16, cuda_graphs: bool = True):
         self.name = Path(model_dir).name
-        self.device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
-        loaded = AutoModelForCausalLM.from_pretrained(str(model_dir), local_files_only=True)
-        # A plain-Llama export is moved into our class, whose decoding takes the static KV cache.
-        model = loaded if isinstance(loaded, LtmForCausalLM) else from_llama(loaded)
+        self.device = pick_device(device)
+        model = load_model(model_dir)
         dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
         self.model = model.to(self.device, dtype).eval()
         self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)

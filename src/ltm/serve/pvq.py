@@ -26,7 +26,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from ltm.dataset.lenses import check_lenses, header_text, render
+from ltm.markup.lenses import check_lenses, header_text, render
 from ltm.markup import BODY, HEADER, SCENE_BEGIN, TENSION_TOKENS, Marker, lens_token
 from ltm.formats import Role, Scene, Span, Vector
 from ltm.ingest.lang import detect_language

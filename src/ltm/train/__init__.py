@@ -1,5 +1,5 @@
 """Train: a dataset -> a trained checkpoint, its metrics and resumable checkpoints."""
 
-from ltm.train.loop import TrainError, build_model, train
+from ltm.train.loop import TrainError, train
 
-__all__ = ["TrainError", "build_model", "train"]
+__all__ = ["TrainError", "train"]

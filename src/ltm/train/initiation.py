@@ -29,6 +29,7 @@ from ltm.config import RunConfig, TrainConfig
 from ltm.io import atomic_dir, iter_jsonl
 from ltm.log import info
 from ltm.model import LtmForCausalLM
+from ltm.model.factory import load_model
 from ltm.train import distributed
 from ltm.train.adapters import Trainable, describe_lora, with_lora
 from ltm.train.data import ShardBatches, loss_windows
@@ -61,7 +62,7 @@ def initiate(config: RunConfig, checkpoint: str | Path, dataset_dir: str | Path,
         return out_dir / "checkpoint"
     manifest = load_manifest(dataset_dir)
     _check_same_tokenizer(checkpoint, dataset_dir, manifest.tokenizer_sha256)
-    tokenizer, model = load_tokenizer(checkpoint), LtmForCausalLM.from_pretrained(str(checkpoint))
+    tokenizer, model = load_tokenizer(checkpoint), load_model(checkpoint)
     tc = initiation_train_config(config)
     seq_len = model.config.max_position_embeddings
     world = distributed.setup(tc.device)

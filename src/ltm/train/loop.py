@@ -19,12 +19,12 @@ from pathlib import Path
 import torch
 
 from ltm.dataset.reader import load_manifest, load_masked, load_split
-from ltm.markup import marker_ids
 from ltm.dataset.tokenizer import load_tokenizer, tokenizer_sha256
-from ltm.config import ModelConfig, RunConfig, TrainConfig
+from ltm.config import RunConfig, TrainConfig
 from ltm.io import atomic_dir
 from ltm.log import info, progress, warn
-from ltm.model import LtmConfig, LtmForCausalLM
+from ltm.model import LtmForCausalLM
+from ltm.model.factory import load_model, new_model
 from ltm.model.modeling import IGNORE_INDEX, LtmModel
 from ltm.model.fp8_linear import fp8_supported, use_fp8_linears
 from ltm.train import checkpoint as ckpt
@@ -37,25 +37,6 @@ from ltm.train.schedule import lr_at
 
 class TrainError(ValueError):
     pass
-
-
-EXTRA_FIELDS = {"scene_state", "channels", "channel_names", "channel_aux_weight", "loop_core_layers", "loop_prelude_layers",
-                "loop_max_steps", "loop_backprop_steps", "think_steps", "scene_aux_weight", "loop_aux_weight"}
-
-
-def model_config(model: ModelConfig, vocab_size: int, scene_token_ids: dict[str, int]) -> LtmConfig:
-    return LtmConfig(
-        vocab_size=vocab_size, hidden_size=model.d_model, intermediate_size=model.d_ff, num_hidden_layers=model.n_layers,
-        num_attention_heads=model.n_heads, num_key_value_heads=model.n_kv_heads, max_position_embeddings=model.max_seq_len,
-        rope_theta=model.rope_theta, tie_word_embeddings=model.tie_embeddings, scene_token_ids=scene_token_ids,
-        **model.model_dump(include=EXTRA_FIELDS),
-    )
-
-
-def build_model(config: RunConfig, tokenizer) -> LtmForCausalLM:
-    """The model at initialisation; the same seed always gives the same weights (the untrained reference)."""
-    torch.manual_seed(config.seed)
-    return LtmForCausalLM(model_config(config.model, len(tokenizer), marker_ids(tokenizer)))
 
 
 @torch.no_grad()
@@ -93,7 +74,7 @@ def train(config: RunConfig, dataset_dir: str | Path, out_dir: str | Path, resum
         if tokenizer_sha256(Path(dataset_dir) / manifest.tokenizer) != manifest.tokenizer_sha256:
             raise TrainError(f"{dataset_dir}: the tokenizer folder differs from the one the shards were built with")
         print_ = ckpt.fingerprint(config, manifest)
-        model, start, state = build_model(config, tokenizer), 0, None
+        model, start, state = new_model(config.model, tokenizer, config.seed), 0, None
         if resume:
             found = ckpt.latest(out_dir)
             if found is None:
@@ -102,7 +83,7 @@ def train(config: RunConfig, dataset_dir: str | Path, out_dir: str | Path, resum
             if meta["fingerprint"] != print_:
                 raise TrainError(f"--resume: {found} was written by a different config or dataset (fingerprint "
                                  f"{meta['fingerprint']} != {print_}); resume with the config it was started with")
-            model = LtmForCausalLM.from_pretrained(str(found))
+            model = load_model(found)
             start = meta["step"]
             info(f"resuming from {found} at step {start}")
         seq_len = model.config.max_position_embeddings

@@ -6,6 +6,8 @@
   and the model reads scene state from; `marker_ids` names their ids the way
   LtmConfig.scene_token_ids does ("scene", "tension:high", "loop:new", "lens:critic", ...).
 - The chat template, its role markers and its end of turn.
+- How a scene is written under each lens (`ltm.markup.lenses`), for the build and for the server's
+  scene queries alike.
 
 Nothing here imports torch or transformers: every stage may import it.
 """
