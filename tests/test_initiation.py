@@ -84,9 +84,9 @@ def test_lora_trains_adapters_on_the_frozen_base_then_merges_them(pretrained, tm
     seen = {}
     real_fit = initiation_module.fit
 
-    def spying_fit(model, *args, **kwargs):
-        real_fit(model, *args, **kwargs)
-        params = dict(model.named_parameters())  # after training, before the merge
+    def spying_fit(run, *args, **kwargs):
+        real_fit(run, *args, **kwargs)
+        params = dict(run.model.named_parameters())  # after training, before the merge
         seen["trained"] = {name for name, p in params.items() if p.requires_grad}
         seen["base_unchanged"] = all(torch.equal(p.detach().cpu(), base[name.removeprefix("inner.base_model.model.").replace(".base_layer", "")])
                                      for name, p in params.items() if "lora_" not in name)

@@ -197,6 +197,41 @@ class ModelConfig(Section):
         return self.d_ff or 32 * -(-(8 * self.d_model // 3) // 32)
 
 
+class SpeedConfig(Section):
+    """How training runs fast. `mode` decides every switch left unset: `auto` turns on, per GPU and
+    model, what was measured to pay without costing held-out loss beyond run-to-run noise (FP8
+    products on GPUs that have them, CUDA graphs on one GPU, kernel tuning when the run is long
+    enough to repay it); `fast` turns on everything the GPU can do; `exact` keeps the reference
+    numerics (no FP8, an fp32 residual stream, no CUDA graphs, no tuning). In YAML `speed: fast`,
+    or a mapping with `mode` and any switch. Resuming may change any of it: it only rounds
+    differently."""
+
+    mode: Literal["auto", "fast", "exact"] = "auto"
+    precision: Literal["auto", "bf16", "fp32"] | None = Field(None, description="bf16 autocast or fp32; default: bf16 on CUDA, fp32 on CPU")
+    compile: bool | None = Field(None, description="torch.compile the model; default: on for CUDA")
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune-no-cudagraphs"] | None = Field(
+        None, description="reduce-overhead: forward and backward replayed as CUDA graphs (one GPU, not a self-looped model); "
+                          "max-autotune-no-cudagraphs: autotuned matmuls, minutes more compilation")
+    tune_kernels: bool | None = Field(None, description="benchmark each generated Triton kernel's launch settings while "
+                                                        "compiling (inductor's coordinate-descent tuning): minutes more compilation")
+    residual_dtype: Literal["fp32", "bf16"] | None = Field(None, description="under bf16 autocast, the residual stream's dtype "
+                                                                             "(bf16: half the elementwise memory traffic)")
+    fp8_head: bool | None = Field(None, description="the output projection and loss in FP8 (GPUs of compute capability 8.9+)")
+    fp8_body: bool | None = Field(None, description="the decoder layers' products in FP8 with fixed scales (GPUs of compute capability 8.9+)")
+    fp8_weight_grad: bool | None = Field(None, description="with fp8_body: the weight gradients' products in FP8 too")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_word(cls, value):
+        return {"mode": value} if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _fp8_weight_grad_needs_fp8_body(self) -> "SpeedConfig":
+        if self.fp8_weight_grad and self.fp8_body is False:
+            raise ValueError("fp8_weight_grad: true needs fp8_body (it changes the products fp8_body makes)")
+        return self
+
+
 class TrainConfig(Section):
     steps: int = Field(300, ge=1)
     batch_size: int = Field(16, ge=1, description="sequences per optimizer step, across all devices")
@@ -215,32 +250,13 @@ class TrainConfig(Section):
     checkpoint_every: int = Field(0, ge=0, description="write a resumable checkpoint every N steps (0: only at the end)")
     keep_checkpoints: int = Field(2, ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    precision: Literal["auto", "bf16", "fp32"] = Field("auto", description="auto: bf16 autocast on CUDA, fp32 on CPU")
-    compile: bool | None = Field(None, description="torch.compile the model; default: on for CUDA")
-    compile_mode: Literal["auto", "default", "reduce-overhead", "max-autotune-no-cudagraphs"] = Field(
-        "auto", description="auto: reduce-overhead on one GPU for ltm's own model (not a self-looped one) "
-                            "and for LoRA on a transformers model, default otherwise; "
-                            "reduce-overhead: forward and backward replayed as CUDA graphs; max-autotune-no-cudagraphs: "
-                            "autotuned matmuls, minutes more compilation")
-    tune_kernels: bool = Field(False, description="benchmark each generated Triton kernel's launch settings while "
-                                                  "compiling (inductor's coordinate-descent tuning): minutes more compilation")
     distributed: Literal["ddp", "fsdp"] = Field("ddp", description="under torchrun with several processes")
-    residual_dtype: Literal["fp32", "bf16"] = Field(
-        "bf16", description="under bf16 autocast, the residual stream's dtype (bf16: half the elementwise memory traffic)")
-    fp8_head: bool = Field(False, description="the output projection and loss in FP8 while training (GPUs of compute "
-                                              "capability 8.9+; docs/training.md)")
-    fp8_body: bool = Field(False, description="the decoder layers' products in FP8 with fixed scales while training "
-                                              "(GPUs of compute capability 8.9+; docs/training.md)")
-    fp8_weight_grad: bool = Field(False, description="with fp8_body: the weight gradients' products in FP8 too (faster; "
-                                                     "may cost held-out loss, docs/training.md)")
-    tensorboard: bool = True
+    speed: SpeedConfig = Field(default_factory=SpeedConfig, description="how fast and in which numerics "
+                               "training runs: auto, fast or exact, and expert switches (docs/training.md, Speed)")
+    logger: Literal["tensorboard", "trackio", "wandb", "none"] = Field(
+        "tensorboard", description="where metrics go besides OUT/metrics.jsonl; trackio and wandb are extras "
+                                   "(pip install ltm[trackio] / ltm[wandb]), all three work offline")
     threads: int | None = Field(None, description="CPU threads; default all cores")
-
-    @model_validator(mode="after")
-    def _fp8_weight_grad_needs_fp8_body(self) -> "TrainConfig":
-        if self.fp8_weight_grad and not self.fp8_body:
-            raise ValueError("fp8_weight_grad: true needs fp8_body: true (it changes the products fp8_body makes)")
-        return self
 
 
 class InitiationConfig(Section):

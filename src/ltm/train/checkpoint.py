@@ -18,10 +18,9 @@ import torch
 from ltm.io import atomic_dir
 
 # Fields that may change between a run and its resumption: those that leave the loss curve as it
-# is, and the precision and compilation options, which only round differently (a run started on a
-# GPU with FP8 may have to finish on one without, or on CPUs).
-RESUMABLE_CHANGES = {"eval_every", "checkpoint_every", "keep_checkpoints", "tensorboard", "threads", "device", "residual_dtype",
-                     "fp8_head", "fp8_body", "fp8_weight_grad", "compile", "compile_mode", "tune_kernels"}
+# is, and the speed section, which only rounds differently (a run started on a GPU with FP8 may have
+# to finish on one without, or on CPUs).
+RESUMABLE_CHANGES = {"eval_every", "checkpoint_every", "keep_checkpoints", "logger", "threads", "device", "speed"}
 
 
 def fingerprint(config, manifest) -> str:

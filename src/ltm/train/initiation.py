@@ -33,7 +33,8 @@ from ltm.model.factory import load_model
 from ltm.train import distributed
 from ltm.train.adapters import Trainable, describe_lora, with_lora
 from ltm.train.data import ShardBatches, loss_windows
-from ltm.train.loop import TrainError, dataset_batches, fit, shard_batches
+from ltm.train.loop import TrainError, fit, prepare
+from ltm.train.pretrain import dataset_batches, shard_batches
 
 HELDOUT_TEXTS = 0.1  # tune_hf: the share of the texts held out to measure the loss
 
@@ -120,12 +121,14 @@ def _tune(model: PreTrainedModel, tokenizer, config: RunConfig, tc: TrainConfig,
         raise TrainError("the initiation stage shards nothing: set train.distributed to ddp for several processes")
     base = model.config.describe_extras() if isinstance(model, LtmForCausalLM) else type(model).__name__
     if config.initiation.mode == "full":
-        fit(Trainable(model, f"{base}; every parameter trained"), tokenizer, tc, batches, windows, out_dir, world, measure_start=True)
+        fit(prepare(Trainable(model, f"{base}; every parameter trained"), tokenizer, tc, batches, windows, out_dir, world,
+                    measure_start=True, name=config.name))
         if world.main and dtype != torch.float32:
             _save(model.to(dtype), tokenizer, out_dir / "checkpoint")
     else:
         lora = with_lora(model, config.initiation)
-        fit(Trainable(lora, f"{base}; {describe_lora(lora)}"), tokenizer, tc, batches, windows, out_dir, world, measure_start=True)
+        fit(prepare(Trainable(lora, f"{base}; {describe_lora(lora)}"), tokenizer, tc, batches, windows, out_dir, world,
+                    measure_start=True, name=config.name))
         if world.main:
             # fit saved the adapter alone as OUT/checkpoint: keep it as OUT/adapter, put the merged model in its place.
             shutil.rmtree(out_dir / "adapter", ignore_errors=True)
