@@ -81,12 +81,15 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a model on a built dataset (torchrun for several GPUs)",
                        description="Train the model described in the config's `model` section on DATASET_DIR with the "
                        "`train` section (bf16, torch.compile, AdamW or Muon, cosine or WSD, accumulation, checkpoints); "
-                       "writes metrics.jsonl, tensorboard/, checkpoints/ and checkpoint/ (the final model) into OUT_DIR. "
+                       "writes metrics.jsonl, tensorboard/, checkpoints/ and checkpoint/ (the final model) into OUT_DIR; an OUT_DIR that "
+                       "holds an earlier run needs --resume or --overwrite. "
                        "Under `torchrun --nproc_per_node N` it trains with DDP or FSDP2.")
     p.add_argument("config", type=Path, help="config YAML (its `model`, `train` sections and `seed`)")
     p.add_argument("--data", type=Path, required=True, help="DATASET_DIR from `ltm build`")
     p.add_argument("-o", "--out", type=Path, required=True, help="output folder for metrics and checkpoint")
-    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in OUT (same config and data)")
+    again = p.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true", help="continue from the last checkpoint in OUT (same config and data)")
+    again.add_argument("--overwrite", action="store_true", help="delete an earlier run in OUT (checkpoints, metrics) and start again")
 
     p = sub.add_parser("initiate", help="the initiation stage: LoRA (merged), full or none on dialogue data after pretraining",
                        description="Run the final stage of training on a separate dataset of dialogue scenes, as the config's "
@@ -229,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "train":
             from ltm.train import train
 
-            train(load_config(args.config), args.data, args.out, resume=args.resume)
+            train(load_config(args.config), args.data, args.out, resume=args.resume, overwrite=args.overwrite)
         elif args.command == "initiate":
             from ltm.train.initiation import initiate
 

@@ -190,7 +190,8 @@ def run(config_path: Path, run_dir: Path | None = None, resume: bool = False) ->
     if stage("train", run_dir / TRAIN / "checkpoint"):
         from ltm.train.checkpoint import latest
 
-        train(resolved, run_dir / DATASET, run_dir / TRAIN, resume=resume and latest(run_dir / TRAIN) is not None)
+        # Not resuming, the run folder's stages are all written again: so is training's.
+        train(resolved, run_dir / DATASET, run_dir / TRAIN, resume=resume and latest(run_dir / TRAIN) is not None, overwrite=True)
     if initiating and stage("initiation", run_dir / INITIATION / "checkpoint"):
         initiation(resolved, run_dir)
     if stage("eval", run_dir / EVAL):
