@@ -107,9 +107,9 @@ def test_the_memory_api_keeps_scenes_across_a_server_restart(tmp_path):
         assert [r["id"] for r in listed] == [added[2]["id"], added[1]["id"]]
         assert httpx.delete(f"{url}/v1/memory/study/{added[2]['id']}").json() == {"deleted": True}
         assert httpx.delete(f"{url}/v1/memory/study/{added[2]['id']}").status_code == 404
-        assert httpx.post(f"{url}/v1/memory", json={"namespace": "../up", "text": "x"}).status_code == 422
-        assert httpx.get(f"{url}/v1/memory/search", params={"namespace": "a.b", "q": "x"}).status_code == 422
-        assert httpx.post(f"{url}/v1/memory", json={"namespace": "study", "text": ""}).status_code == 422
+        assert httpx.post(f"{url}/v1/memory", json={"namespace": "../up", "text": "x"}).status_code == 400
+        assert httpx.get(f"{url}/v1/memory/search", params={"namespace": "a.b", "q": "x"}).status_code == 400
+        assert httpx.post(f"{url}/v1/memory", json={"namespace": "study", "text": ""}).status_code == 400
     finally:
         server.should_exit = True
     for line in (tmp_path / "study" / RECORDS).read_text(encoding="utf-8").splitlines():
@@ -153,7 +153,7 @@ def test_chat_and_completions_recall_earlier_scenes_and_are_remembered(tmp_path)
         httpx.post(f"{url}/v1/chat/completions", json={"messages": chat["messages"]})  # no namespace: nothing recalled or stored
         assert "<|system|>" not in engine.calls[-1]["prompt"]
         assert len(httpx.get(f"{url}/v1/memory", params={"namespace": "study"}).json()["records"]) == 4
-        assert httpx.post(f"{url}/v1/chat/completions", json={**chat, "namespace": "../x"}).status_code == 422
+        assert httpx.post(f"{url}/v1/chat/completions", json={**chat, "namespace": "../x"}).status_code == 400
     finally:
         server.should_exit = True
 

@@ -188,7 +188,7 @@ def test_chat_scene_and_memory_through_the_page(server, browser, request, tmp_pa
     _fill(browser, "#scene-lens", "no-such-lens")
     _one(browser, "#scene-send").click()
     error = _shown_error(browser, "#scene-error")
-    assert error.startswith("422: ") and "no-such-lens" in error
+    assert error.startswith("400: ") and "no-such-lens" in error
 
 
 def test_the_key_field_and_a_server_without_memory(engine, browser):

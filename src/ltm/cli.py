@@ -252,6 +252,9 @@ def main(argv: list[str] | None = None) -> int:
             from ltm.serve.memory import MemoryStore
 
             api_key = os.environ.get(args.api_key_env) if args.api_key_env else None
+            if args.api_key_env and not api_key:  # a typo in the name would otherwise serve with no key at all
+                raise ValueError(f"--api-key-env {args.api_key_env}: that environment variable is not set or empty; "
+                                 "export it with the key clients must send, or leave --api-key-env out")
             check_binding(args.host, api_key)
             engine = Engine(args.model_dir)
             try:

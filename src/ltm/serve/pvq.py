@@ -33,6 +33,7 @@ from ltm.ingest.lang import detect_language
 from ltm.scenes.annotate import annotate
 from ltm.scenes.lexicon import builtin_lexicon
 from ltm.scenes.sentences import rough_sentence_spans
+from ltm.serve.fields import Body, Seed
 from ltm.serve.memory import NAMESPACE_PATTERN, MemoryStore, snippets
 from ltm.serve.prompt import Markup, Prompt
 
@@ -51,7 +52,7 @@ NO_ANSWER = "(no answer: the model wrote no text)"
 QUESTIONER = Role(name="questioner", function="speaker")  # every PVQ has at least the one who asks
 
 
-class SceneRequest(BaseModel):
+class SceneRequest(Body):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)  # a misspelt field in a YAML query is an error
 
     model: str | None = None
@@ -67,7 +68,7 @@ class SceneRequest(BaseModel):
     memory_k: int = Field(3, ge=0, le=20)
     max_tokens: int = Field(256, ge=1, description="per generation")
     temperature: float = Field(0.7, ge=0, le=2)
-    seed: int | None = None
+    seed: Seed | None = None
 
     @field_validator("lens")
     @classmethod
