@@ -38,7 +38,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
 
 from ltm.serve.engine import Engine, Piece, PromptError
-from ltm.serve.fields import Body, Seed
+from ltm.serve.fields import Seed
 from ltm.serve.guard import MAX_BODY_BYTES, Guard, error, error_body, openai_errors
 from ltm.serve.memory import NAMESPACE_PATTERN, Hit, MemoryStore, snippets
 from ltm.serve.pvq import answer_scene, parse_request
@@ -56,7 +56,7 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
-class Sampling(Body):
+class Sampling(BaseModel):
     model_config = ConfigDict(extra="ignore")  # clients send fields we do not use (user, ...)
 
     model: str | None = Field(None, description="the served model's name (GET /v1/models); another name gets 404")
@@ -99,7 +99,7 @@ class TextPart(BaseModel):
     text: str
 
 
-class Message(Body):
+class Message(BaseModel):
     role: str
     content: str | list[TextPart] | None = None
 
@@ -117,7 +117,7 @@ class ChatRequest(Sampling):
         return (self.top_logprobs or 0) if self.logprobs else None
 
 
-class MemoryItem(Body):
+class MemoryItem(BaseModel):
     namespace: str = Field(pattern=NAMESPACE_PATTERN)
     text: str = Field(min_length=1)
     meta: dict = Field(default_factory=dict)

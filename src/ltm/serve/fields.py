@@ -1,7 +1,8 @@
 """What every request body shares: its text must be valid Unicode, and a seed is a 64-bit integer.
 
 JSON can carry a lone surrogate ("\ud800"), which Python keeps in a str but nothing downstream can
-encode (the tokenizer, the memory files): such a body is refused when it is parsed, naming the field.
+encode (the tokenizer, the memory files, nor pydantic's own error messages): such a body is refused
+before it is validated (ltm.serve.guard for JSON, ltm.serve.pvq for YAML), naming the field.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Annotated
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import Field
 
 # OpenAI's seed is an int64; torch takes any 64-bit value, so a seed is used modulo 2**64.
 Seed = Annotated[int, Field(ge=-(2**63), le=2**63 - 1, description="a 64-bit integer")]
@@ -32,14 +33,3 @@ def lone_surrogate(value, where: str = "") -> str | None:
             if (problem := lone_surrogate(item, f"{where}[{i}]")) is not None:
                 return problem
     return None
-
-
-class Body(BaseModel):
-    """A request body: refused whole when any string in it is not valid Unicode."""
-
-    @model_validator(mode="before")
-    @classmethod
-    def _unicode_text(cls, data):
-        if (problem := lone_surrogate(data)) is not None:
-            raise ValueError(problem)
-        return data

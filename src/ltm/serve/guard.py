@@ -23,6 +23,8 @@ from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
+from ltm.serve.fields import lone_surrogate
+
 MAX_BODY_BYTES = 256 * 1024
 DRAIN_BYTES = 64 * 1024 * 1024  # read (and drop) this much of a refused body, so the client is still reading when the 413 comes
 log = logging.getLogger("ltm.serve")
@@ -82,6 +84,9 @@ class Guard:
                 await _drain(receive, more)
                 await _send(send, 413, error_body(f"request body over {self.max_body} bytes", 413), close=True)
                 return
+        if (problem := _not_unicode(bytes(body), headers.get("content-type"))) is not None:
+            await _send(send, 400, error_body(problem, param=problem.split(":")[0]))
+            return
         await self._forward(scope, _replay(bytes(body), receive), send)
 
     async def _forward(self, scope, receive, send) -> None:
@@ -112,6 +117,19 @@ class Guard:
             if route.matches(scope)[0] is Match.FULL:
                 return route.path
         return "unmatched"
+
+
+def _not_unicode(body: bytes, content_type: str | None) -> str | None:
+    """Where a JSON body (FastAPI reads a body without a content type as JSON too) holds a lone
+    surrogate, which no validator can even report; None when it holds none or is not JSON."""
+    if content_type and "json" not in content_type.lower():
+        return None
+    if b"\\u" not in body and b"\xed" not in body:  # a surrogate comes as an escape, or as raw bytes that json reads through
+        return None
+    try:
+        return lone_surrogate(json.loads(body))
+    except ValueError:  # not JSON: the endpoint says so
+        return None
 
 
 def _replay(body: bytes, receive):

@@ -33,7 +33,7 @@ from ltm.ingest.lang import detect_language
 from ltm.scenes.annotate import annotate
 from ltm.scenes.lexicon import builtin_lexicon
 from ltm.scenes.sentences import rough_sentence_spans
-from ltm.serve.fields import Body, Seed
+from ltm.serve.fields import Seed, lone_surrogate
 from ltm.serve.memory import NAMESPACE_PATTERN, MemoryStore, snippets
 from ltm.serve.prompt import Markup, Prompt
 
@@ -52,7 +52,7 @@ NO_ANSWER = "(no answer: the model wrote no text)"
 QUESTIONER = Role(name="questioner", function="speaker")  # every PVQ has at least the one who asks
 
 
-class SceneRequest(Body):
+class SceneRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)  # a misspelt field in a YAML query is an error
 
     model: str | None = None
@@ -87,6 +87,8 @@ def parse_request(body: bytes, content_type: str) -> SceneRequest:
         raise ValueError(f"the body is not valid {'YAML' if yaml_body else 'JSON'}: {exc}") from None
     if not isinstance(data, dict):
         raise ValueError("the body must be a mapping of fields: scene, question, tension, vector, ...")
+    if (problem := lone_surrogate(data)) is not None:
+        raise ValueError(problem)
     try:
         return SceneRequest.model_validate(data)
     except ValidationError as exc:
