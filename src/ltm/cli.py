@@ -120,10 +120,14 @@ def _parser() -> argparse.ArgumentParser:
                        description="Export a run's model (RUN/initiation/checkpoint if the run has one, else RUN/train/checkpoint) or a checkpoint folder to DIR: "
                        "safetensors weights, config, tokenizer with chat template, generation config. With every scene-aware "
                        "extra off the folder declares LlamaForCausalLM and loads with plain transformers; with extras on it "
-                       "declares LtmForCausalLM and loads after `import ltm.model`.")
+                       "declares LtmForCausalLM and loads after `import ltm.model`. `--format gguf` writes one GGUF file "
+                       "for llama.cpp instead (plain-Llama models).")
     p.add_argument("source", type=Path, help="run folder or checkpoint folder")
-    p.add_argument("-o", "--out", type=Path, required=True, help="output folder")
+    p.add_argument("-o", "--out", type=Path, required=True, help="output folder (with --format gguf: the output .gguf file)")
     p.add_argument("--tokenizer", type=Path, help="tokenizer folder, when the checkpoint has none")
+    p.add_argument("--format", choices=["hf", "gguf"], default="hf",
+                   help="hf: a Hugging Face folder; gguf: one GGUF file for llama.cpp and Ollama (plain-Llama models; pip install 'ltm[gguf]')")
+    p.add_argument("--gguf-dtype", choices=["f16", "f32"], default="f16", help="GGUF weights: f16 (norms stay f32) or f32")
 
     p = sub.add_parser("serve", help="serve an exported model through an OpenAI-compatible HTTP API",
                        description="Serve MODEL_DIR (from `ltm export`) with /v1/models, /v1/completions, /v1/chat/completions "
@@ -243,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
             config = load_config(args.config) if args.config else RunConfig(initiation={"mode": "lora"})
             tune_hf(args.model, read_texts(args.texts), config, args.out)
         elif args.command == "export":
-            stages.export_model(args.source, args.out, args.tokenizer)
+            stages.export_model(args.source, args.out, args.tokenizer, args.format, args.gguf_dtype)
         elif args.command == "serve":
             import uvicorn
 

@@ -126,11 +126,18 @@ def evaluate_run(run_dir: Path, out: Path | None = None, control: Path | None = 
     return out
 
 
-def export_model(source: Path, out: Path, tokenizer: Path | None = None) -> Path:
-    """Export RUN (its initiation/checkpoint, else train/checkpoint) or a checkpoint folder as a Hugging Face folder."""
+def export_model(source: Path, out: Path, tokenizer: Path | None = None, format: str = "hf", dtype: str = "f16") -> Path:
+    """Export RUN (its initiation/checkpoint, else train/checkpoint) or a checkpoint folder as a
+    Hugging Face folder, or (format "gguf", plain-Llama models) as one GGUF file in `dtype`."""
+    checkpoint = final_checkpoint(source) if final_checkpoint(source).is_dir() else source
+    if format == "gguf":
+        from ltm.model.gguf import export_gguf
+
+        export_gguf(checkpoint, out, tokenizer, dtype)
+        info(f"export: GGUF ({dtype}) for llama.cpp -> {out}")
+        return out
     from ltm.model.export import export
 
-    checkpoint = final_checkpoint(source) if final_checkpoint(source).is_dir() else source
     architecture = export(checkpoint, out, tokenizer)
     info(f"export: {architecture} -> {out}")
     return out
