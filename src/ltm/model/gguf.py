@@ -52,18 +52,12 @@ def export_gguf(checkpoint: str | Path, out: str | Path, tokenizer: str | Path |
 
     writer = gguf.GGUFWriter(None, gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.LLAMA])
     writer.add_name(Path(checkpoint).resolve().parent.name if Path(checkpoint).name == "checkpoint" else Path(checkpoint).name)
-    writer.add_context_length(c.max_position_embeddings)
-    writer.add_embedding_length(c.hidden_size)
-    writer.add_block_count(c.num_hidden_layers)
-    writer.add_feed_forward_length(c.intermediate_size)
-    writer.add_head_count(c.num_attention_heads)
-    writer.add_head_count_kv(c.num_key_value_heads)
-    writer.add_key_length(c.head_dim)
-    writer.add_value_length(c.head_dim)
-    writer.add_rope_dimension_count(c.head_dim)
-    writer.add_rope_freq_base(c.rope_theta)
-    writer.add_layer_norm_rms_eps(c.rms_norm_eps)
-    writer.add_vocab_size(c.vocab_size)
+    shape = {"context_length": c.max_position_embeddings, "embedding_length": c.hidden_size, "block_count": c.num_hidden_layers,
+             "feed_forward_length": c.intermediate_size, "head_count": c.num_attention_heads, "head_count_kv": c.num_key_value_heads,
+             "key_length": c.head_dim, "value_length": c.head_dim, "rope_dimension_count": c.head_dim, "rope_freq_base": c.rope_theta,
+             "layer_norm_rms_eps": c.rms_norm_eps, "vocab_size": c.vocab_size}
+    for key, value in shape.items():
+        getattr(writer, f"add_{key}")(value)
     writer.add_file_type(gguf.LlamaFileType.ALL_F32 if dtype == "f32" else gguf.LlamaFileType.MOSTLY_F16)
 
     writer.add_tokenizer_model("gpt2")
