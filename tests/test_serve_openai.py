@@ -52,6 +52,19 @@ def logprobs_by_transformers(reference, ids: list[int]) -> torch.Tensor:
     return torch.log_softmax(logits, -1).gather(1, torch.tensor(ids)[:, None])[:, 0]
 
 
+def keepalive(url: str):
+    """One kept-alive connection and a function sending a request on it -> (status, body)."""
+    parts = urlparse(url)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
+
+    def ask(method: str, path: str, body: str | None = None) -> tuple[int, bytes]:
+        connection.request(method, path, body=body.encode() if body is not None else None, headers={"content-type": "application/json"})
+        response = connection.getresponse()
+        return response.status, response.read()
+
+    return connection, ask
+
+
 def is_openai_error(response: httpx.Response | http.client.HTTPResponse, body: bytes | None = None) -> dict:
     error = json.loads(body if body is not None else response.content)["error"]
     assert set(error) == {"message", "type", "param", "code"} and error["message"] and error["type"]
@@ -145,6 +158,8 @@ def test_echo_with_logprobs_scores_the_prompt_as_lm_eval_reads_it(server, refere
     # A batch of text prompts, max_tokens 0: only the prompts' logprobs.
     batch = httpx.post(f"{server}/v1/completions", json={"prompt": ["MIRA:", "THEON:"], "max_tokens": 0, "echo": True, "logprobs": 0}).json()
     assert [c["text"] for c in batch["choices"]] == ["MIRA:", "THEON:"] and batch["usage"]["completion_tokens"] == 0
+    empty = httpx.post(f"{server}/v1/completions", json={"prompt": "", "max_tokens": 0, "echo": True, "logprobs": 1}).json()
+    assert empty["choices"][0]["text"] == "" and empty["choices"][0]["logprobs"]["tokens"] == []
     too_long = httpx.post(f"{server}/v1/completions", json={"prompt": [context * 20], "echo": True, "logprobs": 1, "max_tokens": 1})
     assert too_long.status_code == 400 and "context" in is_openai_error(too_long)["message"]
 
@@ -173,15 +188,8 @@ def test_a_chunked_body_over_the_limit_is_refused_while_it_is_read(server):
 
 
 def test_every_bad_input_is_a_4xx_in_openai_shape_on_a_connection_that_stays_open(server):
-    url = urlparse(server)
-    connection = http.client.HTTPConnection(url.hostname, url.port, timeout=60)
-
-    def post(path: str, body: str) -> tuple[int, bytes]:
-        connection.request("POST", path, body=body.encode(), headers={"content-type": "application/json"})
-        response = connection.getresponse()
-        return response.status, response.read()
-
-    assert post("/v1/completions", '{"prompt": "a", "max_tokens": 1}')[0] == 200
+    connection, ask = keepalive(server)
+    assert ask("POST", "/v1/completions", '{"prompt": "a", "max_tokens": 1}')[0] == 200
     socket = connection.sock
     bad = [
         ("/v1/completions", '{"prompt": "a", "seed": %d}' % 2**70, "seed"),
@@ -198,11 +206,11 @@ def test_every_bad_input_is_a_4xx_in_openai_shape_on_a_connection_that_stays_ope
         ("/v1/chat/completions", '{"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]}', "text"),
     ]
     for path, body, word in bad:
-        status, answer = post(path, body)
+        status, answer = ask("POST", path, body)
         assert 400 <= status < 500, (body, status, answer)
         assert word.lower() in is_openai_error(None, answer)["message"].lower(), (body, answer)
         assert connection.sock is socket  # not reset: the next request goes on the same connection
-    assert post("/v1/completions", '{"prompt": "a", "max_tokens": 1}')[0] == 200 and connection.sock is socket
+    assert ask("POST", "/v1/completions", '{"prompt": "a", "max_tokens": 1}')[0] == 200 and connection.sock is socket
     connection.close()
 
 
@@ -214,11 +222,13 @@ def test_an_error_inside_the_server_is_a_json_500_and_a_failed_stream_ends_with_
 
     server, url = serve(create_app(Failing(lambda prompt: "")))
     try:
-        with httpx.Client() as client:
-            whole = client.post(f"{url}/v1/completions", json={"prompt": "a"})
-            assert whole.status_code == 500 and "fell over" in is_openai_error(whole)["message"]
-            assert client.get(f"{url}/health").status_code == 200
-            raw = client.post(f"{url}/v1/chat/completions", json={"messages": [{"role": "user", "content": "a"}], "stream": True}).text
+        connection, ask = keepalive(url)
+        status, body = ask("POST", "/v1/completions", '{"prompt": "a"}')
+        assert status == 500 and "fell over" in is_openai_error(None, body)["message"]
+        socket = connection.sock
+        assert ask("GET", "/health")[0] == 200 and connection.sock is socket  # the connection was not reset
+        connection.close()
+        raw = httpx.post(f"{url}/v1/chat/completions", json={"messages": [{"role": "user", "content": "a"}], "stream": True}).text
         events = [line[len("data: "):] for line in raw.splitlines() if line.startswith("data: ")]
         assert events[-1] == "[DONE]" and "fell over" in json.loads(events[-2])["error"]["message"]
         assert json.loads(events[1])["choices"][0]["delta"]["content"] == "half"

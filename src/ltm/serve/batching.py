@@ -33,7 +33,7 @@ class Logprob:
 def logprobs_of(logits: torch.Tensor, chosen: list[int], k: int) -> list[Logprob]:
     """Rows of logits (N, V) and the token chosen at each -> each one's log-probability and its top k."""
     table = torch.log_softmax(logits.float(), -1)
-    picked = table.gather(1, torch.tensor(chosen, device=table.device)[:, None])[:, 0].tolist()
+    picked = table.gather(1, torch.tensor(chosen, dtype=torch.long, device=table.device)[:, None])[:, 0].tolist()
     top_values, top_ids = table.topk(k, -1) if k else (table[:, :0], table[:, :0].long())
     return [Logprob(lp, list(zip(ids, values))) for lp, ids, values in zip(picked, top_ids.tolist(), top_values.tolist())]
 
