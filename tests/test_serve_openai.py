@@ -16,8 +16,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from ltm.build.tokenizer import CHAT_TOKENS, END_OF_TURN
 from ltm.cli import main
-from ltm.serve.app import MAX_BODY_BYTES, create_app
+from ltm.serve.app import create_app
 from ltm.serve.engine import Engine
+from ltm.serve.guard import MAX_BODY_BYTES
 from ltm.serve.memory import MemoryStore
 
 PROMPT = "THEON: Can a thing be measured"

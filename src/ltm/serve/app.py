@@ -13,7 +13,7 @@ token ids, or a batch of either; `stream_options.include_usage`; the first chat 
 role. A stream that fails ends with an error event and [DONE].
 
 Security (ltm.serve.guard): the server binds 127.0.0.1 by default and refuses to bind another
-address without an API key; bodies over MAX_BODY_BYTES (counted as they arrive) get 413 and
+address without an API key; bodies over guard.MAX_BODY_BYTES (counted as they arrive) get 413 and
 max_tokens over the limit 400; every bad request gets a 4xx in OpenAI's error shape and the server
 and the connection stay up; a chat role outside the template's set is refused, so that no role
 string becomes markup.
@@ -22,7 +22,6 @@ string becomes markup.
 from __future__ import annotations
 
 import json
-import logging
 import time
 import uuid
 from collections import Counter
@@ -39,7 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ltm.serve.engine import Engine, Piece, PromptError
 from ltm.serve.fields import Seed
-from ltm.serve.guard import MAX_BODY_BYTES, Guard, error, error_body, openai_errors
+from ltm.serve.guard import Guard, error, error_body, log, openai_errors
 from ltm.serve.memory import NAMESPACE_PATTERN, Hit, MemoryStore, snippets
 from ltm.serve.pvq import answer_scene, parse_request
 
@@ -48,8 +47,6 @@ MAX_CHOICES = 16  # prompts x n in one request: each choice takes a batch row
 MAX_LOGPROBS = 20  # top alternatives per token
 MAX_STOPS = 16
 WEB = Path(__file__).parent / "web"  # the page at / (plain HTML, JS and CSS, shipped as package data)
-log = logging.getLogger("ltm.serve")
-__all__ = ["MAX_BODY_BYTES", "MAX_TOKENS", "check_binding", "create_app"]
 
 
 class StreamOptions(BaseModel):
