@@ -202,6 +202,7 @@ def load_memory(client, url: str, adds: int = 450, window: int = 50) -> tuple[fl
 def load_test(folder: Path, requests: int, streams: int, concurrent: int, tokens: int) -> None:
     import httpx
 
+    busy = round(os.getloadavg()[0], 1)  # other work on the machine, for the record: the cores are shared
     with tempfile.TemporaryDirectory() as memory:
         server, url = start_server(folder, Path(memory))
         try:
@@ -217,7 +218,8 @@ def load_test(folder: Path, requests: int, streams: int, concurrent: int, tokens
             server.terminate()
             server.wait(timeout=60)
     shape = f"{folder.name}, {requests} completions and {streams} streams at {concurrent} concurrent, {tokens} tokens each, sampled"
-    note = f"`python bench/serve.py --load --model {folder} --requests {requests} --streams {streams} --concurrent {concurrent} --load-tokens {tokens}`"
+    note = (f"`python bench/serve.py --load --model {folder} --requests {requests} --streams {streams} --concurrent {concurrent} "
+            f"--load-tokens {tokens}`; load average {busy} when it started")
     emit(BENCH, "load_completion_failures", done["failures"], "requests", target=0, shape=shape, requests=requests, note=note)
     emit(BENCH, "load_completions_per_s", requests / done["wall"], "requests/s", shape=shape, note=note)
     emit(BENCH, "load_completion_tokens_per_s", done["tokens"] / done["wall"], "tokens/s", shape=shape, note=note)
