@@ -65,7 +65,7 @@ def measure_ours(folder: Path, asks: list[list[int]], tokens: int, concurrent: i
     from ltm.serve.engine import Engine
 
     engine = Engine(folder, batch=concurrent)
-    engine.batcher.eos = None  # fixed-length requests (see the docstring)
+    engine.batcher.stop_ids = frozenset()  # fixed-length requests (see the docstring)
     texts = [engine.tokenizer.decode(ids) for ids in asks]
 
     def one(text: str) -> int:

@@ -28,7 +28,7 @@ from ltm.build.tokenizer import load_tokenizer  # noqa: E402
 from ltm.config import TrainConfig  # noqa: E402
 from ltm.model import LtmConfig, LtmForCausalLM  # noqa: E402
 from ltm.train import distributed  # noqa: E402
-from ltm.train.data import ShardBatches, eval_windows  # noqa: E402
+from ltm.train.data import ShardBatches, loss_windows  # noqa: E402
 from ltm.train.loop import fit  # noqa: E402
 
 VARIANTS = {
@@ -62,7 +62,7 @@ def main() -> None:
     seq = 1024
     train_tokens, heldout = load_split(args.dataset, manifest, "train"), load_split(args.dataset, manifest, "heldout")
     batches = ShardBatches(train_tokens, seq, args.batch, args.batch, 0, 1)
-    windows = eval_windows(heldout, seq, limit=256)
+    windows = loss_windows(heldout, seq, 256)
     shape = f"gpt2-124m shape, seed {args.seed}, vocabulary {vocab}, {args.steps} steps x {args.batch} x {seq} tokens, compiled, adamw"
     results = {}
     for name in args.variants:

@@ -120,6 +120,9 @@ class ScriptedEngine:
     def chat_prompt(self, messages: list[dict]) -> str:
         return "".join(f"<|{m['role']}|>{m['content']}<|end|>" for m in messages) + "<|assistant|>"
 
+    def fit_chat(self, messages: list[dict], max_tokens: int) -> tuple[str, int]:
+        return self.chat_prompt(messages), 0  # a script has no context to outgrow
+
     def stream(self, prompt, max_tokens, temperature, top_p, stop, seed):
         self.calls.append({"prompt": prompt, "seed": seed, "stop": stop, "max_tokens": max_tokens})
         yield self.reply(prompt)

@@ -22,7 +22,7 @@ from ltm.model import LtmForCausalLM
 from ltm.model.export import export
 from ltm.train import TrainError, train
 from ltm.train import initiation as initiation_module
-from ltm.train.data import eval_windows
+from ltm.train.data import loss_windows
 from ltm.train.initiation import initiate, tune_hf
 from ltm.train.loop import heldout_loss
 
@@ -70,7 +70,7 @@ def pretrained(tmp_path_factory):
 
 def dialogue_loss(checkpoint: Path, dataset: Path) -> float:
     model = LtmForCausalLM.from_pretrained(str(checkpoint))
-    windows = eval_windows(load_split(dataset, load_manifest(dataset), "heldout"), model.config.max_position_embeddings)
+    windows = loss_windows(load_split(dataset, load_manifest(dataset), "heldout"), model.config.max_position_embeddings)
     return heldout_loss(model, windows, torch.device("cpu"), nullcontext)
 
 
@@ -202,7 +202,9 @@ def test_tune_cli_reads_jsonl_and_text_files_and_refuses_mode_none(pretrained, t
     assert main([*args, "-c", str(config)]) == 0
     assert (tmp_path / "out" / "checkpoint" / "model.safetensors").exists() and not (tmp_path / "out" / "adapter").exists()
     metrics = [json.loads(line) for line in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
-    assert len(metrics) == 10 and "heldout_loss" in metrics[-1]
+    # Step 0 is the held-out loss the stage starts from, then one record per step.
+    assert [m["step"] for m in metrics] == list(range(11)) and "heldout_loss" in metrics[0] and "heldout_loss" in metrics[-1]
+    assert metrics[-1]["heldout_loss"] < metrics[0]["heldout_loss"]
     config.write_text(yaml.safe_dump({"initiation": {"mode": "none"}}))
     assert main([*args, "-c", str(config)]) == 1
 

@@ -27,7 +27,7 @@ PROMPT = "THEON: Can a thing be measured"
 @pytest.fixture(scope="module")
 def engine(exported):
     engine = Engine(exported)
-    engine.batcher.eos = None  # every answer runs to max_tokens unless a stop string ends it
+    engine.batcher.stop_ids = frozenset()  # every answer runs to max_tokens unless a stop string ends it
     yield engine
     engine.close()
 
@@ -242,7 +242,7 @@ def test_an_error_inside_the_server_is_a_json_500_and_a_failed_stream_ends_with_
 
 def test_a_disconnected_stream_frees_its_row_at_the_next_step(exported):
     engine = Engine(exported)
-    engine.batcher.eos = None
+    engine.batcher.stop_ids = frozenset()
     decode = engine.batcher._decode
 
     def slow_decode():  # about 20 tokens a second, so the client leaves long before max_tokens

@@ -20,7 +20,7 @@ from ltm.build.dataset import load_manifest
 from ltm.model import LtmConfig, LtmForCausalLM
 from ltm.train import TrainError, train
 from ltm.train.checkpoint import fingerprint
-from ltm.train.data import ShardBatches
+from ltm.train.data import ShardBatches, loss_windows
 from ltm.train.hardware import check_fits, training_bytes
 from ltm.train.loop import _precision_options
 from ltm.train.schedule import lr_at
@@ -191,7 +191,7 @@ def test_a_self_looped_model_with_every_extra_compiles_and_follows_the_eager_cur
         model = LtmForCausalLM(LtmConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                                          num_key_value_heads=2, max_position_embeddings=32, scene_token_ids=IDS, **extras))
         tc = TrainConfig(steps=5, batch_size=4, lr=3e-3, warmup_steps=1, eval_every=10**9, tensorboard=False, compile=compiled)
-        fit(model, None, tc, ShardBatches(stream, 32, 4, 4, 0, 1), [stream[:33].astype(np.int64)], tmp_path / str(compiled),
+        fit(model, None, tc, ShardBatches(stream, 32, 4, 4, 0, 1), loss_windows(stream[:33], 32), tmp_path / str(compiled),
             World(0, 1, 0, torch.device("cpu")))
         curves.append(losses(tmp_path / str(compiled)))
     assert np.allclose(*curves, atol=1e-3), curves
@@ -208,7 +208,7 @@ def test_a_model_handed_over_in_eval_mode_trains_in_training_mode(tmp_path):
     model.register_forward_hook(lambda module, args, output: seen.append(module.training))
     tokens = np.arange(4000, dtype=np.uint16) % 64
     fit(model, None, TrainConfig(steps=2, batch_size=2, warmup_steps=1, eval_every=10**9, tensorboard=False), ShardBatches(tokens, 16, 2, 2, 0, 1),
-        [tokens[:17].astype(np.int64)], tmp_path, World(0, 1, 0, torch.device("cpu")))
+        loss_windows(tokens[:17], 16), tmp_path, World(0, 1, 0, torch.device("cpu")))
     assert seen[:2] == [True, True]  # the two training steps; the held-out pass at the end runs in eval mode
 
 
@@ -223,7 +223,7 @@ def test_each_record_times_its_own_step_although_it_is_written_after_the_next(tm
     tokens = np.arange(4000, dtype=np.uint16) % 64
     pause = 0.5
     fit(model, None, TrainConfig(steps=5, batch_size=2, warmup_steps=1, eval_every=10**9, tensorboard=False, compile=False),
-        ShardBatches(tokens, 16, 2, 2, 0, 1), [tokens[:17].astype(np.int64)], tmp_path, World(0, 1, 0, torch.device("cpu")),
+        ShardBatches(tokens, 16, 2, 2, 0, 1), loss_windows(tokens[:17], 16), tmp_path, World(0, 1, 0, torch.device("cpu")),
         on_step=lambda step: time.sleep(pause) if step == 3 else None)
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     gaps = {r["step"]: r["elapsed_s"] - q["elapsed_s"] for q, r in zip(records, records[1:])}

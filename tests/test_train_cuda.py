@@ -18,7 +18,7 @@ from ltm.model import LtmConfig, LtmForCausalLM
 from ltm.model.fp8_head import fp8_head_loss
 from ltm.model.fp8_linear import fp8_supported
 from ltm.train import distributed
-from ltm.train.data import ShardBatches
+from ltm.train.data import ShardBatches, loss_windows
 from ltm.train.loop import fit
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -38,7 +38,7 @@ def _curve(mode: str, model: torch.nn.Module | None = None) -> list[float]:
                      tensorboard=False, compile=True, compile_mode=mode)
     world = distributed.setup("cuda")
     with tempfile.TemporaryDirectory() as out:
-        fit(model or _tiny(), None, tc, batches, [tokens[:65].astype(np.int64)], Path(out), world)
+        fit(model or _tiny(), None, tc, batches, loss_windows(tokens[:65], 64), Path(out), world)
         return [json.loads(line)["loss"] for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
 
 
@@ -58,7 +58,7 @@ def _extras_curve(mode: str, extras: dict) -> list[dict]:
     tc = TrainConfig(steps=10, batch_size=8, micro_batch_size=4, lr=3e-3, warmup_steps=2, eval_every=10**9,
                      tensorboard=False, compile=True, compile_mode=mode)
     with tempfile.TemporaryDirectory() as out:
-        fit(model, None, tc, ShardBatches(stream, 32, 8, 4, 0, 1), [stream[:33].astype(np.int64)], Path(out),
+        fit(model, None, tc, ShardBatches(stream, 32, 8, 4, 0, 1), loss_windows(stream[:33], 32), Path(out),
             distributed.setup("cuda"))
         return [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
 

@@ -145,6 +145,12 @@ class BuildConfig(Section):
     tokenizer_sample_mb: float = Field(200.0, gt=0, description="train the tokenizer on at most this much text")
     tokenizer: str | None = Field(None, description="reuse this tokenizer folder (e.g. another dataset's) instead of training one")
     workers: int = Field(0, ge=0, description="processes that tokenize; 0 = one per core")
+    dialogue: Literal["chat", "text"] = Field(
+        "chat", description="dialogues (chat exports): chat = each turn through the chat template (<|user|> ... <|end|>), "
+                            "the format `ltm serve` talks in, with the user's turns under the loss mask; text = "
+                            "'User: ...' paragraphs, read like prose")
+    system_prompt: str | None = Field(None, description="chat: a system turn opening every dialogue (under the loss mask)")
+    learn_user_turns: bool = Field(False, description="chat: learn the user's turns too (the mask keeps only the system prompt)")
 
 
 class ModelConfig(Section):

@@ -23,11 +23,23 @@ class Record(BaseModel):
 # --- documents (ingest) -------------------------------------------------------------------------
 
 
+TURN_LABELS = {"user": "User", "assistant": "Assistant"}  # how a dialogue's turns read in Document.text
+
+
 class Turn(Record):
     role: Literal["user", "assistant"]
     text: str
     time: str | None = None
     id: str | None = None
+
+    def rendered(self) -> str:
+        """The turn as Document.text holds it: "User: ..." or "Assistant: ..."."""
+        return f"{TURN_LABELS[self.role]}: {self.text}"
+
+
+def render_turns(turns: list[Turn]) -> str:
+    """A dialogue's text: its turns rendered, one blank line between them."""
+    return "\n\n".join(turn.rendered() for turn in turns)
 
 
 class Encoding(Record):
@@ -62,6 +74,18 @@ class Document(Record):
     sha256: str
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    def turn_spans(self) -> list[tuple[int, int]] | None:
+        """Where each turn stands in `text` ("User: ..." included), or None for a document that is
+        not a dialogue, or whose text is not its turns rendered (a hand-edited file)."""
+        if self.turns is None or self.text != render_turns(self.turns):
+            return None
+        spans, start = [], 0
+        for turn in self.turns:
+            end = start + len(turn.rendered())
+            spans.append((start, end))
+            start = end + 2
+        return spans
 
 
 # --- scenes ---------------------------------------------------------------------------------------
@@ -102,6 +126,13 @@ class Reference(Record):
     score: float
 
 
+class SceneTurn(Record):
+    """The dialogue turn a scene holds: a scene of a dialogue is one whole turn."""
+
+    index: int = Field(ge=0, description="position of the turn in document.turns")
+    role: Literal["user", "assistant"]
+
+
 class Scene(Record):
     schema_: Literal["ltm.scene/2"] = Field(SCENE_SCHEMA, alias="schema")
     scene_id: str
@@ -117,6 +148,7 @@ class Scene(Record):
     questions: list[Question] = Field(default_factory=list)
     backrefs: list[str] = Field(default_factory=list, description="phrases that point back to earlier statements ('as I said')")
     references: list[Reference] = Field(default_factory=list, description="the most related earlier scenes, best first")
+    turn: SceneTurn | None = Field(None, description="for a scene of a dialogue: the turn it holds (its text starts with the turn's label)")
     annotator: str
     meta: dict = Field(default_factory=dict, description="document tags copied for later stages (phase, author)")
 

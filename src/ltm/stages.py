@@ -92,10 +92,11 @@ def initiation(config: RunConfig, run_dir: Path) -> Path:
     pretraining tokenizer (every token once) -> RUN/initiation/checkpoint."""
     ingest(config.initiation.paths, run_dir / INITIATION_DOCS)
     scenes(run_dir / INITIATION_DOCS, run_dir / INITIATION_SCENES, config)
-    # Only the held-out share and the shard format carry over: no curriculum, lenses or budget of the pretraining build.
+    # The held-out share, the shard format and the dialogue form carry over: no curriculum, lenses or budget of the pretraining build.
+    b = config.build
     dialogue = config.model_copy(update={"build": BuildConfig(
-        tokenizer=str(run_dir / DATASET / "tokenizer"), heldout_docs=config.build.heldout_docs, dtype=config.build.dtype,
-        shard_tokens=config.build.shard_tokens, workers=config.build.workers)})
+        tokenizer=str(run_dir / DATASET / "tokenizer"), heldout_docs=b.heldout_docs, dtype=b.dtype, shard_tokens=b.shard_tokens,
+        workers=b.workers, dialogue=b.dialogue, system_prompt=b.system_prompt, learn_user_turns=b.learn_user_turns)})
     build(dialogue, run_dir / INITIATION_SCENES, run_dir / INITIATION_DATASET)
     return initiate(config, run_dir / TRAIN / "checkpoint", run_dir / INITIATION_DATASET, run_dir / INITIATION)
 

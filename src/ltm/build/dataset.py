@@ -23,15 +23,14 @@ from pathlib import Path
 import numpy as np
 
 from ltm.build.curriculum import CurriculumError, assign_phases, make_units
+from ltm.build.dialogue import ChatForm
 from ltm.build.difficulty import combine, signals
 from ltm.build.fast_encoder import FastEncoder, encode_parallel
 from ltm.build.lenses import GENERATIVE_LENSES, check_lenses, render
 from ltm.build.regimes import Occurrence, RegimeError, occurrences
 from ltm.build.scenes_table import SceneInfo, SceneTable
 from ltm.build.shards import ShardWriter, load_segments, repetition_bucket
-from ltm.build.tokenizer import (
-    EOT, SCENE_BEGIN, SCENE_END, SPECIAL_TOKENS, Marker, load_tokenizer, save_tokenizer, tokenizer_sha256, train_tokenizer,
-)
+from ltm.build.tokenizer import EOT, SPECIAL_TOKENS, Marker, load_tokenizer, save_tokenizer, tokenizer_sha256, train_tokenizer
 from ltm.config import BuildConfig
 from ltm.formats import Manifest, ShardInfo
 from ltm.io import atomic_dir, write_json
@@ -81,16 +80,18 @@ class _Encoder:
 
 
 def _tokenize_all(table: SceneTable, tokenizer_json: Path, store: Path, score: bool, workers: int,
-                  begin: int, end: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """Every scene as the plain lens renders it ([begin] ids [end]) into `store` (one flat file),
-    encoded by `workers` processes; return offsets, counts and (for a difficulty curriculum)
-    difficulty scores."""
+                  chat: ChatForm) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Every scene in its plain form (scene markers around its text, or a dialogue turn in the chat
+    form) into `store` (one flat file), encoded by `workers` processes; return offsets, counts and
+    (for a difficulty curriculum) difficulty scores."""
     offsets = np.zeros(len(table) + 1, dtype=np.int64)
     per_text: list[tuple[float, float, float]] = []
+    frames = np.asarray([chat.frame(scene) for scene in table.infos], dtype=np.uint32).reshape(-1, 2)
 
     def batches():
         for start in range(0, len(table), BATCH):
-            texts = list(table.texts(range(start, min(start + BATCH, len(table)))))
+            indices = range(start, min(start + BATCH, len(table)))
+            texts = [chat.text(table.infos[i], text) for i, text in zip(indices, table.texts(indices))]
             if score:
                 per_text.extend(signals(t) for t in texts)
             yield texts
@@ -100,8 +101,7 @@ def _tokenize_all(table: SceneTable, tokenizer_json: Path, store: Path, score: b
         for ids, lengths in encode_parallel(tokenizer_json, batches(), workers):
             # Wrap each scene in its markers in one vectorised step: insert begin/end at the cuts.
             cuts = np.concatenate([[0], np.cumsum(lengths)])
-            wrapped = np.insert(ids, np.repeat(cuts, [1] + [2] * (len(cuts) - 2) + [1]),
-                                np.tile(np.asarray([begin, end], dtype=np.uint32), len(lengths)))
+            wrapped = np.insert(ids, np.repeat(cuts, [1] + [2] * (len(cuts) - 2) + [1]), frames[i : i + len(lengths)].ravel())
             wrapped.astype(np.uint32).tofile(handle)
             offsets[i + 1 : i + 1 + len(lengths)] = offsets[i] + np.cumsum(lengths + 2)
             i += len(lengths)
@@ -141,7 +141,7 @@ def build_dataset(table: SceneTable, config: BuildConfig, seed: int, out_dir: st
     doc_order = list(dict.fromkeys(s.doc_id for s in infos))
     train_docs = [d for d in doc_order if d not in heldout]
     heldout_docs = [d for d in doc_order if d in heldout]
-    units = make_units(infos, train_docs, whole_documents=bool(config.regime.doc_consecutive))
+    units = make_units(infos, train_docs, whole_documents=bool(config.regime.doc_consecutive), whole_dialogues=config.dialogue == "chat")
     try:  # tag phases are checked now, before any work; difficulty phases once scores exist
         phases = assign_phases(units, infos, config.curriculum) if config.curriculum.by != "difficulty" else []
     except CurriculumError as exc:
@@ -155,10 +155,11 @@ def build_dataset(table: SceneTable, config: BuildConfig, seed: int, out_dir: st
         if dtype == "uint16" and vocab > 2**16:
             raise BuildError(f"vocab_size {vocab} does not fit uint16: set build.dtype to uint32")
         encoder = _Encoder(hf, tmp / "tokenizer" / "tokenizer.json")
+        chat = ChatForm(config, encoder.ids, encoder.texts)
         store = tmp / ".plain_ids.bin"
         workers = config.workers or os.cpu_count() or 1
         offsets, counts, difficulty = _tokenize_all(table, tmp / "tokenizer" / "tokenizer.json", store, config.curriculum.by == "difficulty",
-                                                    workers, encoder.ids[SCENE_BEGIN], encoder.ids[SCENE_END])
+                                                    workers, chat)
         if config.curriculum.by == "difficulty":
             try:
                 phases = assign_phases(units, infos, config.curriculum, difficulty)
@@ -178,18 +179,19 @@ def build_dataset(table: SceneTable, config: BuildConfig, seed: int, out_dir: st
         lens_names = list(dict.fromkeys(["plain", *(step.lens for step in config.lenses)]))
         try:
             train_writer, seen = _write_train(stream, table, encoder, plain_ids, offsets, generated, limit, dtype, config, tmp,
-                                              doc_index, lens_names, phases)
+                                              doc_index, lens_names, phases, chat)
         except RegimeError as exc:
             raise BuildError(str(exc)) from None
 
         for lens in config.heldout_lenses:
             if lens not in lens_names:
                 lens_names.append(lens)
-        heldout_writer = _write_heldout(table, infos, heldout, encoder, plain_ids, offsets, config, dtype, tmp, doc_index, lens_names)
+        heldout_writer = _write_heldout(table, infos, heldout, encoder, plain_ids, offsets, config, dtype, tmp, doc_index, lens_names, chat)
         del plain_ids
         store.unlink()
 
         stats = _stats(tmp, infos, train_docs, heldout_docs, data_tokens, seen, lens_names, phases, table)
+        stats["train"]["masked_tokens"], stats["heldout"]["masked_tokens"] = train_writer.masked_tokens, heldout_writer.masked_tokens
         manifest = Manifest(
             tokenizer="tokenizer", tokenizer_sha256=tokenizer_sha256(tmp / "tokenizer"), vocab_size=vocab, dtype=dtype,
             seed=seed, regime=config.regime.describe(), curriculum=_describe_curriculum(config), budget_tokens=train_writer.written,
@@ -203,20 +205,22 @@ def build_dataset(table: SceneTable, config: BuildConfig, seed: int, out_dir: st
     return manifest
 
 
-def _write_heldout(table, infos, heldout, encoder, plain_ids, offsets, config, dtype, folder, doc_index, lens_names) -> ShardWriter:
-    """Each held-out document once per held-out lens (plain first), never seen in training."""
+def _write_heldout(table, infos, heldout, encoder, plain_ids, offsets, config, dtype, folder, doc_index, lens_names, chat) -> ShardWriter:
+    """Each held-out document once per held-out lens (plain first), never seen in training; a
+    dialogue in the chat form has its plain form only."""
     writer = ShardWriter(folder, "heldout", dtype, config.shard_tokens)
     eot = np.asarray([encoder.ids[EOT]])
-    indices = [i for i, scene in enumerate(infos) if scene.doc_id in heldout]
+    held = [i for i, scene in enumerate(infos) if scene.doc_id in heldout]
     for lens in dict.fromkeys(["plain", *config.heldout_lenses]):
+        indices = held if lens == "plain" else [i for i in held if not chat.applies(infos[i])]
         rendered = None if lens == "plain" else encoder.pieces([render(table.scene(i), lens) for i in indices])
         for n, i in enumerate(indices):
             scene = infos[i]
             if n == 0 or infos[indices[n - 1]].doc_id != scene.doc_id:
                 writer.add(eot, None)
             ids = plain_ids[offsets[i] : offsets[i + 1]] if rendered is None else rendered[n]
-            writer.add(ids, {"doc": doc_index[scene.doc_id], "scene": scene.index, "lens": lens_names.index(lens), "pass_index": 0,
-                             "times_seen": 0, "phase": -1})
+            chat.add(writer, scene, ids, {"doc": doc_index[scene.doc_id], "scene": scene.index, "lens": lens_names.index(lens),
+                                          "pass_index": 0, "times_seen": 0, "phase": -1})
     writer.close()
     return writer
 
@@ -254,7 +258,7 @@ def _generate(table: SceneTable, config: BuildConfig, indices: list[int]) -> dic
     return {lens: generate_lens_texts(scenes, lens, config.llm) for lens in dict.fromkeys(wanted)}
 
 
-def _write_train(stream, table, encoder, plain_ids, offsets, generated, limit, dtype, config, folder, doc_index, lens_names, phases):
+def _write_train(stream, table, encoder, plain_ids, offsets, generated, limit, dtype, config, folder, doc_index, lens_names, phases, chat):
     writer = ShardWriter(folder, "train", dtype, config.shard_tokens, limit=limit)
     seen: Counter = Counter()
     eot = np.asarray([encoder.ids[EOT]])
@@ -263,7 +267,7 @@ def _write_train(stream, table, encoder, plain_ids, offsets, generated, limit, d
         batch: list[Occurrence] = list(itertools.islice(stream, BATCH))
         if not batch:
             break
-        lensed = [o for o in batch if o.lens != "plain" and _lens_text_ready(o, table, generated)]
+        lensed = [o for o in batch if o.lens != "plain" and not chat.applies(table.infos[o.scene]) and _lens_text_ready(o, table, generated)]
         rendered = dict(zip((id(o) for o in lensed), encoder.pieces(
             [render(table.scene(o.scene), o.lens, o.pass_index, generated.get(o.lens, {}).get(table.infos[o.scene].scene_id)) for o in lensed])))
         for o in batch:
@@ -272,12 +276,12 @@ def _write_train(stream, table, encoder, plain_ids, offsets, generated, limit, d
             if o.unit_start:
                 writer.add(eot, None)
             ids = rendered.get(id(o))
-            lens = o.lens if ids is not None else "plain"  # a generative lens without its text reads plain
+            lens = o.lens if ids is not None else "plain"  # a chat turn, or a generative lens without its text, reads plain
             if ids is None:
                 ids = plain_ids[offsets[o.scene] : offsets[o.scene + 1]]
             info_ = table.infos[o.scene]
-            writer.add(ids, {"doc": doc_index[info_.doc_id], "scene": info_.index, "lens": lens_names.index(lens),
-                             "pass_index": o.pass_index, "times_seen": seen[o.scene], "phase": phase_index[o.phase]})
+            chat.add(writer, info_, ids, {"doc": doc_index[info_.doc_id], "scene": info_.index, "lens": lens_names.index(lens),
+                                          "pass_index": o.pass_index, "times_seen": seen[o.scene], "phase": phase_index[o.phase]})
             seen[o.scene] += 1
     writer.close()
     return writer, seen

@@ -4,7 +4,7 @@ With every extra off, the folder declares `LlamaForCausalLM` (config, safetensor
 Llama's names), so plain `transformers.AutoModelForCausalLM` loads it without trust_remote_code,
 as do vLLM and llama.cpp's converter. With extras on, it declares `LtmForCausalLM` and loads after
 `import ltm.model`. Either way it carries the tokenizer (with its chat template) and a generation
-config.
+config that names every end token (docs/serving.md).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from pathlib import Path
 
 from transformers import AutoTokenizer, GenerationConfig, LlamaConfig, LlamaForCausalLM
 
+from ltm.build.tokenizer import END_OF_TURN
 from ltm.io import atomic_dir
 from ltm.model.config import LtmConfig
 from ltm.model.modeling import LtmForCausalLM
@@ -44,6 +45,14 @@ def from_llama(llama: LlamaForCausalLM) -> LtmForCausalLM:
         rms_norm_eps=c.rms_norm_eps, tie_word_embeddings=c.tie_word_embeddings))
     model.load_state_dict(llama.state_dict(), strict=False)
     return model
+
+
+def end_token_ids(tokenizer) -> list[int]:
+    """Every token generation stops at: end of text, and the chat template's end of turn. Named in
+    generation_config.json, so transformers' generate, vLLM and llama.cpp's converter stop at the end
+    of an answer rather than at the token limit."""
+    ids = [tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids(END_OF_TURN) if END_OF_TURN in tokenizer.get_vocab() else None]
+    return list(dict.fromkeys(i for i in ids if i is not None))
 
 
 def load_checkpoint(checkpoint: str | Path, tokenizer: str | Path | None = None) -> tuple[LtmForCausalLM, object]:
@@ -79,7 +88,7 @@ def export(checkpoint: str | Path, out: str | Path, tokenizer: str | Path | None
             model.save_pretrained(str(tmp))
             architecture = "LtmForCausalLM"
         hf_tokenizer.save_pretrained(str(tmp))
-        GenerationConfig(bos_token_id=hf_tokenizer.bos_token_id, eos_token_id=hf_tokenizer.eos_token_id,
+        GenerationConfig(bos_token_id=hf_tokenizer.bos_token_id, eos_token_id=end_token_ids(hf_tokenizer),
                          pad_token_id=hf_tokenizer.pad_token_id, do_sample=True, temperature=0.8, top_k=50,
                          max_new_tokens=model.config.max_position_embeddings // 2).save_pretrained(str(tmp))
     return architecture

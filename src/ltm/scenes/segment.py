@@ -1,6 +1,8 @@
 """The scene segmenter: cut a document into scenes that follow the text's own movement.
 
-- Chats (documents with turns): a scene per turn; a long turn is cut like prose.
+- Dialogues (documents with turns): a scene per turn, whole however long, so a turn trains in the
+  chat form as one message (build.dialogue). A dialogue whose text is not its turns rendered
+  (a hand-edited file) is cut at each "User: "/"Assistant: " paragraph, a long turn like prose.
 - Prose: paragraphs are grouped while the topic holds and cut where it shifts. The shift is found
   TextTiling-style (Hearst 1997): at each paragraph gap, the cosine similarity of the words just
   before and just after; a gap's depth is how far it dips below the peaks on either side, and
@@ -160,6 +162,9 @@ def _boundary_cutoff(units: list[Unit]) -> float:
 
 def segment(doc: Document, min_tokens: int, max_tokens: int) -> list[tuple[int, int]]:
     """Return (start, end) spans of the document's scenes, in order."""
+    turns = doc.turn_spans()
+    if turns is not None:
+        return turns
     units = _units(doc, max_tokens)
     if not units:
         return []

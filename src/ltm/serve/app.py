@@ -36,12 +36,14 @@ from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Str
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
 
-from ltm.serve.engine import Engine, Piece, PromptError
+from ltm.serve.engine import ContextError, Engine, Piece, PromptError
 from ltm.serve.fields import Seed
 from ltm.serve.guard import Guard, error, error_body, log, openai_errors
 from ltm.serve.memory import NAMESPACE_PATTERN, Hit, MemoryStore, snippets
 from ltm.serve.pvq import answer_scene, parse_request
 
+# On a chat answer: how many of the conversation's oldest messages were left out to fit the context.
+DROPPED_HEADER = "X-LTM-Dropped-Messages"
 MAX_TOKENS = 1024
 MAX_CHOICES = 16  # prompts x n in one request: each choice takes a batch row
 MAX_LOGPROBS = 20  # top alternatives per token
@@ -209,8 +211,12 @@ def create_app(engine: Engine, api_key: str | None = None, memory: MemoryStore |
         asked = request.messages[-1].text()
         hits = recall(request, asked)
         recalled = [{"role": "system", "content": f"Related earlier scenes:\n{snippets(hits)}"}] if hits else []
-        prompt = engine.chat_prompt(recalled + [{"role": m.role, "content": m.text()} for m in request.messages])
-        return _respond(engine, request, [Ask(prompt, remember=remembering(request, "chat", f"User: {asked}\nAssistant: "))], counts, chat=True)
+        try:
+            prompt, dropped = _fit(engine, recalled, [{"role": m.role, "content": m.text()} for m in request.messages], request.max_tokens)
+        except ContextError as exc:
+            return error(400, str(exc), param="messages")
+        return _respond(engine, request, [Ask(prompt, remember=remembering(request, "chat", f"User: {asked}\nAssistant: "))], counts,
+                        chat=True, dropped=dropped)
 
     @app.post("/v1/scenes")
     async def scenes(request: Request):
@@ -275,8 +281,23 @@ def _over_limit(max_tokens: int) -> JSONResponse | None:
     return None
 
 
-def _respond(engine: Engine, request: Sampling, asks: list[Ask], counts: Counter, chat: bool):
-    """Start every choice (prompts x n, decoded in one batch), then answer them whole or as a stream."""
+def _fit(engine: Engine, recalled: list[dict], messages: list[dict], max_tokens: int):
+    """The chat prompt and how many of the conversation's messages were dropped to fit the context.
+    Scenes recalled from memory go in only where the whole conversation fits beside them."""
+    if recalled:
+        try:
+            prompt, dropped = engine.fit_chat(recalled + messages, max_tokens)
+            if not dropped:
+                return prompt, 0
+        except ContextError:
+            pass
+    return engine.fit_chat(messages, max_tokens)
+
+
+def _respond(engine: Engine, request: Sampling, asks: list[Ask], counts: Counter, chat: bool, dropped: int = 0):
+    """Start every choice (prompts x n, decoded in one batch), then answer them whole or as a stream.
+    A chat says how many of its oldest messages were dropped to fit the context (DROPPED_HEADER, and
+    the `dropped_messages` field of a whole answer)."""
     if len(asks) * request.n > MAX_CHOICES:
         return error(400, f"{len(asks)} prompts x n={request.n} choices is over this server's limit of {MAX_CHOICES}", param="n")
     echo = isinstance(request, CompletionRequest) and request.echo
@@ -327,7 +348,10 @@ def _respond(engine: Engine, request: Sampling, asks: list[Ask], counts: Counter
             for generation in generations:
                 generation.cancel()
         remember(texts)
-        return {**head, "choices": choices, "usage": usage()}
+        body = {**head, "choices": choices, "usage": usage()}
+        if not chat:
+            return body
+        return JSONResponse(body | {"dropped_messages": dropped}, headers={DROPPED_HEADER: str(dropped)})
 
     include_usage = bool(request.stream_options and request.stream_options.include_usage)
 
@@ -368,7 +392,7 @@ def _respond(engine: Engine, request: Sampling, asks: list[Ask], counts: Counter
             for generation in generations:
                 generation.cancel()
 
-    return StreamingResponse(events(), media_type="text/event-stream")
+    return StreamingResponse(events(), media_type="text/event-stream", headers={DROPPED_HEADER: str(dropped)} if chat else None)
 
 
 def _chat_logprob(engine: Engine, piece: Piece) -> dict:

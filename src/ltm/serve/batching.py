@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import queue
 import threading
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 import torch
@@ -67,8 +68,9 @@ def buckets(rows: int) -> list[int]:
 
 
 class Batcher:
-    def __init__(self, model: LtmForCausalLM, rows: int, eos_token_id: int | None, cuda_graphs: bool):
-        self.model, self.eos = model, eos_token_id
+    def __init__(self, model: LtmForCausalLM, rows: int, stop_ids: Collection[int], cuda_graphs: bool):
+        """`stop_ids`: tokens that end an answer (end of text, end of turn); not given out."""
+        self.model, self.stop_ids = model, frozenset(stop_ids)
         self.context = model.config.max_position_embeddings
         device, dtype = next(model.parameters()).device, next(model.parameters()).dtype
         self.cache = StaticKVCache(rows, self.context, device, dtype)
@@ -201,9 +203,9 @@ class Batcher:
 
     def _emit(self, request: Request, token: int) -> None:
         request.last = token
-        if token == self.eos:
+        if token in self.stop_ids:
             if request.logprobs is not None:
-                request.token_logprobs.pop()  # end of text is not part of the answer
+                request.token_logprobs.pop()  # an end token is not part of the answer
             self._finish(request, "stop")
             return
         request.tokens.put(token)

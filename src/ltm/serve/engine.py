@@ -14,10 +14,17 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import ltm.model  # noqa: F401  (registers LtmForCausalLM with the Auto classes)
 from ltm.build.tokenizer import CHAT_TOKENS, byte_decoder
-from ltm.model.export import from_llama
+from ltm.model.export import end_token_ids, from_llama
 from ltm.model.modeling import LtmForCausalLM
 from ltm.serve.batching import DONE, Batcher, Logprob, Request
 from ltm.serve.prompt import Prompt, chat_prompt, encode
+
+
+ANSWER_SHARE = 4  # a chat keeps at least max_tokens, or a quarter of the context, for the answer
+
+
+class ContextError(ValueError):
+    """A conversation that cannot fit the model's context even with its earlier turns dropped."""
 
 
 class PromptError(ValueError):
@@ -42,7 +49,7 @@ class Engine:
         self.model = model.to(self.device, dtype).eval()
         self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
         self.context = self.model.config.max_position_embeddings
-        self.batcher = Batcher(self.model, batch, self.tokenizer.eos_token_id, cuda_graphs and self.device.type == "cuda")
+        self.batcher = Batcher(self.model, batch, end_token_ids(self.tokenizer), cuda_graphs and self.device.type == "cuda")
         # The roles the chat template can frame: those whose marker is a token of this vocabulary.
         vocab = self.tokenizer.get_vocab()
         self.roles = tuple(role for role, marker in CHAT_TOKENS.items() if marker in vocab) or tuple(CHAT_TOKENS)
@@ -53,6 +60,32 @@ class Engine:
 
     def chat_prompt(self, messages: list[dict]) -> Prompt:
         return chat_prompt(self.tokenizer, messages)
+
+    def fit_chat(self, messages: list[dict], max_tokens: int) -> tuple[Prompt, int]:
+        """The conversation through the chat template, its oldest messages dropped until the prompt
+        leaves room for the answer (max_tokens, at most a quarter of the context); system messages and the
+        last message stay. Returns the prompt and how many messages were dropped; raises
+        ContextError when the system messages and the last message alone leave no such room."""
+        room = min(max_tokens, self.context // ANSWER_SHARE)
+        budget = self.context - 1 - room  # 1: the start token the prompt is given
+        droppable = [i for i, m in enumerate(messages[:-1]) if m["role"] != "system"]
+
+        def without(k: int) -> Prompt:
+            gone = set(droppable[:k])
+            return self.chat_prompt([m for i, m in enumerate(messages) if i not in gone])
+
+        low, high = 0, len(droppable)  # the fewest oldest messages to drop, found by bisection
+        if len(self.encode(last := without(high))) > budget:
+            what = "the last message and the system prompt take" if len(messages) - high > 1 else "the last message takes"
+            raise ContextError(f"{what} {len(self.encode(last))} tokens; with room for a {room}-token answer the model's context of "
+                               f"{self.context} tokens leaves {budget} for the prompt: shorten the message or lower max_tokens")
+        while low < high:
+            middle = (low + high) // 2
+            if len(self.encode(without(middle))) <= budget:
+                high = middle
+            else:
+                low = middle + 1
+        return without(low), low
 
     def encode(self, prompt: str) -> list[int]:
         return encode(self.tokenizer, prompt)

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
-from ltm.build.dataset import load_manifest, load_split
+from ltm.build.dataset import load_manifest
 from ltm.build.tokenizer import load_tokenizer, tokenizer_sha256
 from ltm.config import RunConfig, TrainConfig
 from ltm.io import atomic_dir, iter_jsonl
@@ -31,8 +31,8 @@ from ltm.log import info
 from ltm.model import LtmForCausalLM
 from ltm.train import distributed
 from ltm.train.adapters import Trainable, describe_lora, with_lora
-from ltm.train.data import ShardBatches, eval_windows
-from ltm.train.loop import TrainError, fit, shard_batches
+from ltm.train.data import ShardBatches, loss_windows
+from ltm.train.loop import TrainError, dataset_batches, fit, shard_batches
 
 HELDOUT_TEXTS = 0.1  # tune_hf: the share of the texts held out to measure the loss
 
@@ -66,8 +66,7 @@ def initiate(config: RunConfig, checkpoint: str | Path, dataset_dir: str | Path,
     seq_len = model.config.max_position_embeddings
     world = distributed.setup(tc.device)
     try:
-        batches = shard_batches(load_split(dataset_dir, manifest, "train"), seq_len, tc, world, dataset_dir)
-        windows = eval_windows(load_split(dataset_dir, manifest, "heldout"), seq_len, limit=tc.eval_batches * tc.batch_size)
+        batches, windows = dataset_batches(dataset_dir, manifest, seq_len, tc, world)
         _tune(model, tokenizer, config, tc, batches, windows, out_dir, world, torch.float32)
     finally:
         distributed.teardown(world)
@@ -91,7 +90,7 @@ def tune_hf(model_dir: str | Path, texts: list[str], config: RunConfig, out_dir:
     world = distributed.setup(tc.device)
     try:
         batches = shard_batches(train_ids, seq_len, tc, world, "the texts")
-        windows = eval_windows(heldout_ids, seq_len, limit=tc.eval_batches * tc.batch_size)
+        windows = loss_windows(heldout_ids, seq_len, tc.eval_batches * tc.batch_size)
         _tune(model, tokenizer, config, tc, batches, windows, out_dir, world, dtype)
     finally:
         distributed.teardown(world)
@@ -120,12 +119,12 @@ def _tune(model: PreTrainedModel, tokenizer, config: RunConfig, tc: TrainConfig,
         raise TrainError("the initiation stage shards nothing: set train.distributed to ddp for several processes")
     base = model.config.describe_extras() if isinstance(model, LtmForCausalLM) else type(model).__name__
     if config.initiation.mode == "full":
-        fit(Trainable(model, f"{base}; every parameter trained"), tokenizer, tc, batches, windows, out_dir, world)
+        fit(Trainable(model, f"{base}; every parameter trained"), tokenizer, tc, batches, windows, out_dir, world, measure_start=True)
         if world.main and dtype != torch.float32:
             _save(model.to(dtype), tokenizer, out_dir / "checkpoint")
     else:
         lora = with_lora(model, config.initiation)
-        fit(Trainable(lora, f"{base}; {describe_lora(lora)}"), tokenizer, tc, batches, windows, out_dir, world)
+        fit(Trainable(lora, f"{base}; {describe_lora(lora)}"), tokenizer, tc, batches, windows, out_dir, world, measure_start=True)
         if world.main:
             # fit saved the adapter alone as OUT/checkpoint: keep it as OUT/adapter, put the merged model in its place.
             shutil.rmtree(out_dir / "adapter", ignore_errors=True)

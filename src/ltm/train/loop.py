@@ -19,16 +19,17 @@ from pathlib import Path
 import torch
 
 from ltm.build.dataset import load_manifest, load_split
+from ltm.build.shards import load_masked
 from ltm.build.tokenizer import load_tokenizer, marker_ids, tokenizer_sha256
 from ltm.config import ModelConfig, RunConfig, TrainConfig
 from ltm.io import atomic_dir
 from ltm.log import info, progress, warn
 from ltm.model import LtmConfig, LtmForCausalLM
-from ltm.model.modeling import LtmModel
+from ltm.model.modeling import IGNORE_INDEX, LtmModel
 from ltm.model.fp8_linear import fp8_supported, use_fp8_linears
 from ltm.train import checkpoint as ckpt
 from ltm.train import distributed
-from ltm.train.data import ShardBatches, eval_windows
+from ltm.train.data import NO_MASK, LossMask, ShardBatches, loss_windows
 from ltm.train.hardware import check_fits, peak_flops, training_bytes
 from ltm.train.optim import make_optimizers, set_lr
 from ltm.train.schedule import lr_at
@@ -59,15 +60,19 @@ def build_model(config: RunConfig, tokenizer) -> LtmForCausalLM:
 
 @torch.no_grad()
 def heldout_loss(model: torch.nn.Module, windows, device: torch.device, autocast) -> float:
+    """Mean loss over the learned targets of `windows` ((inputs, targets) pairs, data.loss_windows)."""
     model.eval()
     total, count = 0.0, 0
-    for window in windows:
-        x = torch.from_numpy(window[:-1]).unsqueeze(0).to(device)
-        y = torch.from_numpy(window[1:]).unsqueeze(0).to(device)
+    for inputs, targets in windows:
+        learned = int((targets != IGNORE_INDEX).sum())
+        if not learned:
+            continue
+        x = torch.from_numpy(inputs).unsqueeze(0).to(device)
+        y = torch.from_numpy(targets).unsqueeze(0).to(device)
         with autocast():
             loss = model(x, y).loss
-        total += loss.item() * y.numel()
-        count += y.numel()
+        total += loss.item() * learned
+        count += learned
     model.train()
     return total / max(count, 1)
 
@@ -112,27 +117,37 @@ def train(config: RunConfig, dataset_dir: str | Path, out_dir: str | Path, resum
             start = meta["step"]
             info(f"resuming from {found} at step {start}")
         seq_len = model.config.max_position_embeddings
-        batches = shard_batches(load_split(dataset_dir, manifest, "train"), seq_len, tc, world, dataset_dir)
-        windows = eval_windows(load_split(dataset_dir, manifest, "heldout"), seq_len, limit=tc.eval_batches * tc.batch_size)
+        batches, windows = dataset_batches(dataset_dir, manifest, seq_len, tc, world)
         fit(model, tokenizer, tc, batches, windows, out_dir, world, start, state, print_)
     finally:
         distributed.teardown(world)
     return out_dir / "checkpoint"
 
 
-def shard_batches(tokens, seq_len: int, tc: TrainConfig, world, source) -> ShardBatches:
+def shard_batches(tokens, seq_len: int, tc: TrainConfig, world, source, mask: LossMask = NO_MASK) -> ShardBatches:
     micro = tc.micro_batch_size or max(tc.batch_size // world.size, 1)
     try:
-        return ShardBatches(tokens, seq_len, tc.batch_size, micro, world.rank, world.size)
+        return ShardBatches(tokens, seq_len, tc.batch_size, micro, world.rank, world.size, mask)
     except ValueError as exc:
         raise TrainError(f"{source}: {exc}") from None
 
 
+def dataset_batches(dataset_dir: str | Path, manifest, seq_len: int, tc: TrainConfig, world) -> tuple[ShardBatches, list]:
+    """A built dataset's training batches and held-out loss windows, each under the split's loss mask."""
+    batches = shard_batches(load_split(dataset_dir, manifest, "train"), seq_len, tc, world, dataset_dir,
+                            LossMask(*load_masked(dataset_dir, "train")))
+    windows = loss_windows(load_split(dataset_dir, manifest, "heldout"), seq_len, tc.eval_batches * tc.batch_size,
+                           LossMask(*load_masked(dataset_dir, "heldout")))
+    return batches, windows
+
+
 def fit(model, tokenizer, tc: TrainConfig, batches: ShardBatches, windows, out_dir: Path, world, start: int = 0, state=None,
-        print_: str = "", on_step=None) -> None:
+        print_: str = "", on_step=None, measure_start: bool = False) -> None:
     """Train `model` (an LtmForCausalLM, or anything with its forward(x, y) -> .loss/.losses and
-    its counting methods) for tc.steps on `batches`, measuring held-out loss on `windows`.
-    `on_step(step)`, when given, is called after each step (a profiler's step marker, say)."""
+    its counting methods) for tc.steps on `batches`, measuring held-out loss on `windows`
+    ((inputs, targets) pairs, data.loss_windows). `on_step(step)`, when given, is called after each
+    step (a profiler's step marker, say). `measure_start` writes the held-out loss before the first
+    step as metrics.jsonl's step-0 record (what a final stage starts from)."""
     seq_len, micro = batches.seq_len, batches.micro_batch
     c = model.config
     use_compile = tc.compile if tc.compile is not None else world.device.type == "cuda"
@@ -215,6 +230,12 @@ def fit(model, tokenizer, tc: TrainConfig, batches: ShardBatches, windows, out_d
                 shown += f"  held-out {record['heldout_loss']:.3f}"
             bar.update(task, advance=1, info=shown)
 
+    if measure_start and start == 0:
+        before = heldout_loss(model, windows, world.device, autocast)
+        if world.main:
+            metrics.write(json.dumps({"step": 0, "tokens": 0, "heldout_loss": round(before, 5)}) + "\n")
+            info(f"held-out loss before training: {before:.4f}")
+
     tuning = nullcontext()
     if use_compile and tc.tune_kernels:  # applies to what compiles inside the block below: the first step's graphs
         from torch._inductor import config as inductor_config
@@ -225,8 +246,14 @@ def fit(model, tokenizer, tc: TrainConfig, batches: ShardBatches, windows, out_d
         for step in range(start, tc.steps):
             set_lr(optimizers, lr := lr_at(step, tc))
             loss_sum, parts = torch.zeros((), device=world.device), {}
+            learned = max(batches.learned(step), 1)
             for micro_step in range(batches.accumulation):
-                x, y = (_to(t, world.device) for t in batches.batch(step, micro_step))
+                x, y = batches.batch(step, micro_step)
+                # Each micro-batch's loss is a mean over its learned targets; weighted by their share of
+                # the global batch's (times the ranks, which DDP averages over), the step's loss is the
+                # mean over every learned target, masked or not: 1/accumulation without a mask.
+                weight = int((y != IGNORE_INDEX).sum()) * world.size / learned
+                x, y = _to(x, world.device), _to(y, world.device)
                 last = micro_step == batches.accumulation - 1
                 sync = nullcontext() if last or not hasattr(wrapped, "no_sync") else wrapped.no_sync()
                 if graphs and micro_step == 0:
@@ -237,10 +264,10 @@ def fit(model, tokenizer, tc: TrainConfig, batches: ShardBatches, windows, out_d
                 with sync:
                     with autocast():
                         out = compiled(x, y, return_logits=False)  # the loss is all training needs
-                    (out.loss / batches.accumulation).backward()
-                loss_sum += out.loss.detach() / batches.accumulation
+                    (out.loss * weight).backward()
+                loss_sum += out.loss.detach() * weight
                 for key, value in out.losses.items():
-                    parts[key] = parts.get(key, 0.0) + value / batches.accumulation
+                    parts[key] = parts.get(key, 0.0) + value * weight
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
             for optimizer in optimizers:
                 optimizer.step()
