@@ -60,8 +60,8 @@ def test_a_model_with_scene_aware_extras_is_refused(exported, tmp_path):
 
 
 def test_llama_cpp_generates_what_transformers_generates(files, exported):
-    llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (pip install 'ltm[gguf]' llama-cpp-python; "
-                                                        "it builds llama.cpp from source, which needs cmake and a C++ compiler)")
+    llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (pip install 'ltm[llama]'; it builds "
+                                                        "llama.cpp from source, 10-15 minutes on 2 cores; CI installs it)")
     tokenizer = AutoTokenizer.from_pretrained(str(exported))
     model = AutoModelForCausalLM.from_pretrained(str(exported)).eval()
     llm = llama_cpp.Llama(model_path=str(files / "tiny-f32.gguf"), n_ctx=64, n_threads=1, logits_all=True, verbose=False)
