@@ -332,6 +332,23 @@ def test_resume_refuses_another_config_or_nothing_to_resume(dataset, tmp_path):
     assert fingerprint(with_speed(config, mode="exact", fp8_head=True), manifest) == fingerprint(config, manifest)
 
 
+def test_a_folder_with_an_earlier_run_is_refused_without_resume_or_overwrite(dataset, tmp_path):
+    config, ds = dataset
+    old = with_train(config, steps=20, checkpoint_every=10, keep_checkpoints=1, logger="none")
+    train(old, ds, tmp_path / "run")
+    assert [p.name for p in (tmp_path / "run" / "checkpoints").iterdir()] == ["step_0000020"]
+    new = with_train(old, steps=10, checkpoint_every=5, lr=0.1)
+    with pytest.raises(TrainError, match="earlier run .*--resume.*--overwrite"):
+        train(new, ds, tmp_path / "run")
+    assert [p.name for p in (tmp_path / "run" / "checkpoints").iterdir()] == ["step_0000020"]  # untouched
+    train(new, ds, tmp_path / "run", overwrite=True)
+    # Only the new run's checkpoints: its own last one was not pruned in favour of the old run's step 20.
+    assert [p.name for p in (tmp_path / "run" / "checkpoints").iterdir()] == ["step_0000010"]
+    assert len(losses(tmp_path / "run")) == 10
+    with pytest.raises(TrainError, match="different config"):  # a resume finds the new run, not the old one
+        train(old, ds, tmp_path / "run", resume=True)
+
+
 def test_a_dataset_whose_tokenizer_was_swapped_is_refused(dataset, tmp_path):
     config, ds = dataset
     tokenizer_json = ds / "tokenizer" / "tokenizer.json"

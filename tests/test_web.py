@@ -188,7 +188,7 @@ def test_chat_scene_and_memory_through_the_page(server, browser, request, tmp_pa
     _fill(browser, "#scene-lens", "no-such-lens")
     _one(browser, "#scene-send").click()
     error = _shown_error(browser, "#scene-error")
-    assert error.startswith("422: ") and "no-such-lens" in error
+    assert error.startswith("400: ") and "no-such-lens" in error
 
 
 def test_a_chat_that_outgrows_the_context_shows_a_note(engine, browser):

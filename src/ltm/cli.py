@@ -81,12 +81,15 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a model on a built dataset (torchrun for several GPUs)",
                        description="Train the model described in the config's `model` section on DATASET_DIR with the "
                        "`train` section (bf16, torch.compile, AdamW or Muon, cosine or WSD, accumulation, checkpoints); "
-                       "writes metrics.jsonl, tensorboard/, checkpoints/ and checkpoint/ (the final model) into OUT_DIR. "
+                       "writes metrics.jsonl, tensorboard/, checkpoints/ and checkpoint/ (the final model) into OUT_DIR; an OUT_DIR that "
+                       "holds an earlier run needs --resume or --overwrite. "
                        "Under `torchrun --nproc_per_node N` it trains with DDP or FSDP2.")
     p.add_argument("config", type=Path, help="config YAML (its `model`, `train` sections and `seed`)")
     p.add_argument("--data", type=Path, required=True, help="DATASET_DIR from `ltm build`")
     p.add_argument("-o", "--out", type=Path, required=True, help="output folder for metrics and checkpoint")
-    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in OUT (same config and data)")
+    again = p.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true", help="continue from the last checkpoint in OUT (same config and data)")
+    again.add_argument("--overwrite", action="store_true", help="delete an earlier run in OUT (checkpoints, metrics) and start again")
 
     p = sub.add_parser("initiate", help="the initiation stage: LoRA (merged), full or none on dialogue data after pretraining",
                        description="Run the final stage of training on a separate dataset of dialogue scenes, as the config's "
@@ -117,10 +120,14 @@ def _parser() -> argparse.ArgumentParser:
                        description="Export a run's model (RUN/initiation/checkpoint if the run has one, else RUN/train/checkpoint) or a checkpoint folder to DIR: "
                        "safetensors weights, config, tokenizer with chat template, generation config. With every scene-aware "
                        "extra off the folder declares LlamaForCausalLM and loads with plain transformers; with extras on it "
-                       "declares LtmForCausalLM and loads after `import ltm.model`.")
+                       "declares LtmForCausalLM and loads after `import ltm.model`. `--format gguf` writes one GGUF file "
+                       "for llama.cpp instead (plain-Llama models).")
     p.add_argument("source", type=Path, help="run folder or checkpoint folder")
-    p.add_argument("-o", "--out", type=Path, required=True, help="output folder")
+    p.add_argument("-o", "--out", type=Path, required=True, help="output folder (with --format gguf: the output .gguf file)")
     p.add_argument("--tokenizer", type=Path, help="tokenizer folder, when the checkpoint has none")
+    p.add_argument("--format", choices=["hf", "gguf"], default="hf",
+                   help="hf: a Hugging Face folder; gguf: one GGUF file for llama.cpp and Ollama (plain-Llama models; pip install 'ltm[gguf]')")
+    p.add_argument("--gguf-dtype", choices=["f16", "f32"], default="f16", help="GGUF weights: f16 (norms stay f32) or f32")
 
     p = sub.add_parser("serve", help="serve an exported model through an OpenAI-compatible HTTP API",
                        description="Serve MODEL_DIR (from `ltm export`) with /v1/models, /v1/completions, /v1/chat/completions "
@@ -229,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "train":
             from ltm.train import train
 
-            train(load_config(args.config), args.data, args.out, resume=args.resume)
+            train(load_config(args.config), args.data, args.out, resume=args.resume, overwrite=args.overwrite)
         elif args.command == "initiate":
             from ltm.train.initiation import initiate
 
@@ -240,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
             config = load_config(args.config) if args.config else RunConfig(initiation={"mode": "lora"})
             tune_hf(args.model, read_texts(args.texts), config, args.out)
         elif args.command == "export":
-            stages.export_model(args.source, args.out, args.tokenizer)
+            stages.export_model(args.source, args.out, args.tokenizer, args.format, args.gguf_dtype)
         elif args.command == "serve":
             import uvicorn
 
@@ -249,6 +256,9 @@ def main(argv: list[str] | None = None) -> int:
             from ltm.serve.memory import MemoryStore
 
             api_key = os.environ.get(args.api_key_env) if args.api_key_env else None
+            if args.api_key_env and not api_key:  # a typo in the name would otherwise serve with no key at all
+                raise ValueError(f"--api-key-env {args.api_key_env}: that environment variable is not set or empty; "
+                                 "export it with the key clients must send, or leave --api-key-env out")
             check_binding(args.host, api_key)
             engine = Engine(args.model_dir)
             try:

@@ -127,11 +127,18 @@ def evaluate_run(run_dir: Path, out: Path | None = None, control: Path | None = 
     return out
 
 
-def export_model(source: Path, out: Path, tokenizer: Path | None = None) -> Path:
-    """Export RUN (its initiation/checkpoint, else train/checkpoint) or a checkpoint folder as a Hugging Face folder."""
+def export_model(source: Path, out: Path, tokenizer: Path | None = None, format: str = "hf", dtype: str = "f16") -> Path:
+    """Export RUN (its initiation/checkpoint, else train/checkpoint) or a checkpoint folder as a
+    Hugging Face folder, or (format "gguf", plain-Llama models) as one GGUF file in `dtype`."""
+    checkpoint = final_checkpoint(source) if final_checkpoint(source).is_dir() else source
+    if format == "gguf":
+        from ltm.model.gguf import export_gguf
+
+        export_gguf(checkpoint, out, tokenizer, dtype)
+        info(f"export: GGUF ({dtype}) for llama.cpp -> {out}")
+        return out
     from ltm.model.export import export
 
-    checkpoint = final_checkpoint(source) if final_checkpoint(source).is_dir() else source
     architecture = export(checkpoint, out, tokenizer)
     info(f"export: {architecture} -> {out}")
     return out
@@ -191,7 +198,8 @@ def run(config_path: Path, run_dir: Path | None = None, resume: bool = False) ->
     if stage("train", run_dir / TRAIN / "checkpoint"):
         from ltm.train.checkpoint import latest
 
-        train(resolved, run_dir / DATASET, run_dir / TRAIN, resume=resume and latest(run_dir / TRAIN) is not None)
+        # Not resuming, the run folder's stages are all written again: so is training's.
+        train(resolved, run_dir / DATASET, run_dir / TRAIN, resume=resume and latest(run_dir / TRAIN) is not None, overwrite=True)
     if initiating and stage("initiation", run_dir / INITIATION / "checkpoint"):
         initiation(resolved, run_dir)
     if stage("eval", run_dir / EVAL):

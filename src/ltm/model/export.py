@@ -43,8 +43,9 @@ def end_token_ids(tokenizer) -> list[int]:
     return list(dict.fromkeys(i for i in ids if i is not None))
 
 
-def export(checkpoint: str | Path, out: str | Path, tokenizer: str | Path | None = None) -> str:
-    """Write the HF folder `out`; return the architecture it declares."""
+def load_checkpoint(checkpoint: str | Path, tokenizer: str | Path | None = None) -> tuple[LtmForCausalLM, object]:
+    """The checkpoint's model and its tokenizer (the checkpoint's own unless `tokenizer` names a
+    folder), checked to belong together; the model's config takes the tokenizer's special ids."""
     checkpoint = Path(checkpoint)
     tokenizer_dir = Path(tokenizer) if tokenizer else checkpoint
     if not (checkpoint / "config.json").exists():
@@ -57,6 +58,12 @@ def export(checkpoint: str | Path, out: str | Path, tokenizer: str | Path | None
         raise ExportError(f"tokenizer has {len(hf_tokenizer)} tokens, the model {model.config.vocab_size}: they do not belong together")
     for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
         setattr(model.config, name, getattr(hf_tokenizer, name))
+    return model, hf_tokenizer
+
+
+def export(checkpoint: str | Path, out: str | Path, tokenizer: str | Path | None = None) -> str:
+    """Write the HF folder `out`; return the architecture it declares."""
+    model, hf_tokenizer = load_checkpoint(checkpoint, tokenizer)
     with atomic_dir(out) as tmp:
         if model.config.is_plain_llama:
             llama = LlamaForCausalLM(llama_config(model.config))

@@ -47,6 +47,21 @@ def save(out_dir: Path, step: int, model, model_state: dict, optimizer_states: l
     return target
 
 
+# What a training run leaves in its folder: a later run there either resumes it or starts over.
+RUN_OUTPUTS = ("checkpoints", "checkpoint", "metrics.jsonl", "tensorboard")
+
+
+def earlier_run(out_dir: Path) -> list[str]:
+    """The outputs of an earlier run in `out_dir`, by name; empty when there are none."""
+    return [name for name in RUN_OUTPUTS if (out_dir / name).exists()]
+
+
+def clear_run(out_dir: Path) -> None:
+    for name in earlier_run(out_dir):
+        path = out_dir / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
 def latest(out_dir: Path) -> Path | None:
     found = sorted(p for p in (out_dir / "checkpoints").glob("step_*") if re.fullmatch(r"step_\d+", p.name) and (p / "trainer.json").exists())
     return found[-1] if found else None

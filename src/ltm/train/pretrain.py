@@ -19,11 +19,22 @@ from ltm.train.data import NO_MASK, LossMask, ShardBatches, loss_windows
 from ltm.train.loop import TrainError, fit, prepare
 
 
-def train(config: RunConfig, dataset_dir: str | Path, out_dir: str | Path, resume: bool = False) -> Path:
-    """Pretrain on DATASET_DIR; write OUT_DIR/metrics.jsonl, checkpoints/ and checkpoint/ (the final model)."""
+def train(config: RunConfig, dataset_dir: str | Path, out_dir: str | Path, resume: bool = False, overwrite: bool = False) -> Path:
+    """Pretrain on DATASET_DIR; write OUT_DIR/metrics.jsonl, checkpoints/ and checkpoint/ (the final model).
+    An OUT_DIR that holds an earlier run is refused unless the run `resume`s it or may `overwrite` it:
+    a fresh run's checkpoints mixed with older ones would be pruned by step number, and a later
+    resume would pick the wrong run."""
     out_dir, tc = Path(out_dir), config.train
     world = distributed.setup(tc.device)
     try:
+        if not resume and (earlier := ckpt.earlier_run(out_dir)):
+            if not overwrite:
+                raise TrainError(f"{out_dir} holds an earlier run ({', '.join(earlier)}): pass --resume to continue it, "
+                                 "or --overwrite to delete it and start again")
+            if world.main:
+                ckpt.clear_run(out_dir)
+                info(f"{out_dir}: the earlier run's {', '.join(earlier)} deleted (--overwrite)")
+            distributed.barrier(world)
         manifest = load_manifest(dataset_dir)
         tokenizer = load_tokenizer(Path(dataset_dir) / manifest.tokenizer)
         if tokenizer_sha256(Path(dataset_dir) / manifest.tokenizer) != manifest.tokenizer_sha256:
