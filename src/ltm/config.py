@@ -312,7 +312,9 @@ class ConfigError(ValueError):
     """A config that cannot be used, with a message naming the file and the field."""
 
 
-def load_config(path: str | Path) -> RunConfig:
+def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
+    """The config in `path`, with `overrides` ("section.key=value", a value read as YAML: `train.lr=1e-3`,
+    `build.regime={spiral: 10}`) applied on top and the whole validated as one file would be."""
     path = Path(path)
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
@@ -322,13 +324,37 @@ def load_config(path: str | Path) -> RunConfig:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    for override in overrides or []:
+        _override(raw, override, path)
     try:
         config = RunConfig.model_validate(raw)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-        raise ConfigError(f"{path}: {problems}") from None
+        given = f" (with --set {' --set '.join(overrides)})" if overrides else ""
+        raise ConfigError(f"{path}{given}: {problems}") from None
     config._base_dir = path.resolve().parent
     return config
+
+
+def _override(raw: dict, override: str, path: Path) -> None:
+    """Set one dotted key in the raw config mapping; a key that names no field is left for the
+    validation to refuse, so a typo is reported like one in the file."""
+    key, sep, text = override.partition("=")
+    names = key.strip().split(".")
+    if not sep or not all(names):
+        raise ConfigError(f"--set {override!r}: expected section.key=value, e.g. train.lr=1e-3")
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {override!r}: the value is not valid YAML: {exc}") from None
+    node = raw
+    for name in names[:-1]:
+        child = node.setdefault(name, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {override!r}: {path} sets {name} to {child!r}, not a mapping: set it whole, "
+                              f"e.g. --set {'.'.join(names[:names.index(name) + 1])}={{...}}")
+        node = child
+    node[names[-1]] = value
 
 
 def dump_config(config: RunConfig) -> str:

@@ -18,7 +18,7 @@ from ltm.model.modeling import LtmForCausalLM
 def pick_device(choice: str = "auto", index: int = 0) -> torch.device:
     """`auto`: GPU `index` when torch sees a GPU, else the CPU; `cuda` without a GPU is refused."""
     if choice == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device cuda was asked for, but torch sees no CUDA device")
+        raise ValueError("device cuda was asked for, but torch sees no CUDA device")
     if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()):
         return torch.device("cuda", index)
     return torch.device("cpu")
