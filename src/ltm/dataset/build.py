@@ -17,6 +17,7 @@ import hashlib
 import itertools
 import os
 import shutil
+from dataclasses import dataclass
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -177,19 +178,15 @@ def build_dataset(table: SceneTable, config: BuildConfig, seed: int, out_dir: st
         generated = _generate(table, config, train_indices)
         expansion = _estimate_expansion(table, encoder, config, generated, counts, train_indices)
         stream = occurrences(units, phases, config, counts, budget, seed, expansion)
-        doc_index = {d: n for n, d in enumerate(doc_order)}
-        lens_names = list(dict.fromkeys(["plain", *(step.lens for step in config.lenses)]))
+        lens_names = list(dict.fromkeys(["plain", *(step.lens for step in config.lenses), *config.heldout_lenses]))
+        out = _Output(table, encoder, plain_ids, offsets, generated, chat, config, dtype, tmp,
+                      {d: n for n, d in enumerate(doc_order)}, lens_names)
         try:
-            train_writer, seen = _write_train(stream, table, encoder, plain_ids, offsets, generated, limit, dtype, config, tmp,
-                                              doc_index, lens_names, phases, chat)
+            train_writer, seen = _write_train(out, stream, limit, phases)
         except RegimeError as exc:
             raise BuildError(str(exc)) from None
-
-        for lens in config.heldout_lenses:
-            if lens not in lens_names:
-                lens_names.append(lens)
-        heldout_writer = _write_heldout(table, infos, heldout, encoder, plain_ids, offsets, config, dtype, tmp, doc_index, lens_names, chat)
-        del plain_ids
+        heldout_writer = _write_heldout(out, heldout)
+        del plain_ids, out
         store.unlink()
 
         stats = _stats(tmp, infos, train_docs, heldout_docs, data_tokens, seen, lens_names, phases, table)
@@ -207,22 +204,77 @@ def build_dataset(table: SceneTable, config: BuildConfig, seed: int, out_dir: st
     return manifest
 
 
-def _write_heldout(table, infos, heldout, encoder, plain_ids, offsets, config, dtype, folder, doc_index, lens_names, chat) -> ShardWriter:
+@dataclass
+class _Output:
+    """What writing a split reads: the scenes, their plain forms (encoded once, in the store), the
+    generated lens texts, the chat form, and the name tables the provenance columns index."""
+
+    table: SceneTable
+    encoder: _Encoder
+    plain_ids: np.ndarray
+    offsets: np.ndarray
+    generated: dict[str, dict[str, str]]
+    chat: ChatForm
+    config: BuildConfig
+    dtype: str
+    folder: Path
+    doc_index: dict[str, int]
+    lens_names: list[str]
+
+    def writer(self, split: str, limit: int | None = None) -> ShardWriter:
+        return ShardWriter(self.folder, split, self.dtype, self.config.shard_tokens, limit=limit)
+
+    def plain(self, i: int) -> np.ndarray:
+        return self.plain_ids[self.offsets[i] : self.offsets[i + 1]]
+
+    def eot(self) -> np.ndarray:
+        return np.asarray([self.encoder.ids[EOT]])
+
+    def provenance(self, scene: SceneInfo, lens: str, pass_index: int, times_seen: int, phase: int) -> dict[str, int]:
+        return {"doc": self.doc_index[scene.doc_id], "scene": scene.index, "lens": self.lens_names.index(lens),
+                "pass_index": pass_index, "times_seen": times_seen, "phase": phase}
+
+
+def _write_train(out: _Output, stream, limit: int | None, phases: list[str]) -> tuple[ShardWriter, Counter]:
+    """The regime's stream of occurrences, each rendered under its lens, until the budget is spent."""
+    writer, seen, infos = out.writer("train", limit), Counter(), out.table.infos
+    phase_index = {p: n for n, p in enumerate(phases)}
+    while not writer.full:
+        batch: list[Occurrence] = list(itertools.islice(stream, BATCH))
+        if not batch:
+            break
+        lensed = [o for o in batch if o.lens != "plain" and not out.chat.applies(infos[o.scene]) and _lens_text_ready(o, out)]
+        rendered = dict(zip((id(o) for o in lensed), out.encoder.pieces(
+            [render(out.table.scene(o.scene), o.lens, o.pass_index, out.generated.get(o.lens, {}).get(infos[o.scene].scene_id))
+             for o in lensed])))
+        for o in batch:
+            if writer.full:
+                break
+            if o.unit_start:
+                writer.add(out.eot(), None)
+            ids = rendered.get(id(o))
+            lens = o.lens if ids is not None else "plain"  # a chat turn, or a generative lens without its text, reads plain
+            scene = infos[o.scene]
+            out.chat.add(writer, scene, out.plain(o.scene) if ids is None else ids,
+                         out.provenance(scene, lens, o.pass_index, seen[o.scene], phase_index[o.phase]))
+            seen[o.scene] += 1
+    writer.close()
+    return writer, seen
+
+
+def _write_heldout(out: _Output, heldout: set[str]) -> ShardWriter:
     """Each held-out document once per held-out lens (plain first), never seen in training; a
     dialogue in the chat form has its plain form only."""
-    writer = ShardWriter(folder, "heldout", dtype, config.shard_tokens)
-    eot = np.asarray([encoder.ids[EOT]])
+    writer, infos = out.writer("heldout"), out.table.infos
     held = [i for i, scene in enumerate(infos) if scene.doc_id in heldout]
-    for lens in dict.fromkeys(["plain", *config.heldout_lenses]):
-        indices = held if lens == "plain" else [i for i in held if not chat.applies(infos[i])]
-        rendered = None if lens == "plain" else encoder.pieces([render(table.scene(i), lens) for i in indices])
+    for lens in dict.fromkeys(["plain", *out.config.heldout_lenses]):
+        indices = held if lens == "plain" else [i for i in held if not out.chat.applies(infos[i])]
+        rendered = None if lens == "plain" else out.encoder.pieces([render(out.table.scene(i), lens) for i in indices])
         for n, i in enumerate(indices):
             scene = infos[i]
             if n == 0 or infos[indices[n - 1]].doc_id != scene.doc_id:
-                writer.add(eot, None)
-            ids = plain_ids[offsets[i] : offsets[i + 1]] if rendered is None else rendered[n]
-            chat.add(writer, scene, ids, {"doc": doc_index[scene.doc_id], "scene": scene.index, "lens": lens_names.index(lens),
-                                          "pass_index": 0, "times_seen": 0, "phase": -1})
+                writer.add(out.eot(), None)
+            out.chat.add(writer, scene, out.plain(i) if rendered is None else rendered[n], out.provenance(scene, lens, 0, 0, -1))
     writer.close()
     return writer
 
@@ -260,37 +312,8 @@ def _generate(table: SceneTable, config: BuildConfig, indices: list[int]) -> dic
     return {lens: generate_lens_texts(scenes, lens, config.llm) for lens in dict.fromkeys(wanted)}
 
 
-def _write_train(stream, table, encoder, plain_ids, offsets, generated, limit, dtype, config, folder, doc_index, lens_names, phases, chat):
-    writer = ShardWriter(folder, "train", dtype, config.shard_tokens, limit=limit)
-    seen: Counter = Counter()
-    eot = np.asarray([encoder.ids[EOT]])
-    phase_index = {p: n for n, p in enumerate(phases)}
-    while not writer.full:
-        batch: list[Occurrence] = list(itertools.islice(stream, BATCH))
-        if not batch:
-            break
-        lensed = [o for o in batch if o.lens != "plain" and not chat.applies(table.infos[o.scene]) and _lens_text_ready(o, table, generated)]
-        rendered = dict(zip((id(o) for o in lensed), encoder.pieces(
-            [render(table.scene(o.scene), o.lens, o.pass_index, generated.get(o.lens, {}).get(table.infos[o.scene].scene_id)) for o in lensed])))
-        for o in batch:
-            if writer.full:
-                break
-            if o.unit_start:
-                writer.add(eot, None)
-            ids = rendered.get(id(o))
-            lens = o.lens if ids is not None else "plain"  # a chat turn, or a generative lens without its text, reads plain
-            if ids is None:
-                ids = plain_ids[offsets[o.scene] : offsets[o.scene + 1]]
-            info_ = table.infos[o.scene]
-            chat.add(writer, info_, ids, {"doc": doc_index[info_.doc_id], "scene": info_.index, "lens": lens_names.index(lens),
-                                          "pass_index": o.pass_index, "times_seen": seen[o.scene], "phase": phase_index[o.phase]})
-            seen[o.scene] += 1
-    writer.close()
-    return writer, seen
-
-
-def _lens_text_ready(o: Occurrence, table: SceneTable, generated: dict) -> bool:
-    return o.lens not in GENERATIVE_LENSES or table.infos[o.scene].scene_id in generated.get(o.lens, {})
+def _lens_text_ready(o: Occurrence, out: _Output) -> bool:
+    return o.lens not in GENERATIVE_LENSES or out.table.infos[o.scene].scene_id in out.generated.get(o.lens, {})
 
 
 def _doc_tags(infos: list[SceneInfo]) -> dict[str, dict]:

@@ -70,7 +70,7 @@ class LtmModel(LtmPreTrainedModel):
         # RoPE tables live outside the state dict: from_pretrained builds modules on the meta device
         # and would leave non-persistent buffers uninitialised, so they are made on first use.
         self._rope: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
-        # Training's choice (train.residual_dtype), not the model's: under autocast, carry the
+        # Training's choice (train.speed.residual_dtype), not the model's: under autocast, carry the
         # residual stream in the autocast dtype rather than in the fp32 of the embeddings.
         self.autocast_residual = False
         self.post_init()
@@ -164,7 +164,7 @@ class LtmForCausalLM(LtmPreTrainedModel):
         if config.scene_aux_weight:
             self.tension_head = nn.Linear(config.hidden_size, 4, bias=False)
             self.lens_head = nn.Linear(config.hidden_size, len(config.lens_names) + 1, bias=False)
-        self.fp8_head = False  # train.fp8_head: the training loss's output projection in FP8 (fp8_head.py)
+        self.fp8_head = False  # train.speed.fp8_head: the training loss's output projection in FP8 (fp8_head.py)
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Embedding:
