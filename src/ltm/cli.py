@@ -118,7 +118,15 @@ def arg(*flags: str, **options) -> tuple[tuple[str, ...], dict]:
     return flags, options
 
 
-OUT = arg("-o", "--out", type=Path, required=True, help="output path")
+def out(what: str) -> tuple:
+    return arg("-o", "--out", type=Path, required=True, help=what)
+
+
+def configured(what: str, *arguments: tuple) -> tuple:
+    """A config file, `--set` changes to it, then the command's own arguments."""
+    return (arg("config", type=Path, help=f"config YAML ({what})"), SET, *arguments)
+
+
 SET = arg("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
           help="change one config field, e.g. --set train.lr=1e-3 --set model.n_layers=8 (repeatable; validated like the file)")
 
@@ -138,7 +146,7 @@ COMMANDS = (
             "(recursively) and .zip archives into one JSON line per document; chat exports are recognised by content whatever "
             "the file is called. A metadata.yaml beside the files adds author, title and tags such as phase. Files that cannot "
             "be read are reported and listed in DOCS.errors.jsonl; the rest goes on.",
-            (arg("paths", nargs="+", type=Path, help="files or folders"), arg("-o", "--out", type=Path, required=True, help="output DOCS.jsonl"),
+            (arg("paths", nargs="+", type=Path, help="files or folders"), out("output DOCS.jsonl"),
              arg("--tag", action="append", default=[], metavar="KEY=VALUE", help="tag every document (repeatable)"),
              arg("--strict", action="store_true", help="exit 1 when any file could not be read")),
             _ingest),
@@ -147,7 +155,7 @@ COMMANDS = (
             "TextTiling-style), annotate roles, tension, questions, loop steps, vector and back-references (heuristic, or an "
             "OpenAI-compatible LLM), and link each scene to related earlier ones. `ltm scenes validate SCENES.jsonl "
             "[--docs DOCS.jsonl]` checks a file; `ltm scenes schema` prints the JSON Schema.",
-            (arg("docs", type=Path, help="DOCS.jsonl from `ltm ingest`"), arg("-o", "--out", type=Path, required=True, help="output SCENES.jsonl"),
+            (arg("docs", type=Path, help="DOCS.jsonl from `ltm ingest`"), out("output SCENES.jsonl"),
              arg("-c", "--config", type=Path, help="config YAML whose `scenes` section sets lengths, annotator, linking"), SET,
              arg("--annotator", choices=["heuristic", "llm"], help="override the config's annotator"),
              arg("--views", type=Path, metavar="DIR", help="also write one YAML reading view per document into DIR")),
@@ -162,20 +170,17 @@ COMMANDS = (
             "Hold out documents, train (or reuse) a byte-level BPE tokenizer, order the texts (curriculum), schedule repetition "
             "under one token budget (unique, corpus_epochs, doc_consecutive, chunk_epochs, spiral with lenses) and write token "
             "shards, provenance and manifest.json into DATASET_DIR. See docs/build.md.",
-            (arg("config", type=Path, help="config YAML (its `build` section and `seed`)"), SET,
-             arg("--scenes", type=Path, required=True, help="SCENES.jsonl from `ltm scenes`"),
-             arg("-o", "--out", type=Path, required=True, help="output DATASET_DIR")),
+            configured("its `build` section and `seed`", arg("--scenes", type=Path, required=True, help="SCENES.jsonl from `ltm scenes`"),
+                       out("output DATASET_DIR")),
             _call("build", "scenes", "out", config="config")),
     Command("train", "train a model on a built dataset (torchrun for several GPUs)",
-            "Train the model described in the config's `model` section on DATASET_DIR with the `train` section (speed: auto picks "
-            "bf16, torch.compile, CUDA graphs and FP8 where they pay; AdamW or Muon, cosine or WSD, accumulation, checkpoints); "
-            "writes metrics.jsonl, checkpoints/ and checkpoint/ (the final model) into OUT_DIR; an OUT_DIR that holds an earlier "
-            "run needs --resume or --overwrite. Under `torchrun --nproc_per_node N` it trains with DDP or FSDP2.",
-            (arg("config", type=Path, help="config YAML (its `model`, `train` sections and `seed`)"), SET,
-             arg("--data", type=Path, required=True, help="DATASET_DIR from `ltm build`"),
-             arg("-o", "--out", type=Path, required=True, help="output folder for metrics and checkpoint"),
-             arg("--resume", action="store_true", help="continue from the last checkpoint in OUT (same config and data)"),
-             arg("--overwrite", action="store_true", help="delete an earlier run in OUT (checkpoints, metrics) and start again")),
+            "Train the model of the config's `model` section on DATASET_DIR as its `train` section says (speed: auto picks bf16, "
+            "torch.compile, CUDA graphs and FP8 where they pay); metrics.jsonl, checkpoints/ and checkpoint/ (the final model) go "
+            "into OUT_DIR, which, holding an earlier run, needs --resume or --overwrite. Under torchrun it trains with DDP or FSDP2.",
+            configured("its `model`, `train` sections and `seed`", arg("--data", type=Path, required=True, help="DATASET_DIR from `ltm build`"),
+                       out("output folder for metrics and checkpoint"),
+                       arg("--resume", action="store_true", help="continue from the last checkpoint in OUT (same config and data)"),
+                       arg("--overwrite", action="store_true", help="delete an earlier run in OUT (checkpoints, metrics) and start again")),
             _call("train", "data", "out", "resume", "overwrite", config="config")),
     Command("initiate", "the initiation stage: LoRA (merged), full or none on dialogue data after pretraining",
             "Run the final stage of training on a separate dataset of dialogue scenes, as the config's `initiation` section says: "
@@ -183,10 +188,10 @@ COMMANDS = (
             "parameter, `none` copies the model unchanged (the comparisons). DATASET_DIR must be built with the checkpoint's "
             "tokenizer (build.tokenizer: the pretraining DATASET/tokenizer). Writes metrics.jsonl (step 0: the held-out loss "
             "before) and checkpoint/ into OUT_DIR, and under LoRA the adapter alone into OUT_DIR/adapter. See docs/training.md.",
-            (arg("config", type=Path, help="config YAML (its `initiation` and `train` sections and `seed`)"), SET,
-             arg("--checkpoint", type=Path, required=True, help="the pretrained model, e.g. TRAIN_OUT/checkpoint"),
-             arg("--data", type=Path, required=True, help="DATASET_DIR of dialogue scenes from `ltm build` (unused when mode is none)"),
-             arg("-o", "--out", type=Path, required=True, help="output folder")),
+            configured("its `initiation` and `train` sections and `seed`",
+                       arg("--checkpoint", type=Path, required=True, help="the pretrained model, e.g. TRAIN_OUT/checkpoint"),
+                       arg("--data", type=Path, required=True, help="DATASET_DIR of dialogue scenes from `ltm build` (unused when mode is none)"),
+                       out("output folder")),
             _call("initiate", "checkpoint", "data", "out", config="config")),
     Command("tune", "LoRA-tune (or fully tune) a Hugging Face model you have on disk (Qwen, Saiga, ...)",
             "Tune any local Hugging Face causal-LM folder (config.json, weights, tokenizer) on your texts with its own tokenizer, "
@@ -197,7 +202,7 @@ COMMANDS = (
             (arg("model", type=Path, help="Hugging Face model folder"),
              arg("--texts", type=Path, nargs="+", required=True, metavar="FILE",
                  help="DOCS.jsonl or SCENES.jsonl (each line's `text`), or plain .txt/.md files (each one text)"),
-             arg("-o", "--out", type=Path, required=True, help="output folder"),
+             out("output folder"),
              arg("-c", "--config", type=Path, help="config YAML (its `initiation`, `train`, `model.max_seq_len`); default: LoRA with defaults"),
              SET),
             _call("tune", "model", "texts", "out", config="config")),
@@ -208,7 +213,7 @@ COMMANDS = (
             "LtmForCausalLM and loads after `import ltm.model`. `--format gguf` writes one GGUF file for llama.cpp instead "
             "(plain-Llama models).",
             (arg("source", type=Path, help="run folder or checkpoint folder"),
-             arg("-o", "--out", type=Path, required=True, help="output folder (with --format gguf: the output .gguf file)"),
+             out("output folder (with --format gguf: the output .gguf file)"),
              arg("--tokenizer", type=Path, help="tokenizer folder, when the checkpoint has none"),
              arg("--format", choices=["hf", "gguf"], default="hf",
                  help="hf: a Hugging Face folder; gguf: one GGUF file for llama.cpp and Ollama (plain-Llama models; pip install 'ltm[gguf]')"),
@@ -238,7 +243,7 @@ COMMANDS = (
             _call("evaluate_run", "run", "out", "control")),
     Command("report", "write an HTML report for one or more runs",
             "Write one HTML page comparing the given run folders: metrics table, loss curves, samples.",
-            (arg("runs", nargs="+", type=Path, help="run folders with eval.json"), arg("-o", "--out", type=Path, required=True, help="output report.html")),
+            (arg("runs", nargs="+", type=Path, help="run folders with eval.json"), out("output report.html")),
             _call("report", "runs", "out")),
     Command("experiment", "run a grid of runs (axes x seeds) at one token budget, recorded in SQLite",
             "Run every cell of EXP.yaml (a base config, axes of overrides, seeds; see docs/experiments.md), each in its own "
@@ -258,9 +263,8 @@ COMMANDS = (
             "--run-dir). The folder's path is printed at the end. When initiation.mode is lora or full, initiation.paths are "
             "ingested, cut into scenes and built with the pretraining tokenizer into RUN/dataset-initiation, the initiation stage "
             "runs after training into RUN/initiation, and eval and export use its model.",
-            (arg("config", type=Path, help="config YAML, e.g. examples/quickstart.yaml"), SET,
-             arg("--run-dir", type=Path, help="use this run folder instead of a new timestamped one"),
-             arg("--resume", action="store_true", help="keep finished stages in --run-dir and resume training from its checkpoint")),
+            configured("e.g. examples/quickstart.yaml", arg("--run-dir", type=Path, help="use this run folder instead of a new timestamped one"),
+                       arg("--resume", action="store_true", help="keep finished stages in --run-dir and resume training from its checkpoint")),
             _run),
 )
 
