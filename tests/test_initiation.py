@@ -217,8 +217,10 @@ def test_run_with_lora_initiation_evaluates_the_initiated_model(tmp_path, tiny_c
     config["initiation"] = INITIATION | {"mode": "lora", "paths": [str(write_dialogues(tmp_path / "dialogues"))]}
     tiny_config.write_text(yaml.safe_dump(config))
     evaluated = []
-    real_evaluate = stages.evaluate
-    monkeypatch.setattr(stages, "evaluate", lambda config, dataset, checkpoint, control=None: evaluated.append(checkpoint)
+    from ltm.eval import evaluate as evaluation  # stages imports it when the eval stage runs
+
+    real_evaluate = evaluation.evaluate
+    monkeypatch.setattr(evaluation, "evaluate", lambda config, dataset, checkpoint, control=None: evaluated.append(checkpoint)
                         or real_evaluate(config, dataset, checkpoint, control))
 
     assert main(["run", str(tiny_config)]) == 0
