@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import emit, need_corpora  # noqa: E402
 
-from ltm.build import SceneTable, build_dataset  # noqa: E402
+from ltm.dataset import SceneTable, build_dataset  # noqa: E402
 from ltm.config import BuildConfig, LensStep, ScenesConfig  # noqa: E402
 from ltm.ingest import ingest_paths  # noqa: E402
 from ltm.io import write_jsonl  # noqa: E402

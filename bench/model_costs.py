@@ -15,7 +15,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import emit  # noqa: E402
 
-from ltm.build.tokenizer import LENSES, LOOP_TOKENS, TENSION_TOKENS  # noqa: E402
+from ltm.markup import LENSES, LOOP_TOKENS, TENSION_TOKENS  # noqa: E402
 from ltm.model import LtmConfig, LtmForCausalLM  # noqa: E402
 
 EXTRAS = {

@@ -1,8 +1,9 @@
 """What the precision options cost in quality: the GPT-2-124M-shaped model of train_throughput.py,
 trained from the same initial weights on the same real text in the same order, once per variant
-(train.residual_dtype, train.fp8_head, train.fp8_body, train.fp8_weight_grad), and its held-out loss
-at the end. The plain variant runs twice: the gap between its two runs is the run-to-run noise
-(GPU kernels are not bitwise deterministic) that a variant's difference has to be read against.
+(a train.speed section: `exact`, the reference numerics; each precision switch on top of it; and
+`auto`, what a user gets), and its held-out loss at the end. `exact` runs twice: the gap between
+its two runs is the run-to-run noise (GPU kernels are not bitwise deterministic) that a variant's
+difference has to be read against; another --seed shows the spread between initial weights.
 
     python bench/train_precision.py --dataset DATASET_DIR [--steps 400]
 
@@ -23,23 +24,22 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import emit, quiet_transformers  # noqa: E402
 
-from ltm.build.dataset import load_manifest, load_split  # noqa: E402
-from ltm.build.tokenizer import load_tokenizer  # noqa: E402
+from ltm.dataset.reader import load_manifest, load_split  # noqa: E402
+from ltm.dataset.tokenizer import load_tokenizer  # noqa: E402
 from ltm.config import TrainConfig  # noqa: E402
 from ltm.model import LtmConfig, LtmForCausalLM  # noqa: E402
 from ltm.train import distributed  # noqa: E402
-from ltm.train.data import ShardBatches, eval_windows  # noqa: E402
-from ltm.train.loop import fit  # noqa: E402
+from ltm.train.data import ShardBatches, loss_windows  # noqa: E402
+from ltm.train.loop import fit, prepare  # noqa: E402
 
+# train.speed sections; "exact" is the reference numerics, its repeat the noise of one more run.
 VARIANTS = {
-    "fp32 residual": {"residual_dtype": "fp32"},
-    "fp32 residual (repeat)": {"residual_dtype": "fp32"},
-    "bf16 residual": {"residual_dtype": "bf16"},
-    "FP8 head": {"fp8_head": True},
-    "bf16 residual + FP8 head": {"residual_dtype": "bf16", "fp8_head": True},
-    "bf16 residual + FP8 head + FP8 body": {"residual_dtype": "bf16", "fp8_head": True, "fp8_body": True},
-    "bf16 residual + FP8 head + FP8 body + FP8 weight gradients": {"residual_dtype": "bf16", "fp8_head": True, "fp8_body": True,
-                                                                  "fp8_weight_grad": True},
+    "exact": {"mode": "exact"},
+    "exact (repeat)": {"mode": "exact"},
+    "bf16 residual": {"mode": "exact", "residual_dtype": "bf16"},
+    "bf16 residual + FP8 head": {"mode": "exact", "residual_dtype": "bf16", "fp8_head": True},
+    "bf16 residual + FP8 head + FP8 body": {"mode": "exact", "residual_dtype": "bf16", "fp8_head": True, "fp8_body": True},
+    "auto": {"mode": "auto", "tune_kernels": False},  # what a user gets (the FP8 weight gradients too on an FP8 GPU)
 }
 
 
@@ -62,7 +62,7 @@ def main() -> None:
     seq = 1024
     train_tokens, heldout = load_split(args.dataset, manifest, "train"), load_split(args.dataset, manifest, "heldout")
     batches = ShardBatches(train_tokens, seq, args.batch, args.batch, 0, 1)
-    windows = eval_windows(heldout, seq, limit=256)
+    windows = loss_windows(heldout, seq, 256)
     shape = f"gpt2-124m shape, seed {args.seed}, vocabulary {vocab}, {args.steps} steps x {args.batch} x {seq} tokens, compiled, adamw"
     results = {}
     for name in args.variants:
@@ -71,13 +71,14 @@ def main() -> None:
         model = LtmForCausalLM(LtmConfig(vocab_size=vocab, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
                                          num_key_value_heads=12, max_position_embeddings=seq, tie_word_embeddings=True))
         tc = TrainConfig(steps=args.steps, batch_size=args.batch, lr=6e-4, warmup_steps=args.steps // 10, eval_every=args.steps // 4,
-                         tensorboard=False, **options)
+                         logger="none", speed=options)
         with tempfile.TemporaryDirectory() as out:
-            fit(model, None, tc, batches, windows, Path(out), world)
+            run = prepare(model, None, tc, batches, windows, Path(out), world)
+            fit(run)
             records = [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
         results[name] = records[-1]["heldout_loss"]
         curve = [(r["step"], r["heldout_loss"]) for r in records if "heldout_loss" in r]
-        emit("train_precision", "heldout_loss", results[name], "nats/token", shape=f"{shape}, {name}", curve=curve,
+        emit("train_precision", "heldout_loss", results[name], "nats/token", shape=f"{shape}, {name}: {run.speed.describe()}", curve=curve,
              train_loss=records[-1]["loss"], tokens_per_s=records[-1]["tokens_per_s"], epochs=batches.epochs(args.steps))
         torch._dynamo.reset()
     baseline = args.variants[0]

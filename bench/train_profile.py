@@ -1,8 +1,8 @@
 """Where a training step's GPU time goes: ltm's own loop (train/loop.py: fit) at the GPT-2-124M
 shape of bench/train_throughput.py, under torch.profiler, kernels grouped by what they do.
 
-    python bench/train_profile.py [--micro 32] [--residual fp32|bf16] [--fp8-head] [--fp8-body [--fp8-weight-grad]]
-                                  [--tune-kernels] [--compile-mode default] [--top 15]
+    python bench/train_profile.py [--micro 32] [--speed auto|fast|exact] [--residual fp32|bf16] [--[no-]fp8-head]
+                                  [--[no-]fp8-body] [--[no-]fp8-weight-grad] [--[no-]tune-kernels] [--compile-mode default] [--top 15]
 
 Prints one JSON line per group: milliseconds of GPU time per step and its share of the step's wall
 time, the step time, the share of it with no kernel running, and the `--top` kernels that take longest.
@@ -26,11 +26,11 @@ from torch.profiler import ProfilerActivity, profile, schedule
 from common import emit, quiet_transformers
 from train_throughput import COMPILE_MODES, PRESETS
 
-from ltm.config import TrainConfig
+from ltm.config import SpeedConfig, TrainConfig
 from ltm.model import LtmConfig, LtmForCausalLM
 from ltm.train import distributed
-from ltm.train.data import ShardBatches
-from ltm.train.loop import fit
+from ltm.train.data import ShardBatches, loss_windows
+from ltm.train.loop import fit, prepare
 
 GROUPS = [  # first match wins; inductor's kernels are named after the ops they fuse, whatever those are
     ("attention", r"flash|fmha|attention|sdpa|cudnn"),
@@ -51,13 +51,12 @@ def main() -> None:
     parser.add_argument("--skip", type=int, default=15)
     parser.add_argument("--active", type=int, default=10)
     parser.add_argument("--micro", type=int, default=32)
-    parser.add_argument("--residual", default=TrainConfig().residual_dtype, choices=["fp32", "bf16"], help="train.residual_dtype")
-    parser.add_argument("--fp8-head", action="store_true", help="train.fp8_head")
-    parser.add_argument("--fp8-body", action="store_true", help="train.fp8_body")
-    parser.add_argument("--fp8-weight-grad", action="store_true", help="train.fp8_weight_grad (with --fp8-body)")
-    parser.add_argument("--tune-kernels", action="store_true", help="train.tune_kernels")
+    parser.add_argument("--speed", default="auto", choices=["auto", "fast", "exact"], help="train.speed.mode")
+    parser.add_argument("--residual", choices=["fp32", "bf16"], help="train.speed.residual_dtype")
+    for name in ("fp8-head", "fp8-body", "fp8-weight-grad", "tune-kernels"):
+        parser.add_argument(f"--{name}", action=argparse.BooleanOptionalAction, help=f"train.speed.{name.replace('-', '_')}")
     parser.add_argument("--compile-mode", default="default", choices=COMPILE_MODES,
-                        help="train.compile_mode; the default leaves CUDA graphs out, so each kernel is seen by the profiler")
+                        help="train.speed.compile_mode; the default leaves CUDA graphs out, so each kernel is seen by the profiler")
     parser.add_argument("--top", type=int, default=15, help="how many of the longest kernels to list")
     args = parser.parse_args()
     quiet_transformers()
@@ -70,13 +69,14 @@ def main() -> None:
     steps = args.skip + args.active + 1
     tokens = np.random.default_rng(0).integers(0, p["vocab"], size=(steps + 1) * p["micro"] * p["seq"] + 1, dtype=np.uint16)
     batches = ShardBatches(tokens, p["seq"], p["micro"], p["micro"], 0, 1)
+    speed = SpeedConfig(mode=args.speed, residual_dtype=args.residual, fp8_head=args.fp8_head, fp8_body=args.fp8_body,
+                        fp8_weight_grad=args.fp8_weight_grad, tune_kernels=args.tune_kernels, compile_mode=args.compile_mode)
     tc = TrainConfig(steps=steps, batch_size=p["micro"], micro_batch_size=p["micro"], lr=6e-4, warmup_steps=10,
-                     eval_every=10**9, tensorboard=False, threads=None, residual_dtype=args.residual, fp8_head=args.fp8_head,
-                     fp8_body=args.fp8_body, fp8_weight_grad=args.fp8_weight_grad, tune_kernels=args.tune_kernels,
-                     compile_mode=args.compile_mode)
+                     eval_every=10**9, logger="none", threads=None, speed=speed)
     plan = schedule(wait=args.skip - 2, warmup=2, active=args.active, repeat=1)
     with tempfile.TemporaryDirectory() as out, profile(activities=[ProfilerActivity.CUDA], schedule=plan) as prof:
-        fit(model, None, tc, batches, [tokens[: p["seq"] + 1].astype(np.int64)], Path(out), world, on_step=lambda _: prof.step())
+        run = prepare(model, None, tc, batches, loss_windows(tokens[: p["seq"] + 1], p["seq"]), Path(out), world)
+        fit(run, on_step=lambda _: prof.step())
         records = [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
     kernels = [e for e in prof.events() if e.device_type.name == "CUDA"]
     active = records[args.skip : args.skip + args.active + 1]  # the step boundaries around the profiled steps
@@ -88,9 +88,7 @@ def main() -> None:
         per_group[group(e.name)] += ms
         per_kernel[e.name] += ms
     step_ms = wall_ms / args.active
-    how = f"{args.compile_mode}{', tuned kernels' if args.tune_kernels else ''}"
-    shape = f"gpt2-124m, micro-batch {args.micro}, compiled ({how}), {args.residual} residual{', FP8 head' if args.fp8_head else ''}" \
-        f"{', FP8 body' if args.fp8_body else ''}{', FP8 weight gradients' if args.fp8_weight_grad else ''}, {args.active} steps profiled"
+    shape = f"gpt2-124m, micro-batch {args.micro}, speed {args.speed}: {run.speed.describe()}, {args.active} steps profiled"
     for name, ms in sorted(per_group.items(), key=lambda kv: -kv[1]):
         emit("train_profile", f"gpu_ms_per_step.{name}", ms, "ms", shape=shape, share_of_step=round(ms / step_ms, 4))
     emit("train_profile", "step_ms", step_ms, "ms", shape=shape)

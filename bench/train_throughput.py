@@ -38,23 +38,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import emit, quiet_transformers  # noqa: E402
 from power import PowerLog  # noqa: E402
 
-from ltm.config import InitiationConfig, TrainConfig  # noqa: E402
+from ltm.config import InitiationConfig, SpeedConfig, TrainConfig  # noqa: E402
 from ltm.model import LtmConfig, LtmForCausalLM  # noqa: E402
 from ltm.train import distributed  # noqa: E402
 from ltm.train.adapters import Trainable, with_lora  # noqa: E402
-from ltm.train.data import ShardBatches  # noqa: E402
+from ltm.train.data import ShardBatches, loss_windows  # noqa: E402
 from ltm.train.hardware import peak_flops  # noqa: E402
-from ltm.train.loop import fit  # noqa: E402
+from ltm.train.loop import fit, prepare  # noqa: E402
 
-COMPILE_MODES = typing.get_args(TrainConfig.model_fields["compile_mode"].annotation)
+COMPILE_MODES = [mode for mode in typing.get_args(typing.get_args(SpeedConfig.model_fields["compile_mode"].annotation)[0])]
 PRESETS = {
     "gpt2-124m": {"layers": 12, "d": 768, "heads": 12, "seq": 1024, "vocab": 50304, "micro": 32, "steps": 150, "skip": 30},
     "cpu-10m": {"layers": 6, "d": 384, "heads": 6, "seq": 256, "vocab": 4096, "micro": 8, "steps": 24, "skip": 4},
 }
 
 
-def measure_ltm(p: dict, world, steps: int, skip: int, compile_: bool, mode: str, optimizer: str = "adamw",
-                precision: dict | None = None, lora: bool = False, strategy: str = "ddp", hf: bool = False) -> dict:
+def measure_ltm(p: dict, world, steps: int, skip: int, speed: SpeedConfig, optimizer: str = "adamw",
+                lora: bool = False, strategy: str = "ddp", hf: bool = False) -> dict:
     torch.manual_seed(0)
     config = LtmConfig(vocab_size=p["vocab"], hidden_size=p["d"], num_hidden_layers=p["layers"], num_attention_heads=p["heads"],
                        num_key_value_heads=p["heads"], max_position_embeddings=p["seq"], tie_word_embeddings=True)
@@ -70,15 +70,15 @@ def measure_ltm(p: dict, world, steps: int, skip: int, compile_: bool, mode: str
     batch = p["micro"] * world.size * p["accumulation"]
     tokens = np.random.default_rng(0).integers(0, p["vocab"], size=(steps + 1) * batch * p["seq"] + 1, dtype=np.uint16)
     batches = ShardBatches(tokens, p["seq"], batch, p["micro"], world.rank, world.size)
-    windows = [tokens[: p["seq"] + 1].astype(np.int64)]
+    windows = loss_windows(tokens[: p["seq"] + 1], p["seq"])
     tc = TrainConfig(steps=steps, batch_size=batch, micro_batch_size=p["micro"], lr=6e-4 if optimizer == "adamw" else 0.02,
-                     warmup_steps=10, eval_every=10**9, tensorboard=False, compile=compile_, compile_mode=mode, threads=None,
-                     optimizer=optimizer, distributed=strategy, **(precision or {}))
+                     warmup_steps=10, eval_every=10**9, logger="none", speed=speed, threads=None, optimizer=optimizer, distributed=strategy)
     with tempfile.TemporaryDirectory() as out:
         before = time.perf_counter()
-        fit(model, None, tc, batches, windows, Path(out), world)
+        run = prepare(model, None, tc, batches, windows, Path(out), world)
+        fit(run)
         records = [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()] if world.main else []
-    result = {"parameters": model.num_parameters(), "flops_per_token": model.flops_per_token(p["seq"])}
+    result = {"parameters": model.num_parameters(), "flops_per_token": model.flops_per_token(p["seq"]), "speed": run.speed.describe()}
     if world.main:
         first, last = records[skip - 1], records[-1]
         result["tokens_per_s"] = (last["tokens"] - first["tokens"]) / (last["elapsed_s"] - first["elapsed_s"])
@@ -126,9 +126,10 @@ def main() -> None:
     parser.add_argument("--skip", type=int, help="steps left out of the timing (default: the preset's)")
     parser.add_argument("--nanogpt", type=Path, help="folder with nanoGPT's train.py, model.py, configurator.py")
     parser.add_argument("--single", type=Path, help="(torchrun) the one-GPU result file, for the scaling efficiency")
+    parser.add_argument("--speed", default="auto", choices=["auto", "fast", "exact"], help="train.speed.mode (what a user gets by default: auto)")
     parser.add_argument("--no-compile", action="store_true")
-    parser.add_argument("--compile-mode", default=TrainConfig().compile_mode, choices=COMPILE_MODES)
-    parser.add_argument("--tune-kernels", action="store_true", help="train.tune_kernels")
+    parser.add_argument("--compile-mode", choices=COMPILE_MODES, help="train.speed.compile_mode (default: what --speed picks)")
+    parser.add_argument("--tune-kernels", action=argparse.BooleanOptionalAction, help="train.speed.tune_kernels")
     parser.add_argument("--micro", type=int, help="micro-batch per GPU (default: the preset's)")
     parser.add_argument("--accumulation", type=int, default=1, help="micro-batches per optimizer step (both ltm and "
                         "nanoGPT); 16 x 32 x 1024 = 524,288 tokens is GPT-2's batch")
@@ -136,10 +137,9 @@ def main() -> None:
     parser.add_argument("--distributed", default="ddp", choices=["ddp", "fsdp"], help="train.distributed (under torchrun)")
     parser.add_argument("--hf", action="store_true", help="a transformers Llama of the same shape, as `ltm tune` trains one")
     parser.add_argument("--lora", action="store_true", help="train LoRA adapters on the frozen model, as the initiation stage does")
-    parser.add_argument("--residual", default=TrainConfig().residual_dtype, choices=["fp32", "bf16"], help="train.residual_dtype")
-    parser.add_argument("--fp8-head", action="store_true", help="train.fp8_head")
-    parser.add_argument("--fp8-body", action="store_true", help="train.fp8_body")
-    parser.add_argument("--fp8-weight-grad", action="store_true", help="train.fp8_weight_grad (with --fp8-body)")
+    parser.add_argument("--residual", choices=["fp32", "bf16"], help="train.speed.residual_dtype")
+    for name in ("fp8-head", "fp8-body", "fp8-weight-grad"):
+        parser.add_argument(f"--{name}", action=argparse.BooleanOptionalAction, help=f"train.speed.{name.replace('-', '_')}")
     parser.add_argument("--attention", default="default", choices=["default", "cudnn"],
                         help="cudnn: cuDNN's fused attention instead of PyTorch's flash kernel (the SDPA backend flags)")
     args = parser.parse_args()
@@ -152,22 +152,18 @@ def main() -> None:
         | {"accumulation": args.accumulation}
     steps = args.steps or p["steps"]
     world = distributed.setup("auto")
-    compile_ = world.device.type == "cuda" and not args.no_compile
-    precision = {"residual_dtype": args.residual, "fp8_head": args.fp8_head, "fp8_body": args.fp8_body,
-                 "fp8_weight_grad": args.fp8_weight_grad, "tune_kernels": args.tune_kernels}
+    speed = SpeedConfig(mode=args.speed, compile=False if args.no_compile else None, compile_mode=args.compile_mode,
+                        tune_kernels=args.tune_kernels, residual_dtype=args.residual, fp8_head=args.fp8_head, fp8_body=args.fp8_body,
+                        fp8_weight_grad=args.fp8_weight_grad)
     power = PowerLog.open(world.device) if world.size == 1 else None
-    ours = measure_ltm(p, world, steps, p["skip"], compile_, args.compile_mode, args.optimizer, precision, args.lora, args.distributed,
-                       args.hf)
+    ours = measure_ltm(p, world, steps, p["skip"], speed, args.optimizer, args.lora, args.distributed, args.hf)
     if not world.main:
         distributed.teardown(world)
         return
     peak = peak_flops(world.device)
-    how = f"compiled ({args.compile_mode}{', tuned kernels' if args.tune_kernels else ''})" if compile_ else "eager"
-    shape = f"{args.preset}, micro-batch {p['micro']} x {world.size} device(s) x {args.accumulation} accumulated, {how}, {args.optimizer}" + (
-        ", cuDNN attention" if args.attention == "cudnn" else "") + f", {args.residual} residual" + (
-        ", FP8 head" if args.fp8_head else "") + (", FP8 body" if args.fp8_body else "") + (
-        ", FP8 weight gradients" if args.fp8_weight_grad else "") + (", LoRA initiation" if args.lora else "") + (
-        ", transformers Llama" if args.hf else "") + (
+    shape = f"{args.preset}, micro-batch {p['micro']} x {world.size} device(s) x {args.accumulation} accumulated, speed {args.speed}: " + (
+        f"{ours['speed']}, {args.optimizer}") + (", cuDNN attention" if args.attention == "cudnn" else "") + (
+        ", LoRA initiation" if args.lora else "") + (", transformers Llama" if args.hf else "") + (
         f", {args.distributed.upper()}" if world.size > 1 else "")
     bench = "train_throughput"
     emit(bench, "tokens_per_s", ours["tokens_per_s"], "tokens/s", shape=shape, parameters=ours["parameters"], world=world.size)

@@ -108,6 +108,7 @@ class ScriptedEngine:
     tests of what the server sends to the model and does with well-formed or broken answers."""
 
     name = "scripted"
+    roles = ("system", "user", "assistant")
 
     @staticmethod
     def encode(prompt: str) -> list[str]:  # words count as tokens
@@ -120,6 +121,38 @@ class ScriptedEngine:
     def chat_prompt(self, messages: list[dict]) -> str:
         return "".join(f"<|{m['role']}|>{m['content']}<|end|>" for m in messages) + "<|assistant|>"
 
+    def fit_chat(self, messages: list[dict], max_tokens: int) -> tuple[str, int]:
+        return self.chat_prompt(messages), 0  # a script has no context to outgrow
+
     def stream(self, prompt, max_tokens, temperature, top_p, stop, seed):
         self.calls.append({"prompt": prompt, "seed": seed, "stop": stop, "max_tokens": max_tokens})
         yield self.reply(prompt)
+
+    def generate(self, prompt, max_tokens, temperature, top_p, stop, seed, logprobs=None, echo=False):
+        return ScriptedGeneration(self.stream(prompt, max_tokens, temperature, top_p, stop, seed), self.encode(prompt))
+
+
+class ScriptedGeneration:
+    """What ScriptedEngine.generate returns: ltm.serve.engine.Generation's interface over scripted
+    text, one piece per word. The text may be an exception to raise instead (a failing model)."""
+
+    def __init__(self, texts, prompt_ids):
+        self.texts, self.prompt_ids = texts, prompt_ids
+        self.finish_reason, self.completion_tokens, self.cancelled = None, 0, False
+
+    def __iter__(self):
+        from ltm.serve.engine import Piece
+
+        for text in self.texts:
+            if isinstance(text, Exception):
+                raise text
+            for word in text.split(" ") if text else []:
+                self.completion_tokens += 1
+                yield Piece(word if self.completion_tokens == 1 else " " + word, self.completion_tokens, None)
+        self.finish_reason = "stop"
+
+    def cancel(self):
+        self.cancelled = True
+
+    def prompt_pieces(self):
+        return []

@@ -6,12 +6,13 @@ import numpy as np
 import pytest
 from transformers import AutoTokenizer
 
-from ltm.build import BuildError, SceneTable, build_dataset, load_manifest, load_split
-from ltm.build.curriculum import group_loops
-from ltm.build.dataset import split_heldout
-from ltm.build.regimes import lens_for_pass
-from ltm.build.shards import load_segments
-from ltm.build.tokenizer import SCENE_BEGIN, SCENE_END, token_byte_lengths
+from ltm.dataset import BuildError, SceneTable, build_dataset, load_manifest, load_split
+from ltm.dataset.curriculum import group_loops
+from ltm.dataset.build import split_heldout
+from ltm.dataset.regimes import lens_for_pass
+from ltm.dataset.reader import load_segments
+from ltm.markup import SCENE_BEGIN, SCENE_END
+from ltm.dataset.tokenizer import token_byte_lengths
 from ltm.config import BuildConfig, LensStep, ScenesConfig
 from ltm.formats import Scene, Span
 from ltm.ingest import ingest_paths
@@ -188,7 +189,7 @@ def test_tokenizer_round_trips_and_markers_never_come_from_text(tmp_path):
 
 
 def test_fast_encoder_gives_the_hf_tokenizer_ids_and_a_tokenizer_can_be_reused(tmp_path):
-    from ltm.build.fast_encoder import FastEncoder
+    from ltm.dataset.fast_encoder import FastEncoder
 
     build(corpus_scenes(), tmp_path)
     folder = tmp_path / "ds" / "tokenizer"

@@ -12,8 +12,7 @@ from ltm import stages
 from ltm.cli import main
 from ltm.eval.bpb import bits_per_byte, range_mask, token_nll, unigram_nll
 from ltm.eval.diversity import diversity
-from ltm.build.shards import repetition_bucket
-from ltm.train.data import eval_windows
+from ltm.dataset.reader import eval_windows, repetition_bucket
 
 
 class _Uniform(torch.nn.Module):
@@ -89,7 +88,7 @@ def memorizing_run(tmp_path, steps: int, name: str):
         "scenes": {"min_tokens": 5, "max_tokens": 200, "link_k": 0},
         "build": {"vocab_size": 300, "heldout_docs": 0.3, "heldout_lenses": ["plain", "scene"]},
         "model": {"d_model": 64, "n_layers": 2, "n_heads": 4, "n_kv_heads": 2, "max_seq_len": 96},
-        "train": {"steps": steps, "batch_size": 4, "lr": 1e-2, "warmup_steps": 5, "eval_every": max(steps, 1), "tensorboard": False},
+        "train": {"steps": steps, "batch_size": 4, "lr": 1e-2, "warmup_steps": 5, "eval_every": max(steps, 1), "logger": "none"},
         "eval": {"memorization_per_bucket": 16, "samples_per_prompt": 1, "sample_tokens": 16, "data_sample_tokens": 2000,
                  "wikitext": str(tmp_path / "missing-wikitext.txt")},
     }

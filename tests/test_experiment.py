@@ -17,7 +17,7 @@ from ltm.experiment.stats import format_ci, mean_ci
 
 def write_experiment(tmp_path, corpus, seeds=(1, 2)):
     base = dict(TINY_CONFIG, ingest={"paths": [str(corpus)]}, out_dir=str(tmp_path / "unused"))
-    base["train"] = dict(base["train"], steps=12, eval_every=6, checkpoint_every=4, tensorboard=False)
+    base["train"] = dict(base["train"], steps=12, eval_every=6, checkpoint_every=4, logger="none")
     base["eval"] = {"memorization_per_bucket": 4, "samples_per_prompt": 1, "sample_tokens": 8, "data_sample_tokens": 1000}
     (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
     spec = {

@@ -7,7 +7,6 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from ebooklib import epub
 from pypdf import PdfWriter
 
 from ltm.ingest.raw import ReaderError
@@ -107,41 +106,53 @@ def test_fb2_real_example():
 # --- EPUB -------------------------------------------------------------------------------------------
 
 
-def _chapter(file_name: str, body: str) -> epub.EpubHtml:
-    chapter = epub.EpubHtml(title=file_name, file_name=file_name, lang="en")
-    chapter.content = f"<html><head><title>x</title></head><body>{body}</body></html>"
-    return chapter
+def _epub(chapters: dict[str, str], spine: list[str], toc: dict[str, str], nav: bool = True) -> bytes:
+    """An EPUB written here with zipfile: chapters (file -> body), the spine's order, the table of
+    contents (file -> title) as an EPUB 3 navigation document (nav) or an EPUB 2 NCX."""
+    buffer = io.BytesIO()
+    items = "".join(f'<item id="{name}" href="text/{name}" media-type="application/xhtml+xml"/>' for name in chapters)
+    links = "".join(f'<li><a href="{name}">{title}</a></li>' for name, title in toc.items())
+    points = "".join(f'<navPoint id="p{n}"><navLabel><text>{title}</text></navLabel><content src="text/{name}"/></navPoint>'
+                     for n, (name, title) in enumerate(toc.items()))
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("mimetype", "application/epub+zip")
+        archive.writestr("META-INF/container.xml", '<container xmlns="urn:oasis:names:tc:opendocument:xmlns:container" version="1.0">'
+                         '<rootfiles><rootfile full-path="OEBPS/content.opf" media-type="application/oebps-package+xml"/></rootfiles></container>')
+        nav_item = '<item id="nav" href="text/nav.xhtml" media-type="application/xhtml+xml" properties="nav"/>' if nav else ""
+        ncx_item = '' if nav else '<item id="ncx" href="toc.ncx" media-type="application/x-dtbncx+xml"/>'
+        spine_toc = "" if nav else ' toc="ncx"'
+        archive.writestr("OEBPS/content.opf", (
+            '<package xmlns="http://www.idpf.org/2007/opf" version="3.0" unique-identifier="id"><metadata '
+            'xmlns:dc="http://purl.org/dc/elements/1.1/" xmlns:opf="http://www.idpf.org/2007/opf"><dc:identifier id="id">test-book</dc:identifier>'
+            '<dc:title>The Lighthouse</dc:title><dc:language>en-GB</dc:language><dc:creator>Ada Keeper</dc:creator>'
+            '<dc:creator opf:role="ill">Ink Painter</dc:creator></metadata>'
+            f'<manifest>{nav_item}{ncx_item}{items}</manifest><spine{spine_toc}>'
+            + ('<itemref idref="nav" linear="no"/>' if nav else "") + "".join(f'<itemref idref="{name}"/>' for name in spine)
+            + "</spine></package>"))
+        if nav:
+            archive.writestr("OEBPS/text/nav.xhtml", '<html xmlns="http://www.w3.org/1999/xhtml" xmlns:epub="http://www.idpf.org/2007/ops">'
+                             f'<body><nav epub:type="toc"><h1>Contents</h1><ol>{links}</ol></nav></body></html>')
+        else:
+            archive.writestr("OEBPS/toc.ncx", f'<ncx xmlns="http://www.daisy.org/z3986/2005/ncx/" version="2005-1"><navMap>{points}</navMap></ncx>')
+        for name, body in chapters.items():
+            archive.writestr(f"OEBPS/text/{name}", f'<html xmlns="http://www.w3.org/1999/xhtml" xmlns:epub="http://www.idpf.org/2007/ops">'
+                             f"<head><title>x</title></head><body>{body}</body></html>")
+    return buffer.getvalue()
 
 
-def _write_epub(tmp_path: Path) -> bytes:
-    book = epub.EpubBook()
-    book.set_identifier("test-book")
-    book.set_title("The Lighthouse")
-    book.set_language("en-GB")
-    book.add_author("Ada Keeper")
+def _write_epub(nav: bool = True) -> bytes:
     # File names and manifest order say "a" first; the spine reads "b" first.
-    returning = _chapter(
-        "a_return.xhtml",
-        "<h2>Return</h2><p>She came back in spring.</p><h3>Later</h3><p>The lamp was cold.</p>"
-        '<aside epub:type="footnote"><p>Lamps were lit with whale oil.</p></aside>',
-    )
-    leaving = _chapter(
-        "b_leave.xhtml",
-        "<h1>Chapter One</h1><p>She left at dawn.</p><script>var x = 1;</script><p>* * *</p><p>The boat was small.</p>",
-    )
-    for chapter in (returning, leaving):
-        book.add_item(chapter)
-    book.toc = [epub.Link("b_leave.xhtml", "Leaving", "leave")]
-    book.add_item(epub.EpubNcx())
-    book.add_item(epub.EpubNav())
-    book.spine = [("nav", "no"), leaving, returning]
-    path = tmp_path / "book.epub"
-    epub.write_epub(str(path), book)
-    return path.read_bytes()
+    chapters = {
+        "a_return.xhtml": "<h2>Return</h2><p>She came back in spring.</p><h3>Later</h3><p>The lamp was cold.</p>"
+                          '<aside epub:type="footnote"><p>Lamps were lit with whale oil.</p></aside>',
+        "b_leave.xhtml": "<h1>Chapter One</h1><p>She left at dawn.</p><script>var x = 1;</script><p>* * *</p><p>The boat was small.</p>",
+    }
+    return _epub(chapters, ["b_leave.xhtml", "a_return.xhtml"], {"b_leave.xhtml": "Leaving"}, nav)
 
 
-def test_epub_reads_in_spine_order_with_chapter_sections(tmp_path):
-    doc = read_epub(_write_epub(tmp_path), "book.epub")[0]
+@pytest.mark.parametrize("nav", [True, False], ids=["epub3-nav", "epub2-ncx"])
+def test_epub_reads_in_spine_order_with_chapter_sections(nav):
+    doc = read_epub(_write_epub(nav), "book.epub")[0]
     assert (doc.title, doc.author, doc.lang) == ("The Lighthouse", "Ada Keeper", "en")
     assert doc.text.index("She left at dawn.") < doc.text.index("She came back in spring.")
     assert [(s.title, s.level) for s in doc.sections] == [("Leaving", 1), ("Return", 1), ("Later", 2)]

@@ -15,14 +15,14 @@ from conftest import TINY_CONFIG, write_corpus
 from safetensors import safe_open
 
 from ltm import stages
-from ltm.build.dataset import load_manifest, load_split
+from ltm.dataset.reader import load_manifest, load_split
 from ltm.cli import main
 from ltm.config import RunConfig
 from ltm.model import LtmForCausalLM
 from ltm.model.export import export
 from ltm.train import TrainError, train
 from ltm.train import initiation as initiation_module
-from ltm.train.data import eval_windows
+from ltm.train.data import loss_windows
 from ltm.train.initiation import initiate, tune_hf
 from ltm.train.loop import heldout_loss
 
@@ -70,7 +70,7 @@ def pretrained(tmp_path_factory):
 
 def dialogue_loss(checkpoint: Path, dataset: Path) -> float:
     model = LtmForCausalLM.from_pretrained(str(checkpoint))
-    windows = eval_windows(load_split(dataset, load_manifest(dataset), "heldout"), model.config.max_position_embeddings)
+    windows = loss_windows(load_split(dataset, load_manifest(dataset), "heldout"), model.config.max_position_embeddings)
     return heldout_loss(model, windows, torch.device("cpu"), nullcontext)
 
 
@@ -84,9 +84,9 @@ def test_lora_trains_adapters_on_the_frozen_base_then_merges_them(pretrained, tm
     seen = {}
     real_fit = initiation_module.fit
 
-    def spying_fit(model, *args, **kwargs):
-        real_fit(model, *args, **kwargs)
-        params = dict(model.named_parameters())  # after training, before the merge
+    def spying_fit(run, *args, **kwargs):
+        real_fit(run, *args, **kwargs)
+        params = dict(run.model.named_parameters())  # after training, before the merge
         seen["trained"] = {name for name, p in params.items() if p.requires_grad}
         seen["base_unchanged"] = all(torch.equal(p.detach().cpu(), base[name.removeprefix("inner.base_model.model.").replace(".base_layer", "")])
                                      for name, p in params.items() if "lora_" not in name)
@@ -202,7 +202,9 @@ def test_tune_cli_reads_jsonl_and_text_files_and_refuses_mode_none(pretrained, t
     assert main([*args, "-c", str(config)]) == 0
     assert (tmp_path / "out" / "checkpoint" / "model.safetensors").exists() and not (tmp_path / "out" / "adapter").exists()
     metrics = [json.loads(line) for line in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
-    assert len(metrics) == 10 and "heldout_loss" in metrics[-1]
+    # Step 0 is the held-out loss the stage starts from, then one record per step.
+    assert [m["step"] for m in metrics] == list(range(11)) and "heldout_loss" in metrics[0] and "heldout_loss" in metrics[-1]
+    assert metrics[-1]["heldout_loss"] < metrics[0]["heldout_loss"]
     config.write_text(yaml.safe_dump({"initiation": {"mode": "none"}}))
     assert main([*args, "-c", str(config)]) == 1
 
@@ -215,8 +217,10 @@ def test_run_with_lora_initiation_evaluates_the_initiated_model(tmp_path, tiny_c
     config["initiation"] = INITIATION | {"mode": "lora", "paths": [str(write_dialogues(tmp_path / "dialogues"))]}
     tiny_config.write_text(yaml.safe_dump(config))
     evaluated = []
-    real_evaluate = stages.evaluate
-    monkeypatch.setattr(stages, "evaluate", lambda config, dataset, checkpoint, control=None: evaluated.append(checkpoint)
+    from ltm.eval import evaluate as evaluation  # stages imports it when the eval stage runs
+
+    real_evaluate = evaluation.evaluate
+    monkeypatch.setattr(evaluation, "evaluate", lambda config, dataset, checkpoint, control=None: evaluated.append(checkpoint)
                         or real_evaluate(config, dataset, checkpoint, control))
 
     assert main(["run", str(tiny_config)]) == 0

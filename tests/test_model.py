@@ -5,6 +5,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, LlamaForCausalLM
 
+from ltm.config import ModelConfig
 from ltm.model import LtmConfig, LtmForCausalLM
 from ltm.model.cache import KVCache, StaticKVCache
 from ltm.model.scene_state import SceneStates
@@ -147,7 +148,7 @@ def test_with_every_extra_off_it_is_a_llama():
     assert not llama.load_state_dict(model.state_dict(), strict=False).unexpected_keys
     x = scene_batch()
     assert torch.allclose(llama(x).logits, model(x).logits, atol=1e-4)
-    from ltm.model.export import from_llama
+    from ltm.model.factory import from_llama
 
     assert torch.allclose(from_llama(llama).eval()(x).logits, model(x).logits, atol=1e-5)  # and back
 
@@ -189,8 +190,10 @@ def test_channels_mix_by_a_softmax_gate_and_keep_the_parameter_count():
 def test_config_refuses_inconsistent_switches():
     with pytest.raises(ValueError, match="scene_token_ids"):
         LtmConfig(vocab_size=97, hidden_size=32, num_attention_heads=4, scene_state=True)
-    with pytest.raises(ValueError, match="exceeds num_hidden_layers"):
+    with pytest.raises(ValueError, match="exceeds n_layers"):
         LtmConfig(vocab_size=97, hidden_size=32, num_attention_heads=4, num_hidden_layers=2, loop_core_layers=2, loop_prelude_layers=1)
+    with pytest.raises(ValueError, match="exceeds n_layers"):  # and so does the run config, before any run
+        ModelConfig(n_layers=2, loop_core_layers=2, loop_prelude_layers=1)
     with pytest.raises(ValueError, match="max_position_embeddings"):
         make("plain")(torch.zeros(1, 41, dtype=torch.long))
 

@@ -35,7 +35,7 @@ def test_streaming_sends_chunks_and_ends_with_done(server):
     client = OpenAI(base_url=f"{server}/v1", api_key="unused")
     chunks = list(client.chat.completions.create(model="hf", messages=[{"role": "user", "content": "hello"}], max_tokens=6,
                                                  temperature=0, stream=True))
-    assert chunks[-1].choices[0].finish_reason == "stop"
+    assert chunks[-1].choices[0].finish_reason in ("stop", "length")
     streamed = "".join(c.choices[0].delta.content or "" for c in chunks)
     whole = client.chat.completions.create(model="hf", messages=[{"role": "user", "content": "hello"}], max_tokens=6, temperature=0)
     assert streamed == whole.choices[0].message.content
@@ -44,8 +44,8 @@ def test_streaming_sends_chunks_and_ends_with_done(server):
 
 
 def test_bad_requests_get_4xx_and_the_server_stays_up(server):
-    assert httpx.post(f"{server}/v1/completions", content=b"{not json", headers={"content-type": "application/json"}).status_code == 422
-    assert httpx.post(f"{server}/v1/chat/completions", json={"messages": []}).status_code == 422
+    assert httpx.post(f"{server}/v1/completions", content=b"{not json", headers={"content-type": "application/json"}).status_code == 400
+    assert httpx.post(f"{server}/v1/chat/completions", json={"messages": []}).status_code == 400
     over = httpx.post(f"{server}/v1/completions", json={"prompt": "a", "max_tokens": MAX_TOKENS + 1})
     assert over.status_code == 400 and "limit" in over.json()["error"]["message"]
     assert httpx.post(f"{server}/v1/completions", content=b"x" * (300 * 1024), headers={"content-type": "application/json"}).status_code == 413

@@ -38,7 +38,7 @@ def test_buckets_cover_every_row_count():
 @pytest.mark.parametrize("extras", [{}, {"loop_core_layers": 1, "loop_prelude_layers": 1, "think_steps": 2}])
 def test_concurrent_greedy_requests_equal_each_request_alone(extras):
     model = tiny(**extras)
-    batcher = Batcher(model, rows=4, eos_token_id=None, cuda_graphs=False)
+    batcher = Batcher(model, rows=4, stop_ids=(), cuda_graphs=False)
     asks = prompts(7)  # more requests than rows: some wait for a free row
     alone = [model.generate_ids(torch.tensor([ids]), 10)[0].tolist() for ids in asks]
     requests = [request(ids) for ids in asks]
@@ -49,7 +49,7 @@ def test_concurrent_greedy_requests_equal_each_request_alone(extras):
 
 
 def test_a_seeded_sampled_request_is_the_same_alone_and_in_a_crowd():
-    batcher = Batcher(tiny(), rows=4, eos_token_id=None, cuda_graphs=False)
+    batcher = Batcher(tiny(), rows=4, stop_ids=(), cuda_graphs=False)
     alone = request(prompts(1)[0], temperature=0.9, seed=42)
     batcher.submit(alone)
     first = collect(alone)
@@ -65,7 +65,7 @@ def test_a_seeded_sampled_request_is_the_same_alone_and_in_a_crowd():
 def test_limits_eos_and_cancellation_free_their_rows():
     model = tiny()
     first = model.generate_ids(torch.tensor([prompts(1)[0]]), 1)[0, 0].item()
-    batcher = Batcher(model, rows=2, eos_token_id=first, cuda_graphs=False)
+    batcher = Batcher(model, rows=2, stop_ids=[first], cuda_graphs=False)
     ended = request(prompts(1)[0])
     batcher.submit(ended)
     assert collect(ended) == []  # its first token is eos
@@ -86,7 +86,7 @@ def test_limits_eos_and_cancellation_free_their_rows():
 
 
 def test_stop_ends_the_thread_and_the_running_requests():
-    batcher = Batcher(tiny(), rows=2, eos_token_id=None, cuda_graphs=False)
+    batcher = Batcher(tiny(), rows=2, stop_ids=(), cuda_graphs=False)
     running = request(prompts(1)[0], max_tokens=30)
     batcher.submit(running)
     running.tokens.get(timeout=60)

@@ -12,7 +12,7 @@ from ltm.formats import json_schema
 from ltm.serve import memory as memory_module
 from ltm.serve.app import create_app
 from ltm.serve.engine import Engine
-from ltm.serve.memory import INDEX, RECORDS, MemoryStore
+from ltm.serve.memory import LEGACY_INDEX, RECORDS, ROW, VECTORS, MemoryStore
 
 MEASURE = "THEON: Can a thing be measured without being changed? When I weigh a stone, the scale presses back."
 MEMORY_RU = "ЛИДА: Значит, часть картины — это рассказ, а не память. Что ты помнишь о море?"
@@ -44,20 +44,57 @@ def test_a_namespace_cannot_leave_the_memory_folder(tmp_path, name):
 def test_a_crash_between_the_two_writes_is_mended_when_the_namespace_is_loaded(tmp_path, monkeypatch):
     store = MemoryStore(tmp_path)
     kept = store.add("study", MEASURE)
+    append = memory_module._append
 
-    def crash(*args, **kwargs):
-        raise OSError("disk full")
+    def crash_on_vectors(path, data):
+        if path.name == VECTORS:
+            raise OSError("disk full")
+        append(path, data)
 
-    monkeypatch.setattr(memory_module, "atomic_write", crash)  # the records are written, then the index write fails
+    monkeypatch.setattr(memory_module, "_append", crash_on_vectors)  # the record is appended, then the vector's append fails
     with pytest.raises(OSError):
         store.add("study", MEMORY_RU)
     monkeypatch.undo()
     lines = (tmp_path / "study" / RECORDS).read_text(encoding="utf-8").splitlines()
-    assert len(lines) == 2  # the records are the truth; the saved index still holds only the first one
+    assert len(lines) == 2  # the records are the truth; the vectors still hold only the first one
     for reopened in (store, MemoryStore(tmp_path)):
         assert [h.text for h in reopened.search("study", "рассказ и память", 2)][0] == MEMORY_RU
-    (tmp_path / "study" / INDEX).write_bytes(b"not an index")
+    (tmp_path / "study" / VECTORS).write_bytes(b"not vectors")
     assert MemoryStore(tmp_path).search("study", MEASURE, 1)[0].id == kept.id
+
+
+def test_an_add_appends_to_both_files_and_a_torn_append_is_mended(tmp_path):
+    store = MemoryStore(tmp_path)
+    for i in range(3):
+        store.add("study", f"{WEATHER} ({i})")
+    records, vectors = tmp_path / "study" / RECORDS, tmp_path / "study" / VECTORS
+    before = {path: (path.stat().st_ino, path.read_bytes()) for path in (records, vectors)}
+    added = store.add("study", MEASURE)
+    for path, (inode, content) in before.items():  # the same files, grown: nothing rewritten
+        assert path.stat().st_ino == inode and path.read_bytes().startswith(content)
+    assert records.read_bytes()[len(before[records][1]):].decode("utf-8").count("\n") == 1
+    assert len(vectors.read_bytes()) - len(before[vectors][1]) == ROW.itemsize
+    # kill -9 in the middle of the next add: half a line and half a row at the ends.
+    with open(records, "ab") as handle:
+        handle.write(b'{"schema": "ltm.memory/1", "id": 12, "te')
+    with open(vectors, "ab") as handle:
+        handle.write(b"\0" * 100)
+    reopened = MemoryStore(tmp_path)
+    assert [r.id for r in reopened.list("study")][0] == added.id and len(reopened.list("study")) == 4
+    assert reopened.search("study", MEASURE, 1)[0].id == added.id
+    assert records.read_bytes().endswith(b"\n") and len(vectors.read_bytes()) == 4 * ROW.itemsize
+    newer = reopened.add("study", MEMORY_RU)
+    assert [r.id for r in MemoryStore(tmp_path).list("study", 2)] == [newer.id, added.id]
+
+
+def test_a_namespace_written_by_an_earlier_version_gets_its_vectors(tmp_path):
+    folder = tmp_path / "study"
+    folder.mkdir()
+    record = {"schema": "ltm.memory/1", "id": 7, "text": MEASURE, "meta": {}, "created": 1.0}
+    (folder / RECORDS).write_text(json.dumps(record) + "\n", encoding="utf-8")
+    (folder / LEGACY_INDEX).write_bytes(b"a FAISS index, rewritten on every add")
+    assert MemoryStore(tmp_path).search("study", MEASURE, 1)[0].id == 7
+    assert not (folder / LEGACY_INDEX).exists() and len((folder / VECTORS).read_bytes()) == ROW.itemsize
 
 
 def test_the_memory_api_keeps_scenes_across_a_server_restart(tmp_path):
@@ -70,9 +107,9 @@ def test_the_memory_api_keeps_scenes_across_a_server_restart(tmp_path):
         assert [r["id"] for r in listed] == [added[2]["id"], added[1]["id"]]
         assert httpx.delete(f"{url}/v1/memory/study/{added[2]['id']}").json() == {"deleted": True}
         assert httpx.delete(f"{url}/v1/memory/study/{added[2]['id']}").status_code == 404
-        assert httpx.post(f"{url}/v1/memory", json={"namespace": "../up", "text": "x"}).status_code == 422
-        assert httpx.get(f"{url}/v1/memory/search", params={"namespace": "a.b", "q": "x"}).status_code == 422
-        assert httpx.post(f"{url}/v1/memory", json={"namespace": "study", "text": ""}).status_code == 422
+        assert httpx.post(f"{url}/v1/memory", json={"namespace": "../up", "text": "x"}).status_code == 400
+        assert httpx.get(f"{url}/v1/memory/search", params={"namespace": "a.b", "q": "x"}).status_code == 400
+        assert httpx.post(f"{url}/v1/memory", json={"namespace": "study", "text": ""}).status_code == 400
     finally:
         server.should_exit = True
     for line in (tmp_path / "study" / RECORDS).read_text(encoding="utf-8").splitlines():
@@ -116,7 +153,7 @@ def test_chat_and_completions_recall_earlier_scenes_and_are_remembered(tmp_path)
         httpx.post(f"{url}/v1/chat/completions", json={"messages": chat["messages"]})  # no namespace: nothing recalled or stored
         assert "<|system|>" not in engine.calls[-1]["prompt"]
         assert len(httpx.get(f"{url}/v1/memory", params={"namespace": "study"}).json()["records"]) == 4
-        assert httpx.post(f"{url}/v1/chat/completions", json={**chat, "namespace": "../x"}).status_code == 422
+        assert httpx.post(f"{url}/v1/chat/completions", json={**chat, "namespace": "../x"}).status_code == 400
     finally:
         server.should_exit = True
 

@@ -3,7 +3,7 @@
 import pytest
 from transformers import AutoTokenizer
 
-from ltm.build.tokenizer import BODY, CHAT_TOKENS, END_OF_TURN, SCENE_BEGIN, SCENE_END
+from ltm.markup import BODY, CHAT_TOKENS, END_OF_TURN, SCENE_BEGIN, SCENE_END
 from ltm.serve.prompt import Markup, Prompt, chat_prompt, encode
 from ltm.serve.pvq import SceneRequest, query_prompt
 

@@ -15,14 +15,15 @@ import torch
 import yaml
 
 from ltm import stages
-from ltm.config import TrainConfig, load_config
-from ltm.build.dataset import load_manifest
+from ltm.config import SpeedConfig, TrainConfig, load_config
+from ltm.dataset.reader import load_manifest
 from ltm.model import LtmConfig, LtmForCausalLM
 from ltm.train import TrainError, train
 from ltm.train.checkpoint import fingerprint
-from ltm.train.data import ShardBatches
+from ltm.train.data import ShardBatches, loss_windows
 from ltm.train.hardware import check_fits, training_bytes
-from ltm.train.loop import _precision_options
+from ltm.train.loop import fit, prepare
+from ltm.train.speed import SpeedError, plan_speed
 from ltm.train.schedule import lr_at
 
 
@@ -43,6 +44,19 @@ def with_train(config, **changes):
     changed = config.model_copy(deep=True)
     changed.train = changed.train.model_copy(update=changes)
     return changed
+
+
+def with_speed(config, **switches):
+    return with_train(config, speed=config.train.speed.model_copy(update=switches))
+
+
+def run_fit(model, tc: TrainConfig, batches, windows, out: Path, world, on_step=None) -> None:
+    fit(prepare(model, None, tc, batches, windows, out, world), on_step=on_step)
+
+
+def plan(model, device: str, processes: int = 1, **switches):
+    return plan_speed(SpeedConfig(**switches), model, torch.device(device), processes, steps=100, tokens_per_step=1024,
+                      flops_per_token=1e6, peak_flops=1e15 if device == "cuda" else None)
 
 
 # --- data and schedules -------------------------------------------------------------------------------
@@ -112,7 +126,7 @@ def test_muon_trains_too(dataset, tmp_path):
 @pytest.mark.parametrize("fp8_weight_grad", [False, True])
 def test_fp8_head_fp8_body_and_bf16_residual_train_on_the_cpu_and_bad_shapes_are_refused(dataset, tmp_path, fp8_weight_grad):
     config, ds = dataset
-    fast = with_train(config, precision="bf16", residual_dtype="bf16", fp8_head=True, fp8_body=True, fp8_weight_grad=fp8_weight_grad)
+    fast = with_speed(config, precision="bf16", residual_dtype="bf16", fp8_head=True, fp8_body=True, fp8_weight_grad=fp8_weight_grad)
     train(fast, ds, tmp_path / "fast")
     curve = losses(tmp_path / "fast")
     assert np.mean(curve[-5:]) < curve[0] - 0.5
@@ -122,30 +136,55 @@ def test_fp8_head_fp8_body_and_bf16_residual_train_on_the_cpu_and_bad_shapes_are
         train(odd, ds, tmp_path / "odd")
 
 
-def test_fp8_is_refused_on_a_gpu_without_fp8_before_the_model_moves(monkeypatch):
+def test_fp8_is_refused_on_a_gpu_without_fp8_and_the_model_is_set_before_it_moves(monkeypatch):
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 0))
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA A100-SXM4-80GB")
     model = LtmForCausalLM(LtmConfig(vocab_size=64, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2))
     for name in ("fp8_head", "fp8_body"):
-        with pytest.raises(TrainError, match=f"A100.*has none: set train.{name}: false"):
-            _precision_options(model, TrainConfig(**{name: True}), torch.device("cuda"))
-    _precision_options(model, TrainConfig(residual_dtype="fp32"), torch.device("cuda"))  # nothing else needs FP8
-    assert model.model.autocast_residual is False and model.fp8_head is False
+        with pytest.raises(SpeedError, match="A100.*has none: leave it unset"):
+            plan(model, "cuda", **{name: True})
+    on_a100 = plan(model, "cuda")  # auto on a GPU without FP8: no FP8, and it says why
+    assert not (on_a100.numerics.fp8_head or on_a100.numerics.fp8_body) and on_a100.numerics.residual_bf16
+    assert any("no FP8 tensor cores" in reason for reason in on_a100.reasons)
     from ltm.model.fp8_linear import FP8Linear
+    from ltm.model.numerics import set_numerics
 
+    set_numerics(model, plan(model, "cuda", residual_dtype="fp32").numerics)
+    assert model.model.autocast_residual is False and model.fp8_head is False
     assert not any(isinstance(m, FP8Linear) for m in model.modules())
-    _precision_options(model, TrainConfig(fp8_head=True, fp8_body=True), torch.device("cpu"))  # the CPU runs FP8 slowly
+    set_numerics(model, plan(model, "cpu", fp8_head=True, fp8_body=True).numerics)  # the CPU runs FP8 slowly
     assert model.fp8_head and sum(isinstance(m, FP8Linear) for m in model.modules()) == 7  # q, k, v, o, gate, up, down
     assert not any(m.fp8_weight_grad for m in model.modules() if isinstance(m, FP8Linear))
 
 
-def test_fp8_weight_gradients_need_the_fp8_body():
-    with pytest.raises(ValueError, match="fp8_weight_grad: true needs fp8_body: true"):
-        TrainConfig(fp8_weight_grad=True)
+def test_auto_picks_fp8_on_an_fp8_gpu_exact_keeps_the_reference_and_fast_tunes(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
     model = LtmForCausalLM(LtmConfig(vocab_size=64, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2))
-    _precision_options(model, TrainConfig(fp8_body=True, fp8_weight_grad=True), torch.device("cpu"))
-    from ltm.model.fp8_linear import FP8Linear
+    auto = plan(model, "cuda")
+    assert (auto.numerics.fp8_head, auto.numerics.fp8_body, auto.numerics.fp8_weight_grad) == (True, True, True)
+    assert auto.cuda_graphs and not auto.tune_kernels  # a short run: tuning would not pay
+    long_run = plan_speed(SpeedConfig(), model, torch.device("cuda"), 1, steps=10**6, tokens_per_step=10**6, flops_per_token=1e9,
+                          peak_flops=1e15)
+    assert long_run.tune_kernels
+    assert plan(model, "cuda", mode="fast").tune_kernels
+    exact = plan(model, "cuda", mode="exact")
+    assert exact.numerics.describe() == "no FP8" and not exact.cuda_graphs and not exact.tune_kernels and exact.autocast
+    assert not plan(model, "cuda", fp8_body=False).numerics.fp8_weight_grad  # weight gradients follow the body
+    odd = LtmForCausalLM(LtmConfig(vocab_size=66, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2))
+    assert not plan(odd, "cuda").numerics.fp8_head and plan(odd, "cuda").numerics.fp8_body  # auto leaves out what cannot run
+    cpu = plan(model, "cpu")
+    assert (cpu.autocast, cpu.compile, cpu.numerics.describe()) == (False, False, "no FP8")
 
+
+def test_fp8_weight_gradients_need_the_fp8_body():
+    with pytest.raises(ValueError, match="fp8_weight_grad: true needs fp8_body"):
+        SpeedConfig(fp8_weight_grad=True, fp8_body=False)
+    assert SpeedConfig.model_validate("fast").mode == "fast"  # `speed: fast` in YAML
+    model = LtmForCausalLM(LtmConfig(vocab_size=64, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2))
+    from ltm.model.fp8_linear import FP8Linear
+    from ltm.model.numerics import set_numerics
+
+    set_numerics(model, plan(model, "cpu", fp8_body=True, fp8_weight_grad=True).numerics)
     assert [m.fp8_weight_grad for m in model.modules() if isinstance(m, FP8Linear)] == [True] * 7
 
 
@@ -165,14 +204,14 @@ def test_cuda_graph_steps_are_marked_once_per_optimizer_step_and_kernel_tuning_c
 
     monkeypatch.setattr(torch, "compile", fake_compile)
     monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: marks.append(1))
-    fast = with_train(config, steps=6, micro_batch_size=2, compile=True, compile_mode="reduce-overhead", tune_kernels=True)
+    fast = with_speed(with_train(config, steps=6, micro_batch_size=2), compile=True, compile_mode="reduce-overhead", tune_kernels=True)
     train(fast, ds, tmp_path / "graphs")
     accumulation = config.train.batch_size // 2
     assert len(calls) == 6 * accumulation and len(marks) == 6
     assert [seen for _, _, seen in calls] == [step + 1 for step in range(6) for _ in range(accumulation)]
     assert {(mode, tuned) for mode, tuned, _ in calls} == {("reduce-overhead", True)}
     assert inductor_config.coordinate_descent_tuning is False  # patched for the run only
-    train(with_train(fast, compile=False), ds, tmp_path / "plain")
+    train(with_speed(fast, compile=False), ds, tmp_path / "plain")
     assert losses(tmp_path / "graphs") == losses(tmp_path / "plain")
 
 
@@ -181,7 +220,6 @@ def test_a_self_looped_model_with_every_extra_compiles_and_follows_the_eager_cur
     from test_model import IDS, SWITCHES, VOCAB, scene_batch
 
     from ltm.train.distributed import World
-    from ltm.train.loop import fit
 
     stream = scene_batch(64).flatten().numpy().astype(np.uint16)
     curves = []
@@ -190,9 +228,9 @@ def test_a_self_looped_model_with_every_extra_compiles_and_follows_the_eager_cur
         extras = SWITCHES["all"] | {"loop_max_steps": 2, "loop_prelude_layers": 0, "loop_core_layers": 1}
         model = LtmForCausalLM(LtmConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                                          num_key_value_heads=2, max_position_embeddings=32, scene_token_ids=IDS, **extras))
-        tc = TrainConfig(steps=5, batch_size=4, lr=3e-3, warmup_steps=1, eval_every=10**9, tensorboard=False, compile=compiled)
-        fit(model, None, tc, ShardBatches(stream, 32, 4, 4, 0, 1), [stream[:33].astype(np.int64)], tmp_path / str(compiled),
-            World(0, 1, 0, torch.device("cpu")))
+        tc = TrainConfig(steps=5, batch_size=4, lr=3e-3, warmup_steps=1, eval_every=10**9, logger="none", speed={"compile": compiled})
+        run_fit(model, tc, ShardBatches(stream, 32, 4, 4, 0, 1), loss_windows(stream[:33], 32), tmp_path / str(compiled),
+                World(0, 1, 0, torch.device("cpu")))
         curves.append(losses(tmp_path / str(compiled)))
     assert np.allclose(*curves, atol=1e-3), curves
 
@@ -201,14 +239,13 @@ def test_a_model_handed_over_in_eval_mode_trains_in_training_mode(tmp_path):
     """from_pretrained (resume, initiation, tune) returns a model in eval mode, where the FP8 head is
     off and a self-looped model does not draw its step count."""
     from ltm.train.distributed import World
-    from ltm.train.loop import fit
 
     model = LtmForCausalLM(LtmConfig(vocab_size=64, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2)).eval()
     seen = []
     model.register_forward_hook(lambda module, args, output: seen.append(module.training))
     tokens = np.arange(4000, dtype=np.uint16) % 64
-    fit(model, None, TrainConfig(steps=2, batch_size=2, warmup_steps=1, eval_every=10**9, tensorboard=False), ShardBatches(tokens, 16, 2, 2, 0, 1),
-        [tokens[:17].astype(np.int64)], tmp_path, World(0, 1, 0, torch.device("cpu")))
+    run_fit(model, TrainConfig(steps=2, batch_size=2, warmup_steps=1, eval_every=10**9, logger="none"), ShardBatches(tokens, 16, 2, 2, 0, 1),
+            loss_windows(tokens[:17], 16), tmp_path, World(0, 1, 0, torch.device("cpu")))
     assert seen[:2] == [True, True]  # the two training steps; the held-out pass at the end runs in eval mode
 
 
@@ -217,52 +254,40 @@ def test_each_record_times_its_own_step_although_it_is_written_after_the_next(tm
     when that step ended. Timed at writing, a pause after step 3 landed in step 3's interval (and a
     benchmark timed from its first record over-counted a whole step's tokens)."""
     from ltm.train.distributed import World
-    from ltm.train.loop import fit
 
     model = LtmForCausalLM(LtmConfig(vocab_size=64, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2))
     tokens = np.arange(4000, dtype=np.uint16) % 64
     pause = 0.5
-    fit(model, None, TrainConfig(steps=5, batch_size=2, warmup_steps=1, eval_every=10**9, tensorboard=False, compile=False),
-        ShardBatches(tokens, 16, 2, 2, 0, 1), [tokens[:17].astype(np.int64)], tmp_path, World(0, 1, 0, torch.device("cpu")),
-        on_step=lambda step: time.sleep(pause) if step == 3 else None)
+    run_fit(model, TrainConfig(steps=5, batch_size=2, warmup_steps=1, eval_every=10**9, logger="none", speed={"compile": False}),
+            ShardBatches(tokens, 16, 2, 2, 0, 1), loss_windows(tokens[:17], 16), tmp_path, World(0, 1, 0, torch.device("cpu")),
+            on_step=lambda step: time.sleep(pause) if step == 3 else None)
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     gaps = {r["step"]: r["elapsed_s"] - q["elapsed_s"] for q, r in zip(records, records[1:])}
     assert gaps[4] >= pause > gaps[3] + 0.2  # step 4 began after the pause; step 3 ended before it
 
 
-def test_cuda_graphs_are_refused_under_torchrun_and_for_a_looped_model_and_auto_picks_them_on_one_gpu(tmp_path):
-    from ltm.train.distributed import World
-    from ltm.train.loop import _compile_mode, fit
+def test_cuda_graphs_are_refused_under_torchrun_and_for_a_looped_model_and_auto_picks_them_on_one_gpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 0))  # a GPU without FP8
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from ltm.config import InitiationConfig
+    from ltm.train.adapters import Trainable, with_lora
 
     plain = LtmForCausalLM(LtmConfig(vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2))
     looped = LtmForCausalLM(LtmConfig(vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
                                       loop_core_layers=1))
-    batches = ShardBatches(np.arange(4000, dtype=np.uint16) % 64, 16, 4, 2, 0, 2)
-    graphs = TrainConfig(compile_mode="reduce-overhead", compile=True)
-    with pytest.raises(TrainError, match="reduce-overhead.*under torchrun"):
-        fit(plain, None, graphs, batches, [], tmp_path, World(0, 2, 0, torch.device("cpu")))
-    one_gpu, two_gpus = World(0, 1, 0, torch.device("cuda")), World(0, 2, 0, torch.device("cuda"))
-    with pytest.raises(TrainError, match="self-looped"):
-        _compile_mode(graphs, looped, one_gpu)
-    uncompiled = TrainConfig(compile_mode="reduce-overhead", compile=False, steps=1, batch_size=4, warmup_steps=1,
-                             eval_every=10**9, tensorboard=False)
-    fit(looped, None, uncompiled, ShardBatches(np.arange(4000, dtype=np.uint16) % 64, 16, 4, 4, 0, 1), [], tmp_path / "eager",
-        World(0, 1, 0, torch.device("cpu")))  # nothing compiles, so nothing is refused
-    from ltm.train.adapters import Trainable
-
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    auto, wrapped = TrainConfig(), Trainable(plain, "")  # as the initiation stage passes ltm's model
-    from ltm.config import InitiationConfig
-    from ltm.train.adapters import with_lora
-
+    with pytest.raises(SpeedError, match="reduce-overhead.*under torchrun"):
+        plan(plain, "cpu", processes=2, compile=True, compile_mode="reduce-overhead")
+    with pytest.raises(SpeedError, match="self-looped"):
+        plan(looped, "cuda", compile_mode="reduce-overhead")
     gpt2 = lambda: GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=64))  # noqa: E731
     theirs = Trainable(gpt2(), "")  # as `ltm tune` passes a user's model, every parameter trained
     their_lora = Trainable(with_lora(gpt2(), InitiationConfig(mode="lora")), "")
-    cases = ((plain, one_gpu), (looped, one_gpu), (plain, two_gpus), (wrapped, one_gpu), (Trainable(looped, ""), one_gpu),
-             (their_lora, one_gpu), (theirs, one_gpu), (their_lora, World(0, 1, 0, torch.device("cpu"))))
-    assert [_compile_mode(auto, m, w) for m, w in cases] == ["reduce-overhead", "default", "default", "reduce-overhead", "default",
-                                                             "reduce-overhead", "default", "default"]
+    cases = (((plain, "cuda", 1), True), ((looped, "cuda", 1), False), ((plain, "cuda", 2), False),
+             ((Trainable(plain, ""), "cuda", 1), True), ((Trainable(looped, ""), "cuda", 1), False),
+             ((their_lora, "cuda", 1), True), ((theirs, "cuda", 1), False), ((their_lora, "cpu", 1), False))
+    assert [plan(m, device, processes).cuda_graphs for (m, device, processes), _ in cases] == [graphs for _, graphs in cases]
+    assert plan(theirs, "cuda", fp8_head=True).warnings  # a switch for ltm's model, on a user's model: a warning, not an error
 
 
 # --- checkpoints and resume -----------------------------------------------------------------------
@@ -275,7 +300,7 @@ def _train_process(config_path: Path, ds: Path, out: Path, *extra: str) -> subpr
 
 def test_a_run_killed_with_sigkill_resumes_on_the_same_curve(dataset, tmp_path):
     config, ds = dataset
-    config = with_train(config, steps=400, checkpoint_every=40, eval_every=100, tensorboard=False)
+    config = with_train(config, steps=400, checkpoint_every=40, eval_every=100, logger="none")
     path = tmp_path / "long.yaml"
     path.write_text(yaml.safe_dump(config.model_dump(mode="json")))
     assert subprocess.run([sys.executable, "-m", "ltm.cli", "train", str(path), "--data", str(ds), "-o", str(tmp_path / "whole")],
@@ -304,7 +329,24 @@ def test_resume_refuses_another_config_or_nothing_to_resume(dataset, tmp_path):
         train(with_train(config, steps=10, lr=0.1), ds, tmp_path / "run", resume=True)
     # Rounding choices may change on resume (a run begun with an FP8 head may finish on a GPU without one).
     manifest = load_manifest(ds)
-    assert fingerprint(with_train(config, fp8_head=True, residual_dtype="fp32"), manifest) == fingerprint(config, manifest)
+    assert fingerprint(with_speed(config, mode="exact", fp8_head=True), manifest) == fingerprint(config, manifest)
+
+
+def test_a_folder_with_an_earlier_run_is_refused_without_resume_or_overwrite(dataset, tmp_path):
+    config, ds = dataset
+    old = with_train(config, steps=20, checkpoint_every=10, keep_checkpoints=1, logger="none")
+    train(old, ds, tmp_path / "run")
+    assert [p.name for p in (tmp_path / "run" / "checkpoints").iterdir()] == ["step_0000020"]
+    new = with_train(old, steps=10, checkpoint_every=5, lr=0.1)
+    with pytest.raises(TrainError, match="earlier run .*--resume.*--overwrite"):
+        train(new, ds, tmp_path / "run")
+    assert [p.name for p in (tmp_path / "run" / "checkpoints").iterdir()] == ["step_0000020"]  # untouched
+    train(new, ds, tmp_path / "run", overwrite=True)
+    # Only the new run's checkpoints: its own last one was not pruned in favour of the old run's step 20.
+    assert [p.name for p in (tmp_path / "run" / "checkpoints").iterdir()] == ["step_0000010"]
+    assert len(losses(tmp_path / "run")) == 10
+    with pytest.raises(TrainError, match="different config"):  # a resume finds the new run, not the old one
+        train(old, ds, tmp_path / "run", resume=True)
 
 
 def test_a_dataset_whose_tokenizer_was_swapped_is_refused(dataset, tmp_path):
@@ -321,7 +363,7 @@ def test_a_dataset_whose_tokenizer_was_swapped_is_refused(dataset, tmp_path):
 @pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
 def test_torchrun_two_processes_follow_the_single_process_curve(dataset, tmp_path, strategy):
     config, ds = dataset
-    config = with_train(config, steps=12, eval_every=6, distributed=strategy, tensorboard=False, threads=1)
+    config = with_train(config, steps=12, eval_every=6, distributed=strategy, logger="none", threads=1)
     path = tmp_path / "dist.yaml"
     path.write_text(yaml.safe_dump(config.model_dump(mode="json")))
     train(config, ds, tmp_path / "single")

@@ -18,8 +18,8 @@ from ltm.model import LtmConfig, LtmForCausalLM
 from ltm.model.fp8_head import fp8_head_loss
 from ltm.model.fp8_linear import fp8_supported
 from ltm.train import distributed
-from ltm.train.data import ShardBatches
-from ltm.train.loop import fit
+from ltm.train.data import ShardBatches, loss_windows
+from ltm.train.loop import fit, prepare
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -35,10 +35,10 @@ def _curve(mode: str, model: torch.nn.Module | None = None) -> list[float]:
     tokens = ((np.arange(200_000) * 7) % 509).astype(np.uint16)  # each token follows from the last: learnable
     batches = ShardBatches(tokens, 64, 16, 4, 0, 1)  # accumulation 4
     tc = TrainConfig(steps=12, batch_size=16, micro_batch_size=4, lr=1e-2, warmup_steps=2, eval_every=10**9,
-                     tensorboard=False, compile=True, compile_mode=mode)
+                     logger="none", speed={"mode": "exact", "compile": True, "compile_mode": mode})
     world = distributed.setup("cuda")
     with tempfile.TemporaryDirectory() as out:
-        fit(model or _tiny(), None, tc, batches, [tokens[:65].astype(np.int64)], Path(out), world)
+        fit(prepare(model or _tiny(), None, tc, batches, loss_windows(tokens[:65], 64), Path(out), world))
         return [json.loads(line)["loss"] for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
 
 
@@ -48,7 +48,7 @@ def test_cuda_graphs_with_accumulation_follow_the_plain_compiled_curve():
     assert np.allclose(plain, graphs, atol=2e-3), (plain, graphs)
 
 
-def _extras_curve(mode: str, extras: dict) -> list[dict]:
+def _extras_curve(mode: str | None, extras: dict) -> list[dict]:
     from test_model import IDS, VOCAB, scene_batch
 
     stream = scene_batch(64).flatten().numpy().astype(np.uint16)  # scenes with their markers, one after another
@@ -56,10 +56,10 @@ def _extras_curve(mode: str, extras: dict) -> list[dict]:
     model = LtmForCausalLM(LtmConfig(vocab_size=VOCAB, hidden_size=64, num_hidden_layers=4, num_attention_heads=4,
                                      num_key_value_heads=2, max_position_embeddings=32, scene_token_ids=IDS, **extras))
     tc = TrainConfig(steps=10, batch_size=8, micro_batch_size=4, lr=3e-3, warmup_steps=2, eval_every=10**9,
-                     tensorboard=False, compile=True, compile_mode=mode)
+                     logger="none", speed={"mode": "exact", "compile": True, "compile_mode": mode})
     with tempfile.TemporaryDirectory() as out:
-        fit(model, None, tc, ShardBatches(stream, 32, 8, 4, 0, 1), [stream[:33].astype(np.int64)], Path(out),
-            distributed.setup("cuda"))
+        fit(prepare(model, None, tc, ShardBatches(stream, 32, 8, 4, 0, 1), loss_windows(stream[:33], 32), Path(out),
+                    distributed.setup("cuda")))
         return [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
 
 
@@ -74,7 +74,7 @@ def test_scene_aware_extras_replay_as_cuda_graphs():
 def test_a_compiled_self_looped_model_logs_every_loss_part():
     from test_model import SWITCHES
 
-    curve = _extras_curve("auto", SWITCHES["all"])  # auto: no CUDA graphs for a looped model
+    curve = _extras_curve(None, SWITCHES["all"])  # unset: no CUDA graphs for a looped model
     assert all({"loss_lm", "loss_channel", "loss_scene"} <= set(m) and np.isfinite(m["loss"]) for m in curve)
 
 
@@ -178,7 +178,7 @@ def test_two_gpus_under_torchrun_follow_the_one_gpu_curve(tiny_config, tmp_path,
     stages.ingest(config.ingest.paths, tmp_path / "docs.jsonl")
     stages.scenes(tmp_path / "docs.jsonl", tmp_path / "scenes.jsonl", config)
     stages.build(config, tmp_path / "scenes.jsonl", tmp_path / "ds")
-    config.train = config.train.model_copy(update={"distributed": strategy, "compile_mode": "default", "tensorboard": False})
+    config.train = config.train.model_copy(update={"distributed": strategy, "speed": {"compile_mode": "default"}, "logger": "none"})
     path = tmp_path / "two.yaml"
     path.write_text(yaml.safe_dump(config.model_dump(mode="json")))
     train(config, tmp_path / "ds", tmp_path / "one")

@@ -196,7 +196,29 @@ def test_chat_scene_and_memory_through_the_page(server, browser, request, tmp_pa
     _fill(browser, "#scene-lens", "no-such-lens")
     _one(browser, "#scene-send").click()
     error = _shown_error(browser, "#scene-error")
-    assert error.startswith("422: ") and "no-such-lens" in error
+    assert error.startswith("400: ") and "no-such-lens" in error
+
+
+def test_a_chat_that_outgrows_the_context_shows_a_note(engine, browser):
+    server, url = serve(create_app(engine))
+    try:
+        browser.get(url + "/")
+        _fill(browser, "#chat-max-tokens", "24")
+        _fill(browser, "#chat-temperature", "0")
+        shown_at = None
+        for n in range(8):  # the model's context is 64 tokens: a few exchanges outgrow it
+            _fill(browser, "#chat-input", f"Why {n}?")
+            _one(browser, "#chat-send").click()
+            _wait(browser, lambda d: len(_all(d, '.msg.assistant[data-state="done"]')) == n + 1, f"no answer to message {n}")
+            if _one(browser, "#chat-note").is_displayed():
+                shown_at = n
+                break
+        assert shown_at is not None and shown_at > 0, "no note although the conversation outgrew the context"
+        assert "left out" in _text(_one(browser, "#chat-note"))
+        _one(browser, "#chat-clear").click()
+        assert not _one(browser, "#chat-note").is_displayed()
+    finally:
+        server.should_exit = True
 
 
 def test_the_key_field_and_a_server_without_memory(engine, browser):

@@ -149,9 +149,18 @@ class BuildConfig(Section):
     tokenizer_sample_mb: float = Field(200.0, gt=0, description="train the tokenizer on at most this much text")
     tokenizer: str | None = Field(None, description="reuse this tokenizer folder (e.g. another dataset's) instead of training one")
     workers: int = Field(0, ge=0, description="processes that tokenize; 0 = one per core")
+    dialogue: Literal["chat", "text"] = Field(
+        "chat", description="dialogues (chat exports): chat = each turn through the tokenizer's chat template, "
+                            "the format `ltm serve` talks in, with the user's turns under the loss mask; text = "
+                            "'User: ...' paragraphs, read like prose")
+    system_prompt: str | None = Field(None, description="chat: a system turn opening every dialogue (under the loss mask)")
+    learn_user_turns: bool = Field(False, description="chat: learn the user's turns too (the mask keeps only the system prompt)")
 
 
 class ModelConfig(Section):
+    """Every model hyperparameter, declared once: ltm.model.config.LtmConfig takes these (under
+    Llama's names where Llama has one) and validates itself through this class."""
+
     d_model: int = Field(256, ge=8)
     n_layers: int = Field(4, ge=1)
     n_heads: int = Field(4, ge=1)
@@ -174,11 +183,56 @@ class ModelConfig(Section):
     loop_aux_weight: float = Field(0.0, ge=0, description="weight of the loop-convergence loss")
 
     @model_validator(mode="after")
-    def _heads_divide(self) -> "ModelConfig":
+    def _shape_fits(self) -> "ModelConfig":
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
         if self.n_heads % self.n_kv_heads:
             raise ValueError(f"n_heads={self.n_heads} is not divisible by n_kv_heads={self.n_kv_heads}")
+        if self.loop_core_layers and self.loop_prelude_layers + self.loop_core_layers > self.n_layers:
+            raise ValueError(f"loop_prelude_layers + loop_core_layers = {self.loop_prelude_layers + self.loop_core_layers} "
+                             f"exceeds n_layers={self.n_layers}")
+        if self.channel_names is not None and self.channels > 1 and len(self.channel_names) != self.channels:
+            raise ValueError(f"channel_names has {len(self.channel_names)} names for {self.channels} channels")
+        return self
+
+    @property
+    def ffn_width(self) -> int:
+        """d_ff, or SwiGLU's usual width: 8/3 d_model (a 4x GELU MLP's parameters), rounded up to 32."""
+        return self.d_ff or 32 * -(-(8 * self.d_model // 3) // 32)
+
+
+class SpeedConfig(Section):
+    """How training runs fast. `mode` decides every switch left unset: `auto` turns on, per GPU and
+    model, what was measured to pay without costing held-out loss beyond run-to-run noise (FP8
+    products on GPUs that have them, CUDA graphs on one GPU, kernel tuning when the run is long
+    enough to repay it); `fast` turns on everything the GPU can do; `exact` keeps the reference
+    numerics (no FP8, an fp32 residual stream, no CUDA graphs, no tuning). In YAML `speed: fast`,
+    or a mapping with `mode` and any switch. Resuming may change any of it: it only rounds
+    differently."""
+
+    mode: Literal["auto", "fast", "exact"] = "auto"
+    precision: Literal["auto", "bf16", "fp32"] | None = Field(None, description="bf16 autocast or fp32; default: bf16 on CUDA, fp32 on CPU")
+    compile: bool | None = Field(None, description="torch.compile the model; default: on for CUDA")
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune-no-cudagraphs"] | None = Field(
+        None, description="reduce-overhead: forward and backward replayed as CUDA graphs (one GPU, not a self-looped model); "
+                          "max-autotune-no-cudagraphs: autotuned matmuls, minutes more compilation")
+    tune_kernels: bool | None = Field(None, description="benchmark each generated Triton kernel's launch settings while "
+                                                        "compiling (inductor's coordinate-descent tuning): minutes more compilation")
+    residual_dtype: Literal["fp32", "bf16"] | None = Field(None, description="under bf16 autocast, the residual stream's dtype "
+                                                                             "(bf16: half the elementwise memory traffic)")
+    fp8_head: bool | None = Field(None, description="the output projection and loss in FP8 (GPUs of compute capability 8.9+)")
+    fp8_body: bool | None = Field(None, description="the decoder layers' products in FP8 with fixed scales (GPUs of compute capability 8.9+)")
+    fp8_weight_grad: bool | None = Field(None, description="with fp8_body: the weight gradients' products in FP8 too")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_word(cls, value):
+        return {"mode": value} if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _fp8_weight_grad_needs_fp8_body(self) -> "SpeedConfig":
+        if self.fp8_weight_grad and self.fp8_body is False:
+            raise ValueError("fp8_weight_grad: true needs fp8_body (it changes the products fp8_body makes)")
         return self
 
 
@@ -200,32 +254,13 @@ class TrainConfig(Section):
     checkpoint_every: int = Field(0, ge=0, description="write a resumable checkpoint every N steps (0: only at the end)")
     keep_checkpoints: int = Field(2, ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    precision: Literal["auto", "bf16", "fp32"] = Field("auto", description="auto: bf16 autocast on CUDA, fp32 on CPU")
-    compile: bool | None = Field(None, description="torch.compile the model; default: on for CUDA")
-    compile_mode: Literal["auto", "default", "reduce-overhead", "max-autotune-no-cudagraphs"] = Field(
-        "auto", description="auto: reduce-overhead on one GPU for ltm's own model (not a self-looped one) "
-                            "and for LoRA on a transformers model, default otherwise; "
-                            "reduce-overhead: forward and backward replayed as CUDA graphs; max-autotune-no-cudagraphs: "
-                            "autotuned matmuls, minutes more compilation")
-    tune_kernels: bool = Field(False, description="benchmark each generated Triton kernel's launch settings while "
-                                                  "compiling (inductor's coordinate-descent tuning): minutes more compilation")
     distributed: Literal["ddp", "fsdp"] = Field("ddp", description="under torchrun with several processes")
-    residual_dtype: Literal["fp32", "bf16"] = Field(
-        "bf16", description="under bf16 autocast, the residual stream's dtype (bf16: half the elementwise memory traffic)")
-    fp8_head: bool = Field(False, description="the output projection and loss in FP8 while training (GPUs of compute "
-                                              "capability 8.9+; docs/training.md)")
-    fp8_body: bool = Field(False, description="the decoder layers' products in FP8 with fixed scales while training "
-                                              "(GPUs of compute capability 8.9+; docs/training.md)")
-    fp8_weight_grad: bool = Field(False, description="with fp8_body: the weight gradients' products in FP8 too (faster; "
-                                                     "may cost held-out loss, docs/training.md)")
-    tensorboard: bool = True
+    speed: SpeedConfig = Field(default_factory=SpeedConfig, description="how fast and in which numerics "
+                               "training runs: auto, fast or exact, and expert switches (docs/training.md, Speed)")
+    logger: Literal["tensorboard", "trackio", "wandb", "none"] = Field(
+        "tensorboard", description="where metrics go besides OUT/metrics.jsonl; trackio and wandb are extras "
+                                   "(pip install ltm[trackio] / ltm[wandb]), all three work offline")
     threads: int | None = Field(None, description="CPU threads; default all cores")
-
-    @model_validator(mode="after")
-    def _fp8_weight_grad_needs_fp8_body(self) -> "TrainConfig":
-        if self.fp8_weight_grad and not self.fp8_body:
-            raise ValueError("fp8_weight_grad: true needs fp8_body: true (it changes the products fp8_body makes)")
-        return self
 
 
 class InitiationConfig(Section):
@@ -281,7 +316,9 @@ class ConfigError(ValueError):
     """A config that cannot be used, with a message naming the file and the field."""
 
 
-def load_config(path: str | Path) -> RunConfig:
+def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
+    """The config in `path`, with `overrides` ("section.key=value", a value read as YAML: `train.lr=1e-3`,
+    `build.regime={spiral: 10}`) applied on top and the whole validated as one file would be."""
     path = Path(path)
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
@@ -291,13 +328,37 @@ def load_config(path: str | Path) -> RunConfig:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    for override in overrides or []:
+        _override(raw, override, path)
     try:
         config = RunConfig.model_validate(raw)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-        raise ConfigError(f"{path}: {problems}") from None
+        given = f" (with --set {' --set '.join(overrides)})" if overrides else ""
+        raise ConfigError(f"{path}{given}: {problems}") from None
     config._base_dir = path.resolve().parent
     return config
+
+
+def _override(raw: dict, override: str, path: Path) -> None:
+    """Set one dotted key in the raw config mapping; a key that names no field is left for the
+    validation to refuse, so a typo is reported like one in the file."""
+    key, sep, text = override.partition("=")
+    names = key.strip().split(".")
+    if not sep or not all(names):
+        raise ConfigError(f"--set {override!r}: expected section.key=value, e.g. train.lr=1e-3")
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {override!r}: the value is not valid YAML: {exc}") from None
+    node = raw
+    for name in names[:-1]:
+        child = node.setdefault(name, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {override!r}: {path} sets {name} to {child!r}, not a mapping: set it whole, "
+                              f"e.g. --set {'.'.join(names[:names.index(name) + 1])}={{...}}")
+        node = child
+    node[names[-1]] = value
 
 
 def dump_config(config: RunConfig) -> str:

@@ -9,6 +9,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ltm.markup import TENSION_LEVELS, TURN_LABELS
+
 DOCUMENT_SCHEMA = "ltm.document/1"
 SCENE_SCHEMA = "ltm.scene/2"
 MANIFEST_SCHEMA = "ltm.manifest/2"
@@ -28,6 +30,15 @@ class Turn(Record):
     text: str
     time: str | None = None
     id: str | None = None
+
+    def rendered(self) -> str:
+        """The turn as Document.text holds it: "User: ..." or "Assistant: ..."."""
+        return f"{TURN_LABELS[self.role]}: {self.text}"
+
+
+def render_turns(turns: list[Turn]) -> str:
+    """A dialogue's text: its turns rendered, one blank line between them."""
+    return "\n\n".join(turn.rendered() for turn in turns)
 
 
 class Encoding(Record):
@@ -63,6 +74,18 @@ class Document(Record):
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
+    def turn_spans(self) -> list[tuple[int, int]] | None:
+        """Where each turn stands in `text` ("User: ..." included), or None for a document that is
+        not a dialogue, or whose text is not its turns rendered (a hand-edited file)."""
+        if self.turns is None or self.text != render_turns(self.turns):
+            return None
+        spans, start = [], 0
+        for turn in self.turns:
+            end = start + len(turn.rendered())
+            spans.append((start, end))
+            start = end + 2
+        return spans
+
 
 # --- scenes ---------------------------------------------------------------------------------------
 
@@ -70,10 +93,6 @@ class Document(Record):
 class Span(Record):
     start: int = Field(ge=0, description="character offset into the document text")
     end: int = Field(ge=0, description="exclusive end offset")
-
-
-ROLE_FUNCTIONS = ("speaker", "inner voice", "objector", "quoted voice")
-LOOP_STEPS = ("claim", "doubt", "inversion", "new direction")
 
 
 class Role(Record):
@@ -95,7 +114,7 @@ class TextSpan(Record):
 
 class Tension(Record):
     poles: list[str] = Field(default_factory=list, max_length=2)
-    level: Literal["low", "medium", "high"] = "low"
+    level: Literal[TENSION_LEVELS] = "low"  # type: ignore[valid-type]  # the tuple unpacks into the allowed values
     evidence: list[TextSpan] = Field(default_factory=list, description="the words the level was read from (contrasts, opposites, conflict); empty for low")
 
 
@@ -109,6 +128,13 @@ class Vector(Record):
 class Reference(Record):
     scene_id: str
     score: float
+
+
+class SceneTurn(Record):
+    """The dialogue turn a scene holds: a scene of a dialogue is one whole turn."""
+
+    index: int = Field(ge=0, description="position of the turn in document.turns")
+    role: Literal["user", "assistant"]
 
 
 class Scene(Record):
@@ -126,6 +152,7 @@ class Scene(Record):
     questions: list[Question] = Field(default_factory=list)
     backrefs: list[str] = Field(default_factory=list, description="phrases that point back to earlier statements ('as I said')")
     references: list[Reference] = Field(default_factory=list, description="the most related earlier scenes, best first")
+    turn: SceneTurn | None = Field(None, description="for a scene of a dialogue: the turn it holds (its text starts with the turn's label)")
     annotator: str
     meta: dict = Field(default_factory=dict, description="document tags copied for later stages (phase, author)")
 

@@ -1,13 +1,16 @@
 """Atomic file writing and JSONL helpers shared by every stage.
 
 Every file a stage writes goes to a temporary sibling first and is renamed into place, so a crash
-never leaves a half-written output and never destroys the previous version.
+never leaves a half-written output and never destroys the previous version. A temporary sibling is
+hidden and carries its writer's process id (`.NAME.ltm-PID-RANDOM.tmp`): one left by a process that
+was killed (kill -9 runs no cleanup) is removed by the next write into the same folder.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -18,18 +21,58 @@ from typing import IO, Any
 from pydantic import BaseModel
 
 
+# A temporary sibling: .NAME.ltm-PID-RANDOM.tmp, or .NAME.ltm-PID-.old for the version atomic_dir replaces.
+_TEMPORARY = re.compile(r"\.(?P<name>.+)\.ltm-(?P<pid>\d+)-[A-Za-z0-9_]*\.(?P<kind>tmp|old)")
+
+
+def _prefix(path: Path) -> str:
+    return f".{path.name}.ltm-{os.getpid()}-"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Remove the temporary siblings in `folder` whose writer is gone; return them. A replaced
+    version (`.old`) is kept while its target is missing: it is then the only copy."""
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except FileNotFoundError:
+        return removed
+    for entry in entries:
+        match = _TEMPORARY.fullmatch(entry.name)
+        if not match or _alive(int(match["pid"])):
+            continue
+        if match["kind"] == "old" and not (folder / match["name"]).exists():
+            continue
+        stale = Path(entry.path)
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            stale.unlink(missing_ok=True)
+        removed.append(stale)
+    return removed
+
+
 @contextmanager
-def atomic_write(path: str | Path, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO]:
-    """Open a temporary file next to `path`; on success rename it over `path`, on error remove it."""
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A temporary path next to `path`, for a writer that opens its file itself; on success it is
+    renamed over `path`, on error removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    binary = "b" in mode
+    remove_stale_temporaries(path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=_prefix(path), suffix=".tmp", dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, mode, encoding=None if binary else encoding) as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
+        yield Path(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -37,15 +80,26 @@ def atomic_write(path: str | Path, mode: str = "w", encoding: str | None = "utf-
 
 
 @contextmanager
+def atomic_write(path: str | Path, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO]:
+    """Open a temporary file next to `path`; on success rename it over `path`, on error remove it."""
+    binary = "b" in mode
+    with atomic_path(path) as tmp, open(tmp, mode, encoding=None if binary else encoding) as handle:
+        yield handle
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+@contextmanager
 def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Yield a temporary folder beside `path`; on success it replaces `path` whole."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    remove_stale_temporaries(path.parent)
+    tmp = Path(tempfile.mkdtemp(prefix=_prefix(path), suffix=".tmp", dir=path.parent))
     try:
         yield tmp
         if path.exists():
-            old = path.with_name(f".{path.name}.old")
+            old = path.with_name(f"{_prefix(path)}.old")
             shutil.rmtree(old, ignore_errors=True)
             os.replace(path, old)
             os.replace(tmp, path)

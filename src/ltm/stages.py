@@ -1,6 +1,9 @@
-"""Each pipeline stage as one function over files, shared by the CLI subcommands and `ltm run`.
+"""Each pipeline stage as one function over files: the front door of the CLI (ltm.cli maps each
+subcommand onto one of these), of `ltm run` and of Python users (docs/python-api.md).
 
 A stage reads the previous stage's files and writes its own atomically, so it can be rerun alone.
+Each function imports what its stage needs when it runs: `ltm ingest` and `ltm scenes` load
+neither torch nor transformers.
 """
 
 from __future__ import annotations
@@ -9,17 +12,9 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from ltm.build import SceneFileError, SceneTable, build_dataset
 from ltm.config import BuildConfig, RunConfig, dump_config, load_config
-from ltm.eval.evaluate import evaluate
-from ltm.ingest import ingest_paths, write_documents
 from ltm.io import atomic_write, write_json, write_jsonl
 from ltm.log import error, info, progress
-from ltm.report import write_report
-from ltm.scenes import load_documents, make_scenes
-from ltm.scenes.views import write_views
-from ltm.train import train
-from ltm.train.initiation import initiate
 
 # Where each stage's output lives inside a run folder (docs/formats.md, "Run folder").
 DOCS, SCENES, DATASET, TRAIN, EVAL, REPORT, CONFIG = (
@@ -31,12 +26,14 @@ INITIATION_DOCS, INITIATION_SCENES, INITIATION_DATASET, INITIATION = (
 )
 
 
-class StageError(RuntimeError):
+class StageError(ValueError):
     """A stage that cannot go on; the message says what to change."""
 
 
 def ingest(paths: list[str | Path], out: Path, tags: dict | None = None) -> int:
     """Ingest into `out`; return how many files failed (duplicates are not failures)."""
+    from ltm.ingest import ingest_paths, write_documents
+
     result = ingest_paths(paths, tags)
     for problem in result.errors:
         (info if problem.kind == "duplicate" else error)(problem.line())
@@ -50,6 +47,9 @@ def ingest(paths: list[str | Path], out: Path, tags: dict | None = None) -> int:
 
 
 def scenes(docs_path: Path, out: Path, config: RunConfig, views: Path | None = None) -> int:
+    from ltm.scenes import load_documents, make_scenes
+    from ltm.scenes.views import write_views
+
     problems: list[str] = []
     documents = list(load_documents(docs_path, problems))
     scenes_config = config.scenes.model_copy(deep=True)
@@ -74,7 +74,23 @@ def scenes(docs_path: Path, out: Path, config: RunConfig, views: Path | None = N
     return len(found)
 
 
+def validate_scenes(scenes_path: Path, docs_path: Path | None = None) -> list[str]:
+    """`ltm scenes validate`: one message per violation in SCENES.jsonl (with the documents, spans too)."""
+    from ltm.scenes.validate import validate_scenes as validate
+
+    return validate(scenes_path, docs_path)
+
+
+def scene_schema() -> dict:
+    """The JSON Schema of a SCENES.jsonl line."""
+    from ltm.formats import json_schema
+
+    return json_schema("scene")
+
+
 def build(config: RunConfig, scenes_path: Path, out_dir: Path) -> Path:
+    from ltm.dataset import SceneFileError, SceneTable, build_dataset
+
     try:
         table = SceneTable.from_jsonl(scenes_path)
     except (SceneFileError, FileNotFoundError) as exc:
@@ -87,15 +103,37 @@ def build(config: RunConfig, scenes_path: Path, out_dir: Path) -> Path:
     return out_dir
 
 
+def train(config: RunConfig, dataset_dir: Path, out_dir: Path, resume: bool = False, overwrite: bool = False) -> Path:
+    """`ltm train`: pretrain on DATASET_DIR into OUT_DIR; return OUT_DIR/checkpoint."""
+    from ltm.train import train as pretrain
+
+    return pretrain(config, dataset_dir, out_dir, resume=resume, overwrite=overwrite)
+
+
+def initiate(config: RunConfig, checkpoint: Path, dataset_dir: Path, out_dir: Path) -> Path:
+    """`ltm initiate`: the initiation stage on a pretrained checkpoint; return OUT_DIR/checkpoint."""
+    from ltm.train.initiation import initiate as run_initiation
+
+    return run_initiation(config, checkpoint, dataset_dir, out_dir)
+
+
+def tune(config: RunConfig | None, model_dir: Path, texts: list[Path], out_dir: Path) -> Path:
+    """`ltm tune`: LoRA (or full) tuning of a Hugging Face model on disk; default config: LoRA with defaults."""
+    from ltm.train.initiation import read_texts, tune_hf
+
+    return tune_hf(model_dir, read_texts(texts), config or RunConfig(initiation={"mode": "lora"}), out_dir)
+
+
 def initiation(config: RunConfig, run_dir: Path) -> Path:
     """`ltm run`'s initiation stage: initiation.paths -> documents, scenes, a dataset with the
     pretraining tokenizer (every token once) -> RUN/initiation/checkpoint."""
     ingest(config.initiation.paths, run_dir / INITIATION_DOCS)
     scenes(run_dir / INITIATION_DOCS, run_dir / INITIATION_SCENES, config)
-    # Only the held-out share and the shard format carry over: no curriculum, lenses or budget of the pretraining build.
+    # The held-out share, the shard format and the dialogue form carry over: no curriculum, lenses or budget of the pretraining build.
+    b = config.build
     dialogue = config.model_copy(update={"build": BuildConfig(
-        tokenizer=str(run_dir / DATASET / "tokenizer"), heldout_docs=config.build.heldout_docs, dtype=config.build.dtype,
-        shard_tokens=config.build.shard_tokens, workers=config.build.workers)})
+        tokenizer=str(run_dir / DATASET / "tokenizer"), heldout_docs=b.heldout_docs, dtype=b.dtype, shard_tokens=b.shard_tokens,
+        workers=b.workers, dialogue=b.dialogue, system_prompt=b.system_prompt, learn_user_turns=b.learn_user_turns)})
     build(dialogue, run_dir / INITIATION_SCENES, run_dir / INITIATION_DATASET)
     return initiate(config, run_dir / TRAIN / "checkpoint", run_dir / INITIATION_DATASET, run_dir / INITIATION)
 
@@ -118,6 +156,8 @@ def evaluate_run(run_dir: Path, out: Path | None = None, control: Path | None = 
         raise StageError(f"{run_dir}: no trained checkpoint at {checkpoint}; run `ltm train` first")
     if not (run_dir / DATASET / "manifest.json").exists():
         raise StageError(f"{run_dir}: no dataset manifest at {run_dir / DATASET / 'manifest.json'}; run `ltm build` first")
+    from ltm.eval.evaluate import evaluate
+
     control = control or (config.resolve(config.eval.control) if config.eval.control else None)
     result = evaluate(config, run_dir / DATASET, checkpoint, final_checkpoint(control) if control else None)
     out = out or run_dir / EVAL
@@ -126,26 +166,95 @@ def evaluate_run(run_dir: Path, out: Path | None = None, control: Path | None = 
     return out
 
 
-def export_model(source: Path, out: Path, tokenizer: Path | None = None) -> Path:
-    """Export RUN (its initiation/checkpoint, else train/checkpoint) or a checkpoint folder as a Hugging Face folder."""
+def export_model(source: Path, out: Path, tokenizer: Path | None = None, format: str = "hf", dtype: str = "f16") -> Path:
+    """Export RUN (its initiation/checkpoint, else train/checkpoint) or a checkpoint folder as a
+    Hugging Face folder, or (format "gguf", plain-Llama models) as one GGUF file in `dtype`."""
+    checkpoint = final_checkpoint(source) if final_checkpoint(source).is_dir() else source
+    if format == "gguf":
+        from ltm.model.gguf import export_gguf
+
+        export_gguf(checkpoint, out, tokenizer, dtype)
+        info(f"export: GGUF ({dtype}) for llama.cpp -> {out}")
+        return out
     from ltm.model.export import export
 
-    checkpoint = final_checkpoint(source) if final_checkpoint(source).is_dir() else source
     architecture = export(checkpoint, out, tokenizer)
     info(f"export: {architecture} -> {out}")
     return out
 
 
 def report(runs: list[Path], out: Path) -> Path:
+    from ltm.report import write_report
+
     write_report(runs, out)
     info(f"report: {out}")
     return out
 
 
-def run(config_path: Path, run_dir: Path | None = None, resume: bool = False) -> Path:
+def serve(model_dir: Path, host: str, port: int, api_key_env: str | None, memory_dir: Path) -> None:
+    """`ltm serve`: the OpenAI-compatible API, scene queries, scene memory and the web page."""
+    import os
+
+    import uvicorn
+
+    from ltm.serve.app import check_binding, create_app
+    from ltm.serve.engine import Engine
+    from ltm.serve.memory import MemoryStore
+
+    api_key = os.environ.get(api_key_env) if api_key_env else None
+    if api_key_env and not api_key:  # a typo in the name would otherwise serve with no key at all
+        raise StageError(f"--api-key-env {api_key_env}: that environment variable is not set or empty; "
+                         "export it with the key clients must send, or leave --api-key-env out")
+    try:
+        check_binding(host, api_key)
+    except ValueError as exc:
+        raise StageError(str(exc)) from None
+    engine = Engine(model_dir)
+    try:
+        uvicorn.run(create_app(engine, api_key, MemoryStore(memory_dir)), host=host, port=port, log_level="info")
+    finally:
+        engine.close()
+
+
+def chat(model_dir: Path, max_tokens: int, temperature: float, top_p: float, system: str | None) -> int:
+    """`ltm chat`: a conversation in the terminal."""
+    from ltm.serve.chat import chat as talk
+
+    return talk(model_dir, max_tokens, temperature, top_p, system)
+
+
+def experiment(spec: Path, workers: int | None = None) -> None:
+    """`ltm experiment`: every cell of a grid, recorded in the workspace's SQLite registry."""
+    from ltm.experiment.runner import run_experiment
+
+    run_experiment(spec, workers)
+
+
+def runs(workspace: Path, action: str, experiment_name: str | None = None, baseline: str | None = None) -> str:
+    """`ltm runs list|compare`: the recorded runs, or the study table (paired with `baseline`)."""
+    from ltm.experiment.registry import Registry
+    from ltm.experiment.report import paired_table, study_table
+
+    path = workspace / "ltm.sqlite"
+    if not path.exists():
+        raise StageError(f"{path}: no registry; run `ltm experiment` first")
+    registry = Registry(path)
+    if action == "list":
+        return "\n".join(f"{row['experiment']}\t{row['cell']}\tseed {row['seed']}\t{row['status']}\t{row['config_hash']}\t{row['run_dir']}"
+                         for row in registry.runs(experiment_name))
+    out = []
+    for name in sorted({row["experiment"] for row in registry.runs(experiment_name)}):
+        out.append(f"## {name}\n\n{study_table(registry, name)}\n")
+        if baseline:
+            out.append(f"Paired with {baseline}, seed by seed:\n\n{paired_table(registry, name, baseline)}\n")
+    return "\n".join(out)
+
+
+def run(config_path: Path, run_dir: Path | None = None, resume: bool = False, overrides: list[str] | None = None) -> Path:
     """Every stage in order into one run folder; return its path. With `resume`, stages whose
-    output is already there are kept and training continues from its last checkpoint."""
-    config = load_config(config_path)
+    output is already there are kept and training continues from its last checkpoint. `overrides`
+    are `--set section.key=value` changes to the config file, validated like it."""
+    config = load_config(config_path, overrides)
     started = time.perf_counter()
     if run_dir is None:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -190,7 +299,8 @@ def run(config_path: Path, run_dir: Path | None = None, resume: bool = False) ->
     if stage("train", run_dir / TRAIN / "checkpoint"):
         from ltm.train.checkpoint import latest
 
-        train(resolved, run_dir / DATASET, run_dir / TRAIN, resume=resume and latest(run_dir / TRAIN) is not None)
+        # Not resuming, the run folder's stages are all written again: so is training's.
+        train(resolved, run_dir / DATASET, run_dir / TRAIN, resume=resume and latest(run_dir / TRAIN) is not None, overwrite=True)
     if initiating and stage("initiation", run_dir / INITIATION / "checkpoint"):
         initiation(resolved, run_dir)
     if stage("eval", run_dir / EVAL):

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ltm.train.data import eval_windows
+from ltm.dataset.reader import eval_windows
 
 
 @torch.no_grad()

@@ -19,9 +19,8 @@ import numpy as np
 import torch
 import yaml
 
-from ltm.build.dataset import load_manifest, load_split
-from ltm.build.shards import load_segments
-from ltm.build.tokenizer import load_tokenizer, token_byte_lengths, tokenizer_sha256
+from ltm.dataset.reader import load_manifest, load_segments, load_split
+from ltm.dataset.tokenizer import load_tokenizer, token_byte_lengths, tokenizer_sha256
 from ltm.config import RunConfig
 from ltm.eval.bpb import bits_per_byte, range_mask, token_nll, unigram_nll
 from ltm.eval.diversity import diversity
@@ -29,18 +28,11 @@ from ltm.eval.memorization import extraction, sample_sequences, summarize
 from ltm.eval.sample import sample
 from ltm.formats import Baselines, EvalResult, GroupBpb, ProbeRate
 from ltm.log import info
-from ltm.model import LtmForCausalLM
-from ltm.train.loop import build_model
+from ltm.model.factory import load_model, new_model, pick_device
 
 
 class EvalError(ValueError):
     pass
-
-
-def _device(choice: str) -> torch.device:
-    if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()):
-        return torch.device("cuda")
-    return torch.device("cpu")
 
 
 def load_prompts(path: str | Path | None) -> dict[str, list[str]]:
@@ -59,8 +51,8 @@ def evaluate(config: RunConfig, dataset_dir: str | Path, checkpoint: str | Path,
         raise EvalError(f"{tokenizer_dir}: tokenizer differs from the one the manifest was built with")
     tokenizer = load_tokenizer(tokenizer_dir)
     prompts = load_prompts(config.resolve(ec.prompts) if ec.prompts else None)
-    device = _device(ec.device)
-    model = LtmForCausalLM.from_pretrained(str(checkpoint)).to(device).eval()
+    device = pick_device(ec.device)
+    model = load_model(checkpoint).to(device).eval()
     if model.config.vocab_size != manifest.vocab_size:
         raise EvalError(f"{checkpoint}: model vocabulary {model.config.vocab_size} != dataset vocabulary {manifest.vocab_size}: "
                         "the model and the dataset's tokenizer do not belong together")
@@ -70,7 +62,7 @@ def evaluate(config: RunConfig, dataset_dir: str | Path, checkpoint: str | Path,
     train_tokens = load_split(dataset_dir, manifest, "train")
     lengths = token_byte_lengths(tokenizer)
     seq_len = model.config.max_position_embeddings
-    untrained = build_model(config, tokenizer).to(device).eval()
+    untrained = new_model(config.model, tokenizer, config.seed).to(device).eval()
 
     segments = load_segments(dataset_dir, "heldout")
     plain = segments["lens"] == manifest.lenses.index("plain")
@@ -83,7 +75,7 @@ def evaluate(config: RunConfig, dataset_dir: str | Path, checkpoint: str | Path,
 
     control_model = untrained
     if control:
-        control_model = LtmForCausalLM.from_pretrained(str(control)).to(device).eval()
+        control_model = load_model(control).to(device).eval()
     memorization = _memorization(model, control_model, train_tokens, dataset_dir, ec.memorization_per_bucket, config.seed, device)
     memorization["control"] = str(control) if control else "untrained"
 

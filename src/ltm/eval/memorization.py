@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ltm.build.shards import repetition_bucket
+from ltm.dataset.reader import repetition_bucket
 
 PREFIX = SUFFIX = 32
 

@@ -36,6 +36,7 @@ import yaml
 from pydantic import ValidationError
 
 from ltm.formats import Role, Tension, Vector
+from ltm.markup import BODY, HEADER, SCENE_BEGIN, SCENE_END, TENSION_LEVELS
 from ltm.scenes.lexicon import compile_entries
 
 PROBES = ("self_questioning", "back_reference", "role_change", "tension", "verification", "subgoal")
@@ -232,7 +233,7 @@ def _scores(tp: int, fp: int, fn: int) -> dict[str, float]:
 #   direction or a Vector record (the ltm.scene field types, ltm.formats).
 
 SCENE_KEYS = ("roles", "tension", "vector")
-_SCENE_MARK = re.compile(r"<\|/?scene\|>")
+_SCENE_MARK = re.compile("|".join(map(re.escape, (SCENE_BEGIN, SCENE_END))))
 _ANY_MARK = re.compile(r"<\|[^|<>\s]{1,40}\|>")
 _KEY = re.compile(r"(?m)(?:^|[{,])[ \t]*[\"']?(?:roles|tension|vector)[\"']?[ \t]*:")
 _FENCE = re.compile(r"```[\w-]*[ \t]*\n(.*?)```", re.DOTALL)
@@ -258,7 +259,7 @@ def valid_structure_fraction(texts: Iterable[str]) -> float | None:
 
 def _valid_markers(text: str) -> bool:
     marks = list(_SCENE_MARK.finditer(text))
-    opening = [m.group() == "<|scene|>" for m in marks]
+    opening = [m.group() == SCENE_BEGIN for m in marks]
     if len(marks) % 2 or opening != [True, False] * (len(marks) // 2):
         return False
     return all(_valid_scene_body(text[a.end() : b.start()]) for a, b in zip(marks[::2], marks[1::2]))
@@ -267,10 +268,10 @@ def _valid_markers(text: str) -> bool:
 def _valid_scene_body(inside: str) -> bool:
     if not _ANY_MARK.sub("", inside).strip():
         return False
-    parts = inside.split("<|body|>")
+    parts = inside.split(BODY)
     if len(parts) > 2:
         return False
-    return len(parts) == 1 or bool(_ANY_MARK.sub("", parts[1].split("<|header|>")[0]).strip())
+    return len(parts) == 1 or bool(_ANY_MARK.sub("", parts[1].split(HEADER)[0]).strip())
 
 
 def _scene_data(text: str) -> object:
@@ -312,7 +313,7 @@ def _valid_data(data: object) -> bool:
         for role in roles:
             if not (isinstance(role, str) and role.strip()):
                 Role.model_validate(role)
-        if not (isinstance(tension, str) and tension in ("low", "medium", "high")):
+        if not (isinstance(tension, str) and tension in TENSION_LEVELS):
             Tension.model_validate(tension)
         if not (isinstance(vector, str) and vector.strip()):
             Vector.model_validate(vector)

@@ -17,7 +17,7 @@ from ltm.formats import Document, Encoding
 from ltm.ingest.dedup import DuplicateFinder
 from ltm.ingest.lang import detect_language
 from ltm.ingest.raw import RawDocument, ReaderError
-from ltm.ingest.readers import reader_for
+from ltm.ingest.readers import SNIFF_BYTES, needs_content, reader_for
 from ltm.ingest.sidecar import SIDECAR_NAME, SidecarError, load_sidecar, tags_for
 from ltm.io import write_jsonl
 
@@ -61,15 +61,31 @@ def _zip_members(archive: Path, result: IngestResult) -> Iterator[Source]:
     for member in names:
         if any(part.startswith(".") or part == "__MACOSX" for part in member.split("/")):
             continue
-        if reader_for(member) is None:
-            result.skipped.append(f"{archive}/{member}")
-            continue
 
         def load(member: str = member) -> bytes:
             with zipfile.ZipFile(archive) as zf:
                 return zf.read(member)
 
+        def head(member: str = member) -> bytes:
+            with zipfile.ZipFile(archive) as zf, zf.open(member) as handle:
+                return handle.read(SNIFF_BYTES)
+
+        if not _readable(member, head, result, f"{archive}/{member}"):
+            continue
         yield Source(f"{archive}/{member}", archive, load)
+
+
+def _readable(name: str, head, result: IngestResult, where: str) -> bool:
+    """Whether ingest reads this file: by its suffix, or, when the suffix says nothing, by whether
+    its first bytes are a chat export (a renamed conversations.json, a Nexus note without .md)."""
+    try:
+        readable = reader_for(name, head() if needs_content(name) else None) is not None
+    except (OSError, zipfile.BadZipFile, RuntimeError) as exc:  # RuntimeError: an encrypted zip member
+        result.errors.append(IngestError(where, f"cannot read: {exc}"))
+        return False
+    if not readable:
+        result.skipped.append(where)
+    return readable
 
 
 def _discover(paths: list[Path], result: IngestResult) -> tuple[list[Source], dict]:
@@ -88,13 +104,16 @@ def _discover(paths: list[Path], result: IngestResult) -> tuple[list[Source], di
                     sidecars[path.parent.resolve()] = load_sidecar(path)
                 except SidecarError as exc:
                     result.errors.append(IngestError(str(path), str(exc)))
-            elif reader_for(path.name) is not None:
-                sources.append(Source(str(path), path, path.read_bytes))
             elif path.suffix.lower() == ".zip":
                 sources.extend(_zip_members(path, result))
-            else:
-                result.skipped.append(str(path))
+            elif _readable(path.name, lambda path=path: _head(path), result, str(path)):
+                sources.append(Source(str(path), path, path.read_bytes))
     return sources, sidecars
+
+
+def _head(path: Path) -> bytes:
+    with open(path, "rb") as handle:
+        return handle.read(SNIFF_BYTES)
 
 
 def _doc_id(source: str, part: str | None, sha256: str) -> str:
@@ -131,7 +150,7 @@ def read_source(source: Source) -> list[RawDocument]:
         raise ReaderError("empty file")
     if len(data) > MAX_FILE_BYTES:
         raise ReaderError(f"larger than {MAX_FILE_BYTES // 2**20} MB")
-    return reader_for(source.path)(data, source.path)
+    return reader_for(source.path, data[:SNIFF_BYTES])(data, source.path)
 
 
 def ingest_paths(paths: list[str | Path], tags: dict | None = None, near_duplicate_threshold: float = 0.85) -> IngestResult:

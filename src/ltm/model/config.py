@@ -3,7 +3,11 @@ exports as a Llama one to one. Each scene-aware extra is a switch (see docs/mode
 
 from __future__ import annotations
 
+from pydantic import ValidationError
 from transformers import PretrainedConfig
+
+from ltm.config import ModelConfig
+from ltm.markup import LENS_PREFIX
 
 DEFAULT_CHANNELS = ("logician", "poet", "archetype", "ironist")
 # Which lens of a pass each channel is nudged towards by the gate's auxiliary loss.
@@ -11,79 +15,55 @@ DEFAULT_CHANNEL_LENSES = {"logician": ["critic", "questions"], "poet": ["child",
                           "archetype": ["scene"], "ironist": ["commentary", "analogy"]}
 
 
+# The run config's names for the hyperparameters Llama names otherwise; the rest keep their names.
+LLAMA_NAMES = {"d_model": "hidden_size", "d_ff": "intermediate_size", "n_layers": "num_hidden_layers",
+               "n_heads": "num_attention_heads", "n_kv_heads": "num_key_value_heads",
+               "max_seq_len": "max_position_embeddings", "tie_embeddings": "tie_word_embeddings"}
+
+
 class LtmConfig(PretrainedConfig):
+    """The model's hyperparameters are ltm.config.ModelConfig's, declared and checked there, stored
+    under Llama's names (hidden_size, num_hidden_layers, ...) beside the few only a model has: the
+    vocabulary size, the marker token ids the scene-aware parts read, the channels' lenses."""
+
     model_type = "ltm"
 
     def __init__(
         self,
         vocab_size: int = 4096,
-        hidden_size: int = 256,
-        intermediate_size: int | None = None,
-        num_hidden_layers: int = 4,
-        num_attention_heads: int = 4,
-        num_key_value_heads: int = 2,
-        max_position_embeddings: int = 128,
-        rope_theta: float = 10000.0,
+        # Scene-state embeddings and the scene losses read these marker token ids ("scene", "/scene",
+        # "header", "body", "tension:low", "loop:claim", "lens:plain", ...): ltm.markup.marker_ids.
+        scene_token_ids: dict[str, int] | None = None,
+        channel_lenses: dict[str, list[str]] | None = None,
         rms_norm_eps: float = 1e-5,
         initializer_range: float = 0.02,
-        tie_word_embeddings: bool = True,
-        # Scene-state embeddings: ids of the marker tokens ("scene", "/scene", "header", "body",
-        # "tension:low", "loop:claim", "lens:plain", ...); empty = off.
-        scene_state: bool = False,
-        scene_token_ids: dict[str, int] | None = None,
-        # Soft-routed channels: 0 = off (one MLP per layer).
-        channels: int = 0,
-        channel_names: list[str] | None = None,
-        channel_lenses: dict[str, list[str]] | None = None,
-        channel_aux_weight: float = 0.0,
-        # Self-loop: the middle `loop_core_layers` layers iterate; 0 = off.
-        loop_core_layers: int = 0,
-        loop_prelude_layers: int = 1,
-        loop_max_steps: int = 4,
-        loop_backprop_steps: int = 2,
-        think_steps: int = 2,
-        # Auxiliary losses.
-        scene_aux_weight: float = 0.0,
-        loop_aux_weight: float = 0.0,
         **kwargs,
     ):
-        self.vocab_size = vocab_size
-        self.hidden_size = hidden_size
-        # SwiGLU keeps the MLP's parameter count near a 4x GELU MLP: 8/3 d, rounded up to 32.
-        self.intermediate_size = intermediate_size or 32 * -(-(8 * hidden_size // 3) // 32)
-        self.num_hidden_layers = num_hidden_layers
-        self.num_attention_heads = num_attention_heads
-        self.num_key_value_heads = num_key_value_heads
-        self.max_position_embeddings = max_position_embeddings
-        self.rope_theta = rope_theta
-        self.rms_norm_eps = rms_norm_eps
-        self.initializer_range = initializer_range
-        self.scene_state = scene_state
-        self.scene_token_ids = dict(scene_token_ids or {})
-        self.channels = channels
-        self.channel_names = list(channel_names or DEFAULT_CHANNELS[: max(channels, 0)])
+        given = {name: kwargs.pop(LLAMA_NAMES.get(name, name)) for name in ModelConfig.model_fields
+                 if LLAMA_NAMES.get(name, name) in kwargs}
+        try:
+            shape = ModelConfig(**given)
+        except ValidationError as exc:
+            raise ValueError("; ".join(f"{'.'.join(map(str, e['loc'])) or 'model'}: {e['msg']}" for e in exc.errors())) from None
+        for name, value in shape.model_dump().items():
+            setattr(self, LLAMA_NAMES.get(name, name), value)
+        self.intermediate_size = shape.ffn_width
+        self.channel_names = list(shape.channel_names or DEFAULT_CHANNELS[: max(shape.channels, 0)])
         self.channel_lenses = dict(channel_lenses if channel_lenses is not None else
                                    {k: v for k, v in DEFAULT_CHANNEL_LENSES.items() if k in self.channel_names})
-        self.channel_aux_weight = channel_aux_weight
-        self.loop_core_layers = loop_core_layers
-        self.loop_prelude_layers = loop_prelude_layers
-        self.loop_max_steps = loop_max_steps
-        self.loop_backprop_steps = loop_backprop_steps
-        self.think_steps = think_steps
-        self.scene_aux_weight = scene_aux_weight
-        self.loop_aux_weight = loop_aux_weight
-        super().__init__(tie_word_embeddings=tie_word_embeddings, **kwargs)
-        self._check()
-
-    def _check(self) -> None:
-        if self.hidden_size % self.num_attention_heads or self.num_attention_heads % self.num_key_value_heads:
-            raise ValueError("hidden_size must divide by num_attention_heads, and that by num_key_value_heads")
-        if self.channels and len(self.channel_names) != self.channels:
-            raise ValueError(f"channel_names has {len(self.channel_names)} names for {self.channels} channels")
-        if self.loop_core_layers and self.loop_prelude_layers + self.loop_core_layers > self.num_hidden_layers:
-            raise ValueError("loop_prelude_layers + loop_core_layers exceeds num_hidden_layers")
+        self.vocab_size = vocab_size
+        self.scene_token_ids = dict(scene_token_ids or {})
+        self.rms_norm_eps = rms_norm_eps
+        self.initializer_range = initializer_range
+        super().__init__(tie_word_embeddings=shape.tie_embeddings, **kwargs)
         if (self.scene_state or self.scene_aux_weight or self.channel_aux_weight) and not self.scene_token_ids:
             raise ValueError("scene-aware parts need scene_token_ids (the marker token ids from the tokenizer)")
+
+    @classmethod
+    def from_run(cls, model: ModelConfig, vocab_size: int, scene_token_ids: dict[str, int]) -> "LtmConfig":
+        """The model a run config's `model` section describes, for this tokenizer."""
+        return cls(vocab_size=vocab_size, scene_token_ids=scene_token_ids,
+                   **{LLAMA_NAMES.get(name, name): value for name, value in model.model_dump().items()})
 
     @property
     def head_dim(self) -> int:
@@ -111,4 +91,4 @@ class LtmConfig(PretrainedConfig):
 
     @property
     def lens_names(self) -> list[str]:
-        return sorted(name.split(":", 1)[1] for name in self.scene_token_ids if name.startswith("lens:"))
+        return sorted(name.removeprefix(LENS_PREFIX) for name in self.scene_token_ids if name.startswith(LENS_PREFIX))

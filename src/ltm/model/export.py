@@ -4,7 +4,7 @@ With every extra off, the folder declares `LlamaForCausalLM` (config, safetensor
 Llama's names), so plain `transformers.AutoModelForCausalLM` loads it without trust_remote_code,
 as do vLLM and llama.cpp's converter. With extras on, it declares `LtmForCausalLM` and loads after
 `import ltm.model`. Either way it carries the tokenizer (with its chat template) and a generation
-config.
+config that names every end token (docs/serving.md).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from pathlib import Path
 
 from transformers import AutoTokenizer, GenerationConfig, LlamaConfig, LlamaForCausalLM
 
+from ltm.markup import END_OF_TURN
 from ltm.io import atomic_dir
 from ltm.model.config import LtmConfig
 from ltm.model.modeling import LtmForCausalLM
@@ -34,20 +35,17 @@ def llama_config(config: LtmConfig) -> LlamaConfig:
     )
 
 
-def from_llama(llama: LlamaForCausalLM) -> LtmForCausalLM:
-    """The inverse of the plain export: a Llama model as an LtmForCausalLM with the same weights."""
-    c = llama.config
-    model = LtmForCausalLM(LtmConfig(
-        vocab_size=c.vocab_size, hidden_size=c.hidden_size, intermediate_size=c.intermediate_size,
-        num_hidden_layers=c.num_hidden_layers, num_attention_heads=c.num_attention_heads, num_key_value_heads=c.num_key_value_heads,
-        max_position_embeddings=c.max_position_embeddings, rope_theta=getattr(c, "rope_theta", None) or c.rope_parameters["rope_theta"],
-        rms_norm_eps=c.rms_norm_eps, tie_word_embeddings=c.tie_word_embeddings))
-    model.load_state_dict(llama.state_dict(), strict=False)
-    return model
+def end_token_ids(tokenizer) -> list[int]:
+    """Every token generation stops at: end of text, and the chat template's end of turn. Named in
+    generation_config.json, so transformers' generate, vLLM and llama.cpp's converter stop at the end
+    of an answer rather than at the token limit."""
+    ids = [tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids(END_OF_TURN) if END_OF_TURN in tokenizer.get_vocab() else None]
+    return list(dict.fromkeys(i for i in ids if i is not None))
 
 
-def export(checkpoint: str | Path, out: str | Path, tokenizer: str | Path | None = None) -> str:
-    """Write the HF folder `out`; return the architecture it declares."""
+def load_checkpoint(checkpoint: str | Path, tokenizer: str | Path | None = None) -> tuple[LtmForCausalLM, object]:
+    """The checkpoint's model and its tokenizer (the checkpoint's own unless `tokenizer` names a
+    folder), checked to belong together; the model's config takes the tokenizer's special ids."""
     checkpoint = Path(checkpoint)
     tokenizer_dir = Path(tokenizer) if tokenizer else checkpoint
     if not (checkpoint / "config.json").exists():
@@ -60,6 +58,12 @@ def export(checkpoint: str | Path, out: str | Path, tokenizer: str | Path | None
         raise ExportError(f"tokenizer has {len(hf_tokenizer)} tokens, the model {model.config.vocab_size}: they do not belong together")
     for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
         setattr(model.config, name, getattr(hf_tokenizer, name))
+    return model, hf_tokenizer
+
+
+def export(checkpoint: str | Path, out: str | Path, tokenizer: str | Path | None = None) -> str:
+    """Write the HF folder `out`; return the architecture it declares."""
+    model, hf_tokenizer = load_checkpoint(checkpoint, tokenizer)
     with atomic_dir(out) as tmp:
         if model.config.is_plain_llama:
             llama = LlamaForCausalLM(llama_config(model.config))
@@ -72,7 +76,7 @@ def export(checkpoint: str | Path, out: str | Path, tokenizer: str | Path | None
             model.save_pretrained(str(tmp))
             architecture = "LtmForCausalLM"
         hf_tokenizer.save_pretrained(str(tmp))
-        GenerationConfig(bos_token_id=hf_tokenizer.bos_token_id, eos_token_id=hf_tokenizer.eos_token_id,
+        GenerationConfig(bos_token_id=hf_tokenizer.bos_token_id, eos_token_id=end_token_ids(hf_tokenizer),
                          pad_token_id=hf_tokenizer.pad_token_id, do_sample=True, temperature=0.8, top_k=50,
                          max_new_tokens=model.config.max_position_embeddings // 2).save_pretrained(str(tmp))
     return architecture

@@ -1,5 +1,5 @@
 """The output projection and the cross-entropy as one autograd function whose three products run
-in FP8 (`train.fp8_head: true`). The head is the largest matrix of a small model (vocabulary x
+in FP8 (`train.speed.fp8_head`). The head is the largest matrix of a small model (vocabulary x
 width: about a quarter of a GPT-2-124M's training FLOPs), so it is where FP8 tensor cores pay.
 
 Forward: the hidden states and the weight are cast to float8 e4m3, each scaled as a whole so its

@@ -1,12 +1,12 @@
-"""The decoder layers' matrix products in FP8 while training (`train.fp8_body: true`), with fixed
+"""The decoder layers' matrix products in FP8 while training (`train.speed.fp8_body`), with fixed
 scales for what flows through them, and the FP8 helpers the head (fp8_head.py) shares.
 
 Why fixed scales: a GPU held at its power limit trains as fast as its energy per token allows, and
 an FP8 product spends about a third less energy per FLOP than a bf16 one (docs/training.md). A cast
 pays only when it costs almost nothing: with a scale known in advance it is one pointwise step,
 which torch.compile fuses into the kernel that writes the product's input (RMSNorm, SwiGLU, RoPE's
-backward...). Scales measured from the data need a pass over the tensor first; with one scale per
-row (session 6) those passes spent what FP8 saved.
+backward...). Scales measured from the data need a pass over the tensor first, and with one scale
+per row those passes spent what FP8 saved (measured on the H100: docs/training.md).
 
 Each product y = x @ W.T:
 - forward: x in float8 e4m3 as it is (scale 1: the inputs are normalized activations, SwiGLU and
@@ -17,7 +17,7 @@ Each product y = x @ W.T:
   leave room on both sides, also for the further 1/k of k accumulated micro-batches), times W in
   e4m3 again;
 - backward, the weight's gradient: a bf16 product by default, which needs no transposed copies;
-  with `train.fp8_weight_grad` an FP8 product of the same e5m2 gradient and the e4m3 input, both
+  with `train.speed.fp8_weight_grad` an FP8 product of the same e5m2 gradient and the e4m3 input, both
   transposed (the tokens are the summed side, and FP8 products want it contiguous). The forward
   pass then keeps the e4m3 input for it instead of the bf16 one.
 

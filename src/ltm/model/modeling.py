@@ -27,6 +27,16 @@ from ltm.model.layers import ChannelMLP, DecoderLayer, RMSNorm, indexed, rope_ta
 from ltm.model.scene_state import SceneStateEmbedding, SceneStates
 
 
+IGNORE_INDEX = -100  # a target that is read but not learned (the loss mask; cross-entropy's default)
+
+
+def token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over the labels that are not IGNORE_INDEX; 0 (with a graph) when every
+    label is, where the mean would be 0/0: a window inside a masked turn."""
+    summed = F.cross_entropy(logits.float().view(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum")
+    return summed / (labels != IGNORE_INDEX).sum().clamp(min=1)
+
+
 @dataclass
 class CausalOutput:
     logits: torch.Tensor
@@ -60,7 +70,7 @@ class LtmModel(LtmPreTrainedModel):
         # RoPE tables live outside the state dict: from_pretrained builds modules on the meta device
         # and would leave non-persistent buffers uninitialised, so they are made on first use.
         self._rope: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
-        # Training's choice (train.residual_dtype), not the model's: under autocast, carry the
+        # Training's choice (train.speed.residual_dtype), not the model's: under autocast, carry the
         # residual stream in the autocast dtype rather than in the fp32 of the embeddings.
         self.autocast_residual = False
         self.post_init()
@@ -154,7 +164,7 @@ class LtmForCausalLM(LtmPreTrainedModel):
         if config.scene_aux_weight:
             self.tension_head = nn.Linear(config.hidden_size, 4, bias=False)
             self.lens_head = nn.Linear(config.hidden_size, len(config.lens_names) + 1, bias=False)
-        self.fp8_head = False  # train.fp8_head: the training loss's output projection in FP8 (fp8_head.py)
+        self.fp8_head = False  # train.speed.fp8_head: the training loss's output projection in FP8 (fp8_head.py)
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Embedding:
@@ -165,18 +175,18 @@ class LtmForCausalLM(LtmPreTrainedModel):
 
     def forward(self, input_ids: torch.Tensor, labels: torch.Tensor | None = None, cache: KVCache | None = None,
                 think_steps: int | None = None, return_logits: bool = True) -> CausalOutput:
-        """Logits; with labels, the loss: cross-entropy over labels that are not -100, plus each
+        """Logits; with labels, the loss: cross-entropy over labels that are not IGNORE_INDEX, plus each
         enabled auxiliary loss times its weight. Training passes return_logits=False, so the
         (batch x context x vocabulary) logits need not outlive the loss."""
         hidden, states, loop_delta = self.model(input_ids, cache, think_steps)
         # A head wrapped by peft (LoRA on lm_head) keeps its own forward.
         if labels is not None and self.fp8_head and self.training and not return_logits and type(self.lm_head) is nn.Linear:
-            logits, lm = None, fp8_head_loss(hidden, self.lm_head.weight, labels)
+            logits, lm = None, fp8_head_loss(hidden, self.lm_head.weight, labels, IGNORE_INDEX)
         else:
             logits = self.lm_head(hidden)
             if labels is None:
                 return CausalOutput(logits)
-            lm = F.cross_entropy(logits.float().view(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
+            lm = token_loss(logits, labels)
         # Parts stay tensors: a .item() here would stall the GPU at every step, and under
         # torch.compile break the graph.
         loss, parts = lm, {"lm": lm.detach()}

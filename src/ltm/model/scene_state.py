@@ -17,21 +17,21 @@ import torch
 from torch import nn
 
 from ltm.model.config import LtmConfig
+from ltm.markup import BODY, HEADER, LOOP_TOKENS, SCENE_BEGIN, SCENE_END, TENSION_TOKENS, lens_token, marker_name
 from ltm.model.layers import indexed
 
-TENSIONS = ("low", "medium", "high")
-LOOP_STEPS = ("claim", "doubt", "inversion", "new")
-REGIONS = {"/scene": 0, "scene": 1, "header": 2, "body": 3}
+REGIONS = {marker_name(token): region for region, token in enumerate((SCENE_END, SCENE_BEGIN, HEADER, BODY))}
 
 
 def _tables(config: LtmConfig) -> dict[str, torch.Tensor]:
     """Per state kind, a vocabulary-sized table: the state a token sets, or -1 if it sets none."""
     ids = config.scene_token_ids
     tables = {}
-    for kind, names in (("tension", [f"tension:{t}" for t in TENSIONS]), ("loop", [f"loop:{s}" for s in LOOP_STEPS]),
-                        ("lens", [f"lens:{n}" for n in config.lens_names])):
+    for kind, tokens in (("tension", TENSION_TOKENS.values()), ("loop", LOOP_TOKENS.values()),
+                         ("lens", [lens_token(n) for n in config.lens_names])):
+        names = [marker_name(token) for token in tokens]
         table = torch.full((config.vocab_size,), -1, dtype=torch.long)
-        for boundary in ("scene", "/scene"):
+        for boundary in (marker_name(SCENE_BEGIN), marker_name(SCENE_END)):
             table[ids[boundary]] = 0  # a scene's opening and closing reset the state
         for value, name in enumerate(names, start=1):
             if name in ids:
@@ -60,7 +60,8 @@ class SceneStates(nn.Module):
         super().__init__()
         self.config = config
         self._tables: dict[torch.device, dict[str, torch.Tensor]] = {}
-        self.sizes = {"region": len(REGIONS), "tension": len(TENSIONS) + 1, "loop": len(LOOP_STEPS) + 1, "lens": len(config.lens_names) + 1}
+        self.sizes = {"region": len(REGIONS), "tension": len(TENSION_TOKENS) + 1, "loop": len(LOOP_TOKENS) + 1,
+                      "lens": len(config.lens_names) + 1}
 
     def tables(self, device: torch.device) -> dict[str, torch.Tensor]:
         device = indexed(device)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 
 from ltm.formats import Question, Role, Tension, TextSpan, Vector
+from ltm.markup import LOOP_STEPS, TENSION_LEVELS
 from ltm.scenes.lexicon import Lexicon
 from ltm.scenes.sentences import rough_sentence_spans
 from ltm.scenes.questions import EDGE, QUOTED_SPAN, questions
@@ -18,7 +19,8 @@ from ltm.scenes.tiling import lower_keeping_offsets
 
 ANNOTATOR = "heuristic-v2"
 # The tension level's weights and cutoffs (see `tension`), fitted on the labelled set's dev half.
-TENSION = {"min_words": 60, "pair": 0.5, "exclamation": 0.25, "medium": 0.3, "high": 2.0}
+LOW, MEDIUM, HIGH = TENSION_LEVELS
+TENSION = {"min_words": 60, "pair": 0.5, "exclamation": 0.25, MEDIUM: 0.3, HIGH: 2.0}
 EVIDENCE = 8  # evidence spans kept per annotation
 
 _DIALOGUE_LINE = re.compile(r"\s*(?:[–—―]|--?\s|[«“„\"])")  # a paragraph that is a line of dialogue, not a quotation in one
@@ -67,8 +69,8 @@ def tension(low: str, lex: Lexicon, markers: dict) -> Tension:
     hundreds = max(len(low.split()), TENSION["min_words"]) / 100
     mild = (len(contrasts) + len(conflict)) / hundreds + TENSION["pair"] * len(pairs) / hundreds**0.5
     strong = (len(conflict) + TENSION["exclamation"] * low.count("!")) / hundreds
-    level = "high" if strong >= TENSION["high"] else "medium" if mild >= TENSION["medium"] else "low"
-    if level == "low":
+    level = HIGH if strong >= TENSION[HIGH] else MEDIUM if mild >= TENSION[MEDIUM] else LOW
+    if level == LOW:
         return Tension()
     spans = sorted({(m.start(), m.end()) for m in (*contrasts, *conflict, *_pair_matches(low, lex, pairs))})
     return Tension(poles=list(pairs[0]) if pairs else [], level=level,
@@ -86,7 +88,7 @@ def _pair_matches(low: str, lex: Lexicon, pairs: list[tuple[str, str]]) -> list[
     return found
 
 
-STEP_KEYS = (("claim", "claim"), ("doubt", "doubt"), ("inversion", "inversion"), ("new_direction", "new direction"))
+STEP_KEYS = tuple(zip(("claim", "doubt", "inversion", "new_direction"), LOOP_STEPS))  # lexicon key -> loop step
 
 
 def loop(markers: dict) -> list[str]:

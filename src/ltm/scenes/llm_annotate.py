@@ -20,7 +20,8 @@ from typing import Literal
 from pydantic import ValidationError
 
 from ltm.config import LLMConfig
-from ltm.formats import LOOP_STEPS, Question, Record, Role, Scene, Tension, Vector
+from ltm.formats import Question, Record, Role, Scene, Tension, Vector
+from ltm.markup import LOOP_STEPS
 from ltm.llm import (
     AnswerCache,
     Answers,

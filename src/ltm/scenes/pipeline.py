@@ -8,7 +8,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from ltm.config import ScenesConfig
-from ltm.formats import Document, Scene, Span
+from ltm.formats import Document, Scene, SceneTurn, Span
 from ltm.io import iter_jsonl
 from ltm.scenes.annotate import annotate
 from ltm.scenes.lexicon import builtin_lexicon
@@ -34,14 +34,16 @@ def scenes_of(doc: Document, config: ScenesConfig) -> list[Scene]:
     if doc.author:
         tags.setdefault("author", doc.author)
     lexicon = builtin_lexicon(doc.lang)
+    dialogue = doc.turn_spans() is not None  # then segment() returns the turns, one scene each
     scenes = []
     for index, (start, end) in enumerate(segment(doc, config.min_tokens, config.max_tokens)):
         text = doc.text[start:end]
         # The heuristic annotation is always made: the LLM annotator starts from it and falls back to it.
         fields = annotate(text, lexicon)
+        turn = SceneTurn(index=index, role=doc.turns[index].role) if dialogue else None
         scenes.append(
             Scene(scene_id=f"{doc.id}#{index:04d}", doc_id=doc.id, index=index, span=Span(start=start, end=end),
-                  text=text, lang=doc.lang, meta=tags, **fields)
+                  text=text, lang=doc.lang, meta=tags, turn=turn, **fields)
         )
     return scenes
 

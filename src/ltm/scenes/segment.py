@@ -1,5 +1,8 @@
 """The scene segmenter: structure first, length second, topic in between.
 
+A dialogue (a document whose text is its turns rendered) is cut into its turns, one scene per
+turn however long, so the build can write each as one chat message (build.dialogue). Otherwise:
+
 1. Blocks (paragraphs, see structure.py) and the rule at each gap between them:
    - a cut is required before a heading (a chapter title starts the scene it titles), before a
      letter (its date line or salutation), before a chat turn, after a separator ("* * *"), and at
@@ -253,6 +256,9 @@ def _best_cuts_in(units: list[Unit], lo: int, hi: int, min_tokens: int, max_toke
 
 def segment(doc: Document, min_tokens: int, max_tokens: int) -> list[tuple[int, int]]:
     """Return (start, end) spans of the document's scenes, in order."""
+    turns = doc.turn_spans()
+    if turns is not None:
+        return turns
     units = _units(doc, max_tokens)
     if not units:
         return []

@@ -31,16 +31,19 @@ TURN, SPEECH, DIRECTION, SEPARATOR = "turn", "speech", "direction", "separator"
 
 _PARAGRAPH = re.compile(r"[^\n]+(?:\n(?!\n)[^\n]*)*")
 _FENCE = re.compile(r"^\s*(```|~~~)", re.MULTILINE)
+# Headings and sections.
 _ROMAN = r"[IVXLCDM]{1,7}"
-_ROMAN_LINE = re.compile(rf"{_ROMAN}\.?(?:\s+\S.*)?")
-_NUMBER_LINE = re.compile(r"\d{1,3}\.?")
-_NUMBERED_SECTION = re.compile(r"\d{1,3}\.\s+[\"“«(_A-ZА-ЯЁ]")
+_ROMAN_LINE = re.compile(rf"{_ROMAN}\.?(?:\s+\S.*)?")  # "IV", "V. The Grand Inquisitor"
+_NUMBER_LINE = re.compile(r"\d{1,3}\.?")  # a section number alone
+_NUMBERED_SECTION = re.compile(r"\d{1,3}\.\s+[\"“«(_A-ZА-ЯЁ]")  # a numbered aphorism
 _MARKDOWN_HEADING = re.compile(r"#{1,6}\s+\S")
-_SEPARATOR = re.compile(r"(?:\*\s*){3,}|(?:[-—_=~]\s*){3,}|(?:[*·•]\s+)+[*·•]")
+_SEPARATOR = re.compile(r"(?:\*\s*){3,}|(?:[-—_=~]\s*){3,}|(?:[*·•]\s+)+[*·•]")  # "* * *", "———"
+# Who speaks.
 _TURN = re.compile(r"(?:User|Assistant|Human|AI|System|Пользователь|Ассистент|Система):\s")
-_LABEL = re.compile(r"[A-ZА-ЯЁ][A-ZА-ЯЁ'-]{1,20}(?: [A-ZА-ЯЁ][A-ZА-ЯЁ'-]{1,20})?:\s")
-_DASH = re.compile(r"(?:[–—―]|--?)\s")
+_LABEL = re.compile(r"[A-ZА-ЯЁ][A-ZА-ЯЁ'-]{1,20}(?: [A-ZА-ЯЁ][A-ZА-ЯЁ'-]{1,20})?:\s")  # "THEON: "
+_DASH = re.compile(r"(?:[–—―]|--?)\s")  # Russian dialogue opens with a dash
 _QUOTE_FIRST = re.compile(r"[«“„\"]")
+# Letters and the rest.
 _BRACKETED = re.compile(r"\[[^\[\]]*\]|\([^()]*\)")
 _POSTSCRIPT = re.compile(r"(?:P\.?\s?P\.?\s?S|P\.?\s?S|Р\.?\s?S|П\.?\s?С)\.?(?:\s|$)")
 _WORDS = re.compile(r"[\w'-]+")

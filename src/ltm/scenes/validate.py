@@ -8,6 +8,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from ltm.formats import Scene
+from ltm.markup import TURN_LABELS
 from ltm.io import iter_jsonl
 from ltm.scenes.pipeline import load_documents
 
@@ -33,6 +34,8 @@ def validate_scenes(path: Path, docs_path: Path | None = None) -> list[str]:
         seen.add(scene.scene_id)
         if scene.span.end < scene.span.start:
             problems.append(f"{where}: span: end {scene.span.end} is before start {scene.span.start}")
+        if scene.turn is not None and not scene.text.startswith(label := f"{TURN_LABELS[scene.turn.role]}: "):
+            problems.append(f"{where}: turn: a {scene.turn.role} turn's text starts with {label!r}")
         for ref in scene.references:
             if ref.scene_id not in seen:
                 problems.append(f"{where}: references: {ref.scene_id} is not an earlier scene")

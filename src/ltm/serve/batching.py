@@ -5,13 +5,16 @@ one decoding step advances all running rows at once, each at its own position. T
 rows [0, b) for the smallest bucket b (1, 2, 4, 8, 16, ...) that holds every running row, and on
 a GPU each bucket's step is a captured CUDA graph: one launch per token instead of hundreds,
 which is what makes small models fast to serve. Requests hand back token ids through a queue;
-turning them into text (and stop strings) is the caller's work, off this thread.
+turning them into text (and stop strings) is the caller's work, off this thread. A request that
+asks for log-probabilities gets them beside its tokens (the model's own distribution, before
+temperature), and with `echo` those of its prompt too, from the prefill's logits.
 """
 
 from __future__ import annotations
 
 import queue
 import threading
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 import torch
@@ -23,6 +26,20 @@ DONE = None  # put on a request's queue after its last token
 
 
 @dataclass
+class Logprob:
+    logprob: float  # of the token that was chosen (or, for a prompt, that came next)
+    top: list[tuple[int, float]]  # the most likely tokens at that position, best first
+
+
+def logprobs_of(logits: torch.Tensor, chosen: list[int], k: int) -> list[Logprob]:
+    """Rows of logits (N, V) and the token chosen at each -> each one's log-probability and its top k."""
+    table = torch.log_softmax(logits.float(), -1)
+    picked = table.gather(1, torch.tensor(chosen, dtype=torch.long, device=table.device)[:, None])[:, 0].tolist()
+    top_values, top_ids = table.topk(k, -1) if k else (table[:, :0], table[:, :0].long())
+    return [Logprob(lp, list(zip(ids, values))) for lp, ids, values in zip(picked, top_ids.tolist(), top_values.tolist())]
+
+
+@dataclass
 class Request:
     ids: list[int]  # the prompt, already cut to fit the context
     max_tokens: int
@@ -31,6 +48,11 @@ class Request:
     generator: torch.Generator
     tokens: queue.Queue = field(default_factory=queue.Queue)  # token ids, then DONE (or an exception)
     cancelled: bool = False  # set by the caller (stop string hit, client gone): the row is freed
+    logprobs: int | None = None  # report each token's logprob and this many top alternatives; None: nothing reported
+    echo: bool = False  # with logprobs: also those of the prompt's tokens after the first
+    finish_reason: str | None = None  # set before DONE: "stop" (end of text) or "length" (max_tokens, or the context is full)
+    token_logprobs: list[Logprob] = field(default_factory=list)  # one per token put on `tokens`, appended before it
+    prompt_logprobs: list[Logprob] = field(default_factory=list)  # one per ids[1:], set before the first token
     row: int = -1
     position: int = 0  # tokens of this request in its cache row
     produced: int = 0
@@ -46,8 +68,9 @@ def buckets(rows: int) -> list[int]:
 
 
 class Batcher:
-    def __init__(self, model: LtmForCausalLM, rows: int, eos_token_id: int | None, cuda_graphs: bool):
-        self.model, self.eos = model, eos_token_id
+    def __init__(self, model: LtmForCausalLM, rows: int, stop_ids: Collection[int], cuda_graphs: bool):
+        """`stop_ids`: tokens that end an answer (end of text, end of turn); not given out."""
+        self.model, self.stop_ids = model, frozenset(stop_ids)
         self.context = model.config.max_position_embeddings
         device, dtype = next(model.parameters()).device, next(model.parameters()).dtype
         self.cache = StaticKVCache(rows, self.context, device, dtype)
@@ -111,7 +134,7 @@ class Batcher:
                     self._decode()
                 except Exception as error:  # noqa: BLE001 — every waiting caller gets the error, the server stays up
                     for request in list(self.running.values()):
-                        self._finish(request, error)
+                        self._finish(request, error=error)
         for request in list(self.running.values()):
             self._finish(request)
 
@@ -123,13 +146,22 @@ class Batcher:
         try:
             prompt = torch.tensor([request.ids], device=self.tokens.device)
             view = self.cache.view(slice(request.row, request.row + 1), torch.zeros(1, dtype=torch.long, device=prompt.device))
-            logits = self.model(prompt, cache=view).logits[:, -1].float()
+            every = self.model(prompt, cache=view).logits[0].float()
+            if request.echo:
+                request.prompt_logprobs = logprobs_of(every[:-1], request.ids[1:], request.logprobs or 0)
         except Exception as error:  # noqa: BLE001 — reported to this request alone
             request.tokens.put(error)
             return
         request.position = len(request.ids)
         self.running[request.row] = request
-        self._emit(request, int(self._sample([request], logits)[0]))
+        if request.max_tokens <= 0:  # only the prompt's logprobs were asked for
+            self._finish(request, "length")
+            return
+        logits = every[-1:]
+        token = int(self._sample([request], logits)[0])
+        if request.logprobs is not None:
+            request.token_logprobs += logprobs_of(logits, [token], request.logprobs)
+        self._emit(request, token)
 
     def _decode(self) -> None:
         b = next(size for size in self.buckets if size > max(self.running))
@@ -149,6 +181,12 @@ class Batcher:
         self.rows_stepped += len(self.running)
         rows = sorted(self.running)
         picked = self._sample([self.running[r] for r in rows], logits[rows]).tolist()  # one sync per step
+        wanted = [i for i, row in enumerate(rows) if self.running[row].logprobs is not None]
+        if wanted:
+            k = max(self.running[rows[i]].logprobs for i in wanted)
+            for i, found in zip(wanted, logprobs_of(logits[[rows[i] for i in wanted]], [picked[i] for i in wanted], k)):
+                request = self.running[rows[i]]
+                request.token_logprobs.append(Logprob(found.logprob, found.top[: request.logprobs]))
         for row, token in zip(rows, picked):
             self.running[row].position += 1
             self._emit(self.running[row], token)
@@ -165,20 +203,23 @@ class Batcher:
 
     def _emit(self, request: Request, token: int) -> None:
         request.last = token
-        if token == self.eos:
-            self._finish(request)
+        if token in self.stop_ids:
+            if request.logprobs is not None:
+                request.token_logprobs.pop()  # an end token is not part of the answer
+            self._finish(request, "stop")
             return
         request.tokens.put(token)
         request.produced += 1
         if request.produced >= request.max_tokens or request.position + 1 >= self.context:  # prompt + output fill the context
-            self._finish(request)
+            self._finish(request, "length")
 
     def _drop_cancelled(self) -> None:
         for request in [r for r in self.running.values() if r.cancelled]:
             self._finish(request)
 
-    def _finish(self, request: Request, error: Exception | None = None) -> None:
+    def _finish(self, request: Request, reason: str | None = None, error: Exception | None = None) -> None:
         self.running.pop(request.row, None)
+        request.finish_reason = reason
         request.tokens.put(error if error is not None else DONE)
 
 

@@ -1,8 +1,8 @@
 """`ltm chat MODEL_DIR`: a conversation in the terminal, each answer streamed as it is generated.
 
 Lines typed are user turns; `/reset` forgets the conversation, `/exit` (or end of input) leaves.
-The whole conversation goes through the model's chat template at every turn, cut from the left
-when it outgrows the context, as the server does."""
+The whole conversation goes through the model's chat template at every turn; when it outgrows the
+context its oldest messages are left out, with a note, as the server does (Engine.fit_chat)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
-from ltm.serve.engine import Engine
+from ltm.serve.engine import ContextError, Engine
 
 
 def chat(model_dir: Path, max_tokens: int, temperature: float, top_p: float, system: str | None,
@@ -37,10 +37,17 @@ def chat(model_dir: Path, max_tokens: int, temperature: float, top_p: float, sys
                 messages = list(opening)
                 write.write("(conversation forgotten)\n")
                 continue
+            try:
+                prompt, dropped = engine.fit_chat(messages + [{"role": "user", "content": line}], max_tokens)
+            except ContextError as exc:
+                write.write(f"(not sent: {exc})\n")
+                continue
             messages.append({"role": "user", "content": line})
+            if dropped:
+                write.write(f"({dropped} earlier message{'s' if dropped > 1 else ''} left out: the conversation outgrew the context)\n")
             write.write("ltm> ")
             answer = []
-            for piece in engine.stream(engine.chat_prompt(messages), max_tokens, temperature, top_p, [], None):
+            for piece in engine.stream(prompt, max_tokens, temperature, top_p, [], None):
                 answer.append(piece)
                 write.write(piece)
                 write.flush()

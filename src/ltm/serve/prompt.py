@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from ltm.build.tokenizer import Marker
+from ltm.markup import Marker
 
 
 class Markup(str):

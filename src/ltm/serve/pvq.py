@@ -26,13 +26,14 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from ltm.build.lenses import check_lenses, header_text, render
-from ltm.build.tokenizer import BODY, HEADER, SCENE_BEGIN, TENSION_TOKENS, Marker, lens_token
+from ltm.markup.lenses import check_lenses, header_text, render
+from ltm.markup import BODY, HEADER, SCENE_BEGIN, TENSION_TOKENS, Marker, lens_token
 from ltm.formats import Role, Scene, Span, Vector
 from ltm.ingest.lang import detect_language
 from ltm.scenes.annotate import annotate
 from ltm.scenes.lexicon import builtin_lexicon
 from ltm.scenes.sentences import rough_sentence_spans
+from ltm.serve.fields import Seed, lone_surrogate
 from ltm.serve.memory import NAMESPACE_PATTERN, MemoryStore, snippets
 from ltm.serve.prompt import Markup, Prompt
 
@@ -67,7 +68,7 @@ class SceneRequest(BaseModel):
     memory_k: int = Field(3, ge=0, le=20)
     max_tokens: int = Field(256, ge=1, description="per generation")
     temperature: float = Field(0.7, ge=0, le=2)
-    seed: int | None = None
+    seed: Seed | None = None
 
     @field_validator("lens")
     @classmethod
@@ -86,6 +87,8 @@ def parse_request(body: bytes, content_type: str) -> SceneRequest:
         raise ValueError(f"the body is not valid {'YAML' if yaml_body else 'JSON'}: {exc}") from None
     if not isinstance(data, dict):
         raise ValueError("the body must be a mapping of fields: scene, question, tension, vector, ...")
+    if (problem := lone_surrogate(data)) is not None:
+        raise ValueError(problem)
     try:
         return SceneRequest.model_validate(data)
     except ValidationError as exc:

@@ -13,13 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from peft import LoraConfig, PeftModel, get_peft_model
 from torch import nn
 from transformers import PreTrainedModel
 
 from ltm.config import InitiationConfig
-from ltm.model.modeling import CausalOutput, LtmForCausalLM
+from ltm.model.modeling import CausalOutput, LtmForCausalLM, token_loss
 from ltm.train.loop import TrainError
 
 
@@ -58,7 +57,7 @@ class Trainable(nn.Module):
             return self.inner(x, y, return_logits=return_logits)
         # A Hugging Face model would shift `labels` once more: score the logits against y here.
         logits = self.inner(input_ids=x, use_cache=False).logits
-        loss = F.cross_entropy(logits.float().view(-1, logits.shape[-1]), y.reshape(-1))
+        loss = token_loss(logits, y)
         return CausalOutput(logits if return_logits else None, loss, {"lm": loss.detach()})
 
     def num_parameters(self) -> int:

@@ -18,10 +18,9 @@ import torch
 from ltm.io import atomic_dir
 
 # Fields that may change between a run and its resumption: those that leave the loss curve as it
-# is, and the precision and compilation options, which only round differently (a run started on a
-# GPU with FP8 may have to finish on one without, or on CPUs).
-RESUMABLE_CHANGES = {"eval_every", "checkpoint_every", "keep_checkpoints", "tensorboard", "threads", "device", "residual_dtype",
-                     "fp8_head", "fp8_body", "fp8_weight_grad", "compile", "compile_mode", "tune_kernels"}
+# is, and the speed section, which only rounds differently (a run started on a GPU with FP8 may have
+# to finish on one without, or on CPUs).
+RESUMABLE_CHANGES = {"eval_every", "checkpoint_every", "keep_checkpoints", "logger", "threads", "device", "speed"}
 
 
 def fingerprint(config, manifest) -> str:
@@ -46,6 +45,21 @@ def save(out_dir: Path, step: int, model, model_state: dict, optimizer_states: l
     for old in sorted((out_dir / "checkpoints").glob("step_*"))[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return target
+
+
+# What a training run leaves in its folder: a later run there either resumes it or starts over.
+RUN_OUTPUTS = ("checkpoints", "checkpoint", "metrics.jsonl", "tensorboard")
+
+
+def earlier_run(out_dir: Path) -> list[str]:
+    """The outputs of an earlier run in `out_dir`, by name; empty when there are none."""
+    return [name for name in RUN_OUTPUTS if (out_dir / name).exists()]
+
+
+def clear_run(out_dir: Path) -> None:
+    for name in earlier_run(out_dir):
+        path = out_dir / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
 def latest(out_dir: Path) -> Path | None:

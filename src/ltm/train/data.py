@@ -7,6 +7,9 @@ the first re-reads the stream in order, cut at other places); under torchrun eac
 own micro-batches of that same global batch, so the data, and the loss, do not depend on how many
 devices share the work. The batch of a step is a pure function of the step: resuming at step s
 reads what an uninterrupted run would have read.
+
+Targets under the dataset's loss mask (a dialogue's user turns) are IGNORE_INDEX: read as inputs, never
+learned. The loss is a mean over the targets that are learned, across the whole global batch.
 """
 
 from __future__ import annotations
@@ -14,12 +17,38 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ltm.dataset.reader import eval_windows
+from ltm.model.modeling import IGNORE_INDEX
+
+
+class LossMask:
+    """Token ranges [start, end) of a split whose targets are not learned (sorted, disjoint)."""
+
+    def __init__(self, starts: np.ndarray, ends: np.ndarray):
+        self.starts, self.ends = np.asarray(starts, dtype=np.int64), np.asarray(ends, dtype=np.int64)
+
+    def __bool__(self) -> bool:
+        return bool(len(self.starts))
+
+    def covers(self, start: int, stop: int) -> np.ndarray:
+        """For each token position in [start, stop): whether it is masked."""
+        out = np.zeros(stop - start, dtype=bool)
+        first = int(np.searchsorted(self.ends, start, side="right"))
+        last = int(np.searchsorted(self.starts, stop, side="left"))
+        for s, e in zip(self.starts[first:last], self.ends[first:last]):
+            out[max(s, start) - start : min(e, stop) - start] = True
+        return out
+
+
+NO_MASK = LossMask(np.zeros(0), np.zeros(0))
+
 
 class ShardBatches:
-    def __init__(self, tokens: np.ndarray, seq_len: int, batch_size: int, micro_batch: int, rank: int = 0, world: int = 1):
+    def __init__(self, tokens: np.ndarray, seq_len: int, batch_size: int, micro_batch: int, rank: int = 0, world: int = 1,
+                 mask: LossMask = NO_MASK):
         if batch_size % (micro_batch * world):
             raise ValueError(f"batch_size {batch_size} is not a multiple of micro_batch_size {micro_batch} x {world} devices")
-        self.tokens = tokens
+        self.tokens, self.mask = tokens, mask
         self.seq_len = seq_len
         self.batch_size, self.micro_batch, self.rank, self.world = batch_size, micro_batch, rank, world
         self.accumulation = batch_size // (micro_batch * world)
@@ -35,8 +64,19 @@ class ShardBatches:
         """Inputs and targets of this rank's `micro`-th micro-batch of the step."""
         first = step * self.batch_size + (micro * self.world + self.rank) * self.micro_batch
         starts = [self._start(first + i) for i in range(self.micro_batch)]
-        rows = torch.from_numpy(np.stack([self.tokens[s : s + self.seq_len + 1].astype(np.int64) for s in starts]))
-        return rows[:, :-1], rows[:, 1:]
+        rows = np.stack([self.tokens[s : s + self.seq_len + 1].astype(np.int64) for s in starts])
+        inputs, targets = rows[:, :-1], rows[:, 1:].copy()
+        if self.mask:
+            targets[np.stack([self.mask.covers(s + 1, s + self.seq_len + 1) for s in starts])] = IGNORE_INDEX
+        return torch.from_numpy(inputs), torch.from_numpy(targets)
+
+    def learned(self, step: int) -> int:
+        """Targets learned in the step's global batch (on every rank alike): what the loss is a mean over."""
+        total = self.batch_size * self.seq_len
+        if self.mask:
+            starts = (self._start(step * self.batch_size + i) for i in range(self.batch_size))
+            total -= sum(int(self.mask.covers(s + 1, s + self.seq_len + 1).sum()) for s in starts)
+        return total
 
 
     def _start(self, window: int) -> int:
@@ -51,13 +91,12 @@ class ShardBatches:
 PASS_SHIFT = 37
 
 
-def eval_windows(tokens: np.ndarray, seq_len: int, limit: int | None = None) -> list[np.ndarray]:
-    """Non-overlapping windows of seq_len+1 covering the split (the last one may be shorter)."""
-    windows = []
-    for start in range(0, max(len(tokens) - 1, 0), seq_len):
-        window = np.asarray(tokens[start : start + seq_len + 1], dtype=np.int64)
-        if len(window) >= 2:
-            windows.append(window)
-        if limit is not None and len(windows) >= limit:
-            break
-    return windows
+def loss_windows(tokens: np.ndarray, seq_len: int, limit: int | None = None, mask: LossMask = NO_MASK) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The eval_windows as (inputs, targets) for a held-out loss, masked targets IGNORE_INDEX."""
+    pairs = []
+    for n, window in enumerate(eval_windows(tokens, seq_len, limit)):
+        targets = window[1:].copy()
+        if mask:
+            targets[mask.covers(n * seq_len + 1, n * seq_len + len(window))] = IGNORE_INDEX
+        pairs.append((window[:-1], targets))
+    return pairs

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from ltm.model.factory import pick_device
+
 
 @dataclass
 class World:
@@ -26,14 +28,10 @@ def setup(device: str) -> World:
     """Read torchrun's environment; start the process group (NCCL on GPUs, Gloo on CPUs)."""
     size = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
-    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
-    if device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("train.device is cuda, but torch sees no CUDA device")
+    here = pick_device(device, local_rank)
+    use_cuda = here.type == "cuda"
     if use_cuda:
         torch.cuda.set_device(local_rank)
-        here = torch.device("cuda", local_rank)
-    else:
-        here = torch.device("cpu")
     if size > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if use_cuda else "gloo", device_id=here if use_cuda else None)
     return World(rank, size, local_rank, here)

@@ -23,16 +23,18 @@ import numpy as np
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
-from ltm.build.dataset import load_manifest, load_split
-from ltm.build.tokenizer import load_tokenizer, tokenizer_sha256
+from ltm.dataset.reader import load_manifest
+from ltm.dataset.tokenizer import load_tokenizer, tokenizer_sha256
 from ltm.config import RunConfig, TrainConfig
 from ltm.io import atomic_dir, iter_jsonl
 from ltm.log import info
 from ltm.model import LtmForCausalLM
+from ltm.model.factory import load_model
 from ltm.train import distributed
 from ltm.train.adapters import Trainable, describe_lora, with_lora
-from ltm.train.data import ShardBatches, eval_windows
-from ltm.train.loop import TrainError, fit, shard_batches
+from ltm.train.data import ShardBatches, loss_windows
+from ltm.train.loop import TrainError, fit, prepare
+from ltm.train.pretrain import dataset_batches, shard_batches
 
 HELDOUT_TEXTS = 0.1  # tune_hf: the share of the texts held out to measure the loss
 
@@ -61,13 +63,12 @@ def initiate(config: RunConfig, checkpoint: str | Path, dataset_dir: str | Path,
         return out_dir / "checkpoint"
     manifest = load_manifest(dataset_dir)
     _check_same_tokenizer(checkpoint, dataset_dir, manifest.tokenizer_sha256)
-    tokenizer, model = load_tokenizer(checkpoint), LtmForCausalLM.from_pretrained(str(checkpoint))
+    tokenizer, model = load_tokenizer(checkpoint), load_model(checkpoint)
     tc = initiation_train_config(config)
     seq_len = model.config.max_position_embeddings
     world = distributed.setup(tc.device)
     try:
-        batches = shard_batches(load_split(dataset_dir, manifest, "train"), seq_len, tc, world, dataset_dir)
-        windows = eval_windows(load_split(dataset_dir, manifest, "heldout"), seq_len, limit=tc.eval_batches * tc.batch_size)
+        batches, windows = dataset_batches(dataset_dir, manifest, seq_len, tc, world)
         _tune(model, tokenizer, config, tc, batches, windows, out_dir, world, torch.float32)
     finally:
         distributed.teardown(world)
@@ -91,7 +92,7 @@ def tune_hf(model_dir: str | Path, texts: list[str], config: RunConfig, out_dir:
     world = distributed.setup(tc.device)
     try:
         batches = shard_batches(train_ids, seq_len, tc, world, "the texts")
-        windows = eval_windows(heldout_ids, seq_len, limit=tc.eval_batches * tc.batch_size)
+        windows = loss_windows(heldout_ids, seq_len, tc.eval_batches * tc.batch_size)
         _tune(model, tokenizer, config, tc, batches, windows, out_dir, world, dtype)
     finally:
         distributed.teardown(world)
@@ -120,12 +121,14 @@ def _tune(model: PreTrainedModel, tokenizer, config: RunConfig, tc: TrainConfig,
         raise TrainError("the initiation stage shards nothing: set train.distributed to ddp for several processes")
     base = model.config.describe_extras() if isinstance(model, LtmForCausalLM) else type(model).__name__
     if config.initiation.mode == "full":
-        fit(Trainable(model, f"{base}; every parameter trained"), tokenizer, tc, batches, windows, out_dir, world)
+        fit(prepare(Trainable(model, f"{base}; every parameter trained"), tokenizer, tc, batches, windows, out_dir, world,
+                    measure_start=True, name=config.name))
         if world.main and dtype != torch.float32:
             _save(model.to(dtype), tokenizer, out_dir / "checkpoint")
     else:
         lora = with_lora(model, config.initiation)
-        fit(Trainable(lora, f"{base}; {describe_lora(lora)}"), tokenizer, tc, batches, windows, out_dir, world)
+        fit(prepare(Trainable(lora, f"{base}; {describe_lora(lora)}"), tokenizer, tc, batches, windows, out_dir, world,
+                    measure_start=True, name=config.name))
         if world.main:
             # fit saved the adapter alone as OUT/checkpoint: keep it as OUT/adapter, put the merged model in its place.
             shutil.rmtree(out_dir / "adapter", ignore_errors=True)

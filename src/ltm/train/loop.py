@@ -1,367 +1,218 @@
 """The training loop: plain PyTorch, read top to bottom (not the HF Trainer).
 
-bf16 autocast on GPUs (a bf16 residual stream, and optionally an FP8 output projection and loss),
-torch.compile, SDPA attention, fused AdamW (or Muon), warmup + cosine or warmup-stable-decay,
-gradient accumulation and clipping, a held-out loss every `eval_every` steps, a rich progress bar
-(loss, tokens/s, MFU, ETA), metrics as JSON lines and TensorBoard events, atomic checkpoints every
-`checkpoint_every` steps, `resume` from the last one, DDP or FSDP2 under torchrun. The final model
-goes to OUT/checkpoint (save_pretrained + tokenizer).
+`prepare` turns a model, its data and the `train` section into a `Training`: the speed plan for
+this hardware (ltm.train.speed) is made and the model's numerics set before anything moves, so
+`fit` receives a model that is ready and never changes what it computes. `fit` then runs it:
+autocast, torch.compile (CUDA graphs where they pay), SDPA attention, fused AdamW (or Muon), warmup
++ cosine or warmup-stable-decay, gradient accumulation and clipping, the loss as a mean over the
+targets the dataset's loss mask leaves learned, a held-out loss every `eval_every` steps, metrics
+and a progress bar (ltm.train.record), atomic checkpoints every `checkpoint_every` steps, DDP or
+FSDP2 under torchrun. The final model goes to OUT/checkpoint (save_pretrained + tokenizer).
 """
 
 from __future__ import annotations
 
-import json
 import os
-import time
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from ltm.build.dataset import load_manifest, load_split
-from ltm.build.tokenizer import load_tokenizer, marker_ids, tokenizer_sha256
-from ltm.config import ModelConfig, RunConfig, TrainConfig
+from ltm.config import TrainConfig
 from ltm.io import atomic_dir
-from ltm.log import info, progress, warn
-from ltm.model import LtmConfig, LtmForCausalLM
-from ltm.model.modeling import LtmModel
-from ltm.model.fp8_linear import fp8_supported, use_fp8_linears
+from ltm.log import info, warn
+from ltm.model.modeling import IGNORE_INDEX, LtmModel
+from ltm.model.numerics import set_numerics
 from ltm.train import checkpoint as ckpt
 from ltm.train import distributed
-from ltm.train.data import ShardBatches, eval_windows
+from ltm.train.data import ShardBatches
 from ltm.train.hardware import check_fits, peak_flops, training_bytes
 from ltm.train.optim import make_optimizers, set_lr
+from ltm.train.record import Recorder
 from ltm.train.schedule import lr_at
+from ltm.train.speed import SpeedError, SpeedPlan, plan_speed
 
 
 class TrainError(ValueError):
     pass
 
 
-EXTRA_FIELDS = {"scene_state", "channels", "channel_names", "channel_aux_weight", "loop_core_layers", "loop_prelude_layers",
-                "loop_max_steps", "loop_backprop_steps", "think_steps", "scene_aux_weight", "loop_aux_weight"}
+@dataclass
+class Training:
+    """One run of `fit`: what trains, on what, how fast, and where it writes. Made by `prepare`."""
+
+    model: torch.nn.Module  # an LtmForCausalLM, or anything with its forward(x, y) -> .loss/.losses and counting methods
+    tokenizer: object | None  # saved beside the final model, so a checkpoint is self-contained
+    tc: TrainConfig
+    speed: SpeedPlan
+    batches: ShardBatches
+    windows: list  # held-out (inputs, targets) pairs (data.loss_windows)
+    out_dir: Path
+    world: distributed.World
+    start: int = 0  # the step to begin at (resuming)
+    state: dict | None = None  # optimizer and random states to resume from
+    fingerprint: str = ""  # of what shapes the loss curve, stored with each checkpoint
+    measure_start: bool = False  # record the held-out loss before the first step as step 0
+    name: str = "run"
 
 
-def model_config(model: ModelConfig, vocab_size: int, scene_token_ids: dict[str, int]) -> LtmConfig:
-    return LtmConfig(
-        vocab_size=vocab_size, hidden_size=model.d_model, intermediate_size=model.d_ff, num_hidden_layers=model.n_layers,
-        num_attention_heads=model.n_heads, num_key_value_heads=model.n_kv_heads, max_position_embeddings=model.max_seq_len,
-        rope_theta=model.rope_theta, tie_word_embeddings=model.tie_embeddings, scene_token_ids=scene_token_ids,
-        **model.model_dump(include=EXTRA_FIELDS),
-    )
-
-
-def build_model(config: RunConfig, tokenizer) -> LtmForCausalLM:
-    """The model at initialisation; the same seed always gives the same weights (the untrained reference)."""
-    torch.manual_seed(config.seed)
-    return LtmForCausalLM(model_config(config.model, len(tokenizer), marker_ids(tokenizer)))
+def prepare(model: torch.nn.Module, tokenizer, tc: TrainConfig, batches: ShardBatches, windows: list, out_dir: Path,
+            world: distributed.World, **run) -> Training:
+    """Plan the run's speed for this hardware and set the model's numerics to match; refuse, before
+    any weight moves, what cannot run here (a switch this GPU cannot honour, a model too large)."""
+    seq_len, c = batches.seq_len, model.config
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)  # fewer than all under LoRA
+    check_fits(training_bytes(model.num_parameters(), batches.micro_batch, seq_len, c.hidden_size, c.num_hidden_layers,
+                              c.vocab_size, trainable), world.device)
+    try:
+        speed = plan_speed(tc.speed, model, world.device, world.size, tc.steps, tc.batch_size * seq_len,
+                           model.flops_per_token(seq_len), peak_flops(world.device))
+    except SpeedError as exc:
+        raise TrainError(str(exc)) from None
+    for warning in speed.warnings if world.main else []:
+        warn(warning)
+    numerics = set_numerics(model, speed.numerics)
+    if world.main:
+        info(f"speed ({tc.speed.mode}): {speed.describe()}" + (f" — {'; '.join(speed.reasons)}" if speed.reasons else ""))
+        if speed.numerics.fp8_body:
+            info(f"numerics: {numerics}")
+    return Training(model, tokenizer, tc, speed, batches, windows, Path(out_dir), world, **run)
 
 
 @torch.no_grad()
-def heldout_loss(model: torch.nn.Module, windows, device: torch.device, autocast) -> float:
+def heldout_loss(model: torch.nn.Module, windows, device: torch.device, autocast: bool) -> float:
+    """Mean loss over the learned targets of `windows` ((inputs, targets) pairs, data.loss_windows)."""
     model.eval()
     total, count = 0.0, 0
-    for window in windows:
-        x = torch.from_numpy(window[:-1]).unsqueeze(0).to(device)
-        y = torch.from_numpy(window[1:]).unsqueeze(0).to(device)
-        with autocast():
+    for inputs, targets in windows:
+        learned = int((targets != IGNORE_INDEX).sum())
+        if not learned:
+            continue
+        x = torch.from_numpy(inputs).unsqueeze(0).to(device)
+        y = torch.from_numpy(targets).unsqueeze(0).to(device)
+        with _autocast(device, autocast):
             loss = model(x, y).loss
-        total += loss.item() * y.numel()
-        count += y.numel()
+        total += loss.item() * learned
+        count += learned
     model.train()
     return total / max(count, 1)
 
 
-def _autocast(device: torch.device, precision: str):
-    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
-        return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
-    return nullcontext
-
-
-def train(config: RunConfig, dataset_dir: str | Path, out_dir: str | Path, resume: bool = False) -> Path:
-    """Pretrain on DATASET_DIR; write OUT_DIR/metrics.jsonl, checkpoints/ and checkpoint/ (the final model)."""
-    out_dir, tc = Path(out_dir), config.train
-    world = distributed.setup(tc.device)
-    try:
-        manifest = load_manifest(dataset_dir)
-        tokenizer = load_tokenizer(Path(dataset_dir) / manifest.tokenizer)
-        if tokenizer_sha256(Path(dataset_dir) / manifest.tokenizer) != manifest.tokenizer_sha256:
-            raise TrainError(f"{dataset_dir}: the tokenizer folder differs from the one the shards were built with")
-        print_ = ckpt.fingerprint(config, manifest)
-        model, start, state = build_model(config, tokenizer), 0, None
-        if resume:
-            found = ckpt.latest(out_dir)
-            if found is None:
-                raise TrainError(f"--resume: no checkpoint under {out_dir / 'checkpoints'}")
-            meta, state = ckpt.read_state(found)
-            if meta["fingerprint"] != print_:
-                raise TrainError(f"--resume: {found} was written by a different config or dataset (fingerprint "
-                                 f"{meta['fingerprint']} != {print_}); resume with the config it was started with")
-            model = LtmForCausalLM.from_pretrained(str(found))
-            start = meta["step"]
-            info(f"resuming from {found} at step {start}")
-        seq_len = model.config.max_position_embeddings
-        batches = shard_batches(load_split(dataset_dir, manifest, "train"), seq_len, tc, world, dataset_dir)
-        windows = eval_windows(load_split(dataset_dir, manifest, "heldout"), seq_len, limit=tc.eval_batches * tc.batch_size)
-        fit(model, tokenizer, tc, batches, windows, out_dir, world, start, state, print_)
-    finally:
-        distributed.teardown(world)
-    return out_dir / "checkpoint"
-
-
-def shard_batches(tokens, seq_len: int, tc: TrainConfig, world, source) -> ShardBatches:
-    micro = tc.micro_batch_size or max(tc.batch_size // world.size, 1)
-    try:
-        return ShardBatches(tokens, seq_len, tc.batch_size, micro, world.rank, world.size)
-    except ValueError as exc:
-        raise TrainError(f"{source}: {exc}") from None
-
-
-def fit(model, tokenizer, tc: TrainConfig, batches: ShardBatches, windows, out_dir: Path, world, start: int = 0, state=None,
-        print_: str = "", on_step=None) -> None:
-    """Train `model` (an LtmForCausalLM, or anything with its forward(x, y) -> .loss/.losses and
-    its counting methods) for tc.steps on `batches`, measuring held-out loss on `windows`.
-    `on_step(step)`, when given, is called after each step (a profiler's step marker, say)."""
-    seq_len, micro = batches.seq_len, batches.micro_batch
-    c = model.config
-    use_compile = tc.compile if tc.compile is not None else world.device.type == "cuda"
-    mode = _compile_mode(tc, model, world) if use_compile else None  # refuses CUDA graphs where unsafe, before the GPU is used
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)  # fewer than all under LoRA
-    check_fits(training_bytes(model.num_parameters(), micro, seq_len, c.hidden_size, c.num_hidden_layers, c.vocab_size,
-                              trainable), world.device)
+def fit(run: Training, on_step=None) -> None:
+    """Train `run.model` for tc.steps steps. `on_step(step)`, when given, is called after each step
+    (a profiler's step marker, say)."""
+    model, tc, world, batches, speed = run.model, run.tc, run.world, run.batches, run.speed
+    seq_len, device = batches.seq_len, world.device
     torch.set_num_threads(tc.threads or os.cpu_count() or 1)
     flops = model.flops_per_token(seq_len)
     if world.main:
         info(f"model: {model.num_parameters():,} parameters ({model.non_embedding_parameters():,} non-embedding), "
              f"{flops / 1e6:.1f} MFLOPs per token (forward+backward); extras: {model.config.describe_extras()}")
         info(f"data: {len(batches.tokens):,} training tokens; {tc.steps} steps of {tc.batch_size} x {seq_len} tokens "
-             f"= {batches.epochs(tc.steps):.1f} passes; {world.size} process(es), micro-batch {micro}, accumulation {batches.accumulation}")
+             f"= {batches.epochs(tc.steps):.1f} passes; {world.size} process(es), micro-batch {batches.micro_batch}, "
+             f"accumulation {batches.accumulation}")
 
-    if world.device.type == "cuda":
+    # The model on its device, in training mode (from_pretrained returns one in eval mode), wrapped
+    # for several processes and compiled.
+    if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True  # the fp32 matmuls left outside autocast
         torch.backends.cudnn.allow_tf32 = True
-    _precision_options(model, tc, world.device)  # refuses an FP8 head on a GPU without FP8 before any weight moves
-    model.to(world.device)
+    model.to(device)
     for m in model.modules():
         if isinstance(m, LtmModel):
-            m.prepare(world.device)
+            m.prepare(device)
     wrapped = distributed.wrap(model, world, tc.distributed)
-    model.train()  # from_pretrained (resume, initiation, tune) returns a model in eval mode
+    model.train()
     # dynamic=False: a self-looped model's number of steps (drawn per forward pass) is then a constant
     # of each compiled graph, one graph per value, rather than a symbol the loop cannot unroll.
-    compiled = torch.compile(wrapped, mode=mode, dynamic=False) if use_compile else wrapped
-    graphs = mode == "reduce-overhead"  # mode is None when nothing compiles
-    optimizers = make_optimizers(model, tc, world.device)
-    if state is not None:
-        distributed.load_optimizer_states(model, optimizers, state["optimizers"], world)
-        torch.set_rng_state(state["torch_rng"])
-        if state.get("cuda_rng") is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
-    autocast = _autocast(world.device, tc.precision)
-    peak = peak_flops(world.device)
+    compiled = torch.compile(wrapped, mode=speed.compile_mode, dynamic=False) if speed.compile else wrapped
+    optimizers = make_optimizers(model, tc, device)
+    if run.state is not None:
+        distributed.load_optimizer_states(model, optimizers, run.state["optimizers"], world)
+        torch.set_rng_state(run.state["torch_rng"])
+        if run.state.get("cuda_rng") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(run.state["cuda_rng"])
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    metrics_path = out_dir / "metrics.jsonl"
-    if world.main:
-        _truncate_metrics(metrics_path, start)
-    writer = _tensorboard(out_dir, tc) if world.main else None
-    tokens_per_step = tc.batch_size * seq_len
-    metrics = open(metrics_path, "a", encoding="utf-8") if world.main else None
-    bar = progress() if world.main else nullcontext()
-    started, timed_from, timed_steps = time.perf_counter(), None, 0
-    clock = _StepClock(world.device)
-    pending = None
-
-    def write(step, lr, scalars: "_HostScalars", evaluate: bool = False) -> None:
-        nonlocal timed_from, timed_steps
-        values = scalars.read()  # waits for this step on the GPU, not for the one queued after it
-        loss, grad_norm = distributed.mean(values.pop("loss"), world), values.pop("grad_norm")
-        now = clock.seconds(scalars.finished)  # when the step ended, not when its record is written
-        if step == start:  # the first step includes compilation: the speed is timed from its end
-            timed_from, tokens_per_s = now, tokens_per_step / max(now - started, 1e-9)
-        else:
-            timed_steps += 1
-            tokens_per_s = tokens_per_step * timed_steps / max(now - timed_from, 1e-9)
-        record = {"step": step + 1, "loss": round(loss, 5), "lr": lr, "grad_norm": round(grad_norm, 4),
-                  "tokens": (step + 1) * tokens_per_step, "tokens_per_s": round(tokens_per_s, 1),
-                  "elapsed_s": round(now - started, 3)}
-        if peak:
-            record["mfu"] = round(flops * tokens_per_s / (peak * world.size), 4)
-        if len(values) > 1:
-            record |= {f"loss_{k}": round(distributed.mean(v, world), 5) for k, v in values.items()}
-        if evaluate:  # after the timing: the speed is the training's alone
-            # Every rank evaluates: under FSDP the forward pass needs all of them.
-            record["heldout_loss"] = round(heldout_loss(model, windows, world.device, autocast), 5)
+    recorder = Recorder(run.out_dir, world, run.start, tc.steps, tc.batch_size * seq_len, flops, peak_flops(device),
+                        tc.logger, run.name, {"train": tc.model_dump(mode="json")})
+    if run.measure_start and run.start == 0:
+        before = heldout_loss(model, run.windows, device, speed.autocast)
+        recorder.write_start(before)
         if world.main:
-            metrics.write(json.dumps(record) + "\n")
-            metrics.flush()
-            if writer is not None:
-                for key, value in record.items():
-                    if key not in ("step", "tokens") and value is not None:
-                        writer.add_scalar(f"train/{key}", value, step + 1)
-            shown = f"loss {record['loss']:.3f}  {tokens_per_s:,.0f} tok/s" + (f"  MFU {record['mfu']:.1%}" if peak else "")
-            if "heldout_loss" in record:
-                shown += f"  held-out {record['heldout_loss']:.3f}"
-            bar.update(task, advance=1, info=shown)
+            info(f"held-out loss before training: {before:.4f}")
 
-    tuning = nullcontext()
-    if use_compile and tc.tune_kernels:  # applies to what compiles inside the block below: the first step's graphs
-        from torch._inductor import config as inductor_config
-
-        tuning = inductor_config.patch(coordinate_descent_tuning=True)
-    with bar, tuning:
-        task = bar.add_task("train", total=tc.steps, completed=start, info="") if world.main else None
-        for step in range(start, tc.steps):
+    pending = None  # the last step's record, written once the next step is queued
+    with recorder, _tuning(speed):
+        for step in range(run.start, tc.steps):
             set_lr(optimizers, lr := lr_at(step, tc))
-            loss_sum, parts = torch.zeros((), device=world.device), {}
-            for micro_step in range(batches.accumulation):
-                x, y = (_to(t, world.device) for t in batches.batch(step, micro_step))
-                last = micro_step == batches.accumulation - 1
+            loss, parts = torch.zeros((), device=device), {}
+            learned = max(batches.learned(step), 1)
+            for micro in range(batches.accumulation):
+                x, y = batches.batch(step, micro)
+                # Each micro-batch's loss is a mean over its learned targets; weighted by their share of
+                # the global batch's (times the ranks, which DDP averages over), the step's loss is the
+                # mean over every learned target, masked or not: 1/accumulation without a mask.
+                weight = int((y != IGNORE_INDEX).sum()) * world.size / learned
+                x, y = _to(x, device), _to(y, device)
+                last = micro == batches.accumulation - 1
                 sync = nullcontext() if last or not hasattr(wrapped, "no_sync") else wrapped.no_sync()
-                if graphs and micro_step == 0:
+                if speed.cuda_graphs and micro == 0:
                     # The previous step's graph outputs (loss, gradients) are read and released by now,
                     # so this step's replay may reuse their memory. Within a step, a second micro-batch
                     # gets memory of its own while the first one's gradients are still accumulating.
                     torch.compiler.cudagraph_mark_step_begin()
                 with sync:
-                    with autocast():
+                    with _autocast(device, speed.autocast):
                         out = compiled(x, y, return_logits=False)  # the loss is all training needs
-                    (out.loss / batches.accumulation).backward()
-                loss_sum += out.loss.detach() / batches.accumulation
+                    (out.loss * weight).backward()
+                loss += out.loss.detach() * weight
                 for key, value in out.losses.items():
-                    parts[key] = parts.get(key, 0.0) + value / batches.accumulation
+                    parts[key] = parts.get(key, 0.0) + value * weight
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
             for optimizer in optimizers:
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
 
-            # The step's record is written once the next step is queued, from scalars whose copy to
-            # the host was queued right behind this step: the GPU never idles while the CPU logs.
             if pending is not None:
-                write(*pending)
-            pending = (step, lr, _HostScalars({"loss": loss_sum, "grad_norm": grad_norm, **parts}, clock))
+                recorder.write(*pending)
+            pending = (step, lr, recorder.scalars({"loss": loss, "grad_norm": grad_norm, **parts}))
             evaluate = (step + 1) % tc.eval_every == 0 or step + 1 == tc.steps
             checkpoint = tc.checkpoint_every and (step + 1) % tc.checkpoint_every == 0 and step + 1 < tc.steps
             if evaluate or checkpoint:  # written now: a resumed run keeps the metrics up to its checkpoint
-                write(*pending, evaluate=evaluate)
+                # Every rank evaluates (under FSDP the forward pass needs all of them), after the step's timing.
+                heldout = heldout_loss(model, run.windows, device, speed.autocast) if evaluate else None
+                recorder.write(*pending, heldout=heldout)
                 pending = None
             if checkpoint:
-                _save(out_dir, step + 1, model, optimizers, print_, tc, world)
+                _save(run, step + 1, optimizers)
             if on_step is not None:
                 on_step(step + 1)
         if pending is not None:
-            write(*pending)
-    _save(out_dir, tc.steps, model, optimizers, print_, tc, world)
+            recorder.write(*pending)
+    _save(run, tc.steps, optimizers)
     final_state, _ = distributed.full_state(model, [], world)
+    recorder.close()
     if world.main:
-        metrics.close()
-        if writer is not None:
-            writer.close()
-        with atomic_dir(out_dir / "checkpoint") as tmp:
+        with atomic_dir(run.out_dir / "checkpoint") as tmp:
             model.save_pretrained(str(tmp), state_dict=final_state)
-            if tokenizer is not None:  # a checkpoint is self-contained: `ltm export` needs nothing else
-                tokenizer.save_pretrained(str(tmp))
-        info(f"trained to step {tc.steps} in {time.perf_counter() - started:.0f}s; model: {out_dir / 'checkpoint'}")
+            if run.tokenizer is not None:  # a checkpoint is self-contained: `ltm export` needs nothing else
+                run.tokenizer.save_pretrained(str(tmp))
+        info(f"trained to step {tc.steps} in {recorder.seconds():.0f}s; model: {run.out_dir / 'checkpoint'}")
     distributed.barrier(world)
 
 
-def _precision_options(model: torch.nn.Module, tc: TrainConfig, device: torch.device) -> None:
-    """train.residual_dtype, train.fp8_head and train.fp8_body act on ltm's own model (also inside a
-    LoRA wrapper: the frozen base products run in FP8, the adapters in bf16); another model (a
-    user's HF folder) trains as it is."""
-    wanted = [name for name in ("fp8_head", "fp8_body") if getattr(tc, name)]
-    ours = [m for m in model.modules() if isinstance(m, LtmForCausalLM)]
-    if not ours:
-        for name in wanted:  # only an opt-in is worth a word: residual_dtype's default would warn at every tune
-            warn(f"train.{name} applies to ltm's own model only; this one trains without it")
-        return
-    for name in wanted:
-        if not fp8_supported(device):
-            gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else str(device)
-            raise TrainError(f"train.{name} needs FP8 tensor cores (compute capability 8.9+: Ada, Hopper or newer); "
-                             f"{gpu} has none: set train.{name}: false")
-    for m in ours:
-        m.model.autocast_residual = tc.residual_dtype == "bf16"
-        c = m.config
-        if tc.fp8_head and (c.vocab_size % 16 or c.hidden_size % 16):
-            raise TrainError(f"train.fp8_head needs the vocabulary ({c.vocab_size}) and the width ({c.hidden_size}) "
-                             "to be multiples of 16 (what the FP8 kernels take)")
-        m.fp8_head = tc.fp8_head
-        if tc.fp8_body:
-            turned, kept = use_fp8_linears(m.model.layers, tc.fp8_weight_grad)
-            info(f"fp8_body: {turned} products of the decoder layers run in FP8"
-                 + (", their weight gradients too (fp8_weight_grad)" if tc.fp8_weight_grad else "")
-                 + (f"; {kept} keep bf16 (a side that is not a multiple of 16)" if kept else ""))
+def _autocast(device: torch.device, on: bool):
+    return torch.autocast(device.type, dtype=torch.bfloat16) if on else nullcontext()
 
 
-def _compile_mode(tc: TrainConfig, model: torch.nn.Module, world) -> str:
-    """torch.compile's mode. CUDA graphs (reduce-overhead) replay a step's kernels with one launch:
-    2.7x tokens/s for a 10M model on an H100, +1.5% at 124M, 3.3x for LoRA on a 10M transformers
-    Llama (docs/training.md). They are for one process, and not for a self-looped model, whose
-    drawn step count splits the compiled graph. `auto` picks them for ltm's own model (pretraining,
-    initiation) and for LoRA on the transformers models `ltm tune` trains, whose curves GPU tests
-    check against the plain compiled ones (Llama, Qwen2, GPT-2); a fully tuned transformers model,
-    untested with graphs and the largest in memory, compiles without them unless asked."""
-    looped = any(isinstance(m, LtmModel) and m.config.loop_core_layers for m in model.modules())
-    if tc.compile_mode == "auto":
-        ours = isinstance(getattr(model, "base", model), LtmForCausalLM)  # adapters.Trainable: .base is the model inside
-        adapters = any(not p.requires_grad for p in model.parameters())  # LoRA: the base is frozen
-        graphs = (ours or adapters) and not looped and world.device.type == "cuda" and world.size == 1
-        return "reduce-overhead" if graphs else "default"
-    if tc.compile_mode == "reduce-overhead" and (world.size > 1 or looped):
-        why = "under torchrun" if world.size > 1 else "for a self-looped model (model.loop_core_layers)"
-        raise TrainError(f"train.compile_mode: reduce-overhead (CUDA graphs) is not available {why}; use default or auto")
-    return tc.compile_mode
+def _tuning(speed: SpeedPlan):
+    """Inductor's coordinate-descent kernel tuning, for what compiles inside: the first step's graphs."""
+    if not (speed.compile and speed.tune_kernels):
+        return nullcontext()
+    from torch._inductor import config as inductor_config
 
-
-class _StepClock:
-    """When each step ended. A record is written a step or more after its step (the CPU queues work
-    ahead of the GPU, and the log waits for the next step to be queued), so the time of writing
-    would shorten the first timed interval and overstate tokens/s. On a GPU the end of a step is a
-    CUDA event on the GPU's own timeline, placed against the host clock once; on the CPU, whose
-    steps run as they are issued, it is the host clock when the step returns."""
-
-    def __init__(self, device: torch.device):
-        self.anchor = None
-        if device.type == "cuda":
-            self.anchor = torch.cuda.Event(enable_timing=True)
-            self.anchor.record()
-            self.anchor.synchronize()  # the GPU is idle here: the event's time is now
-        self.wall = time.perf_counter()
-
-    def mark(self):
-        if self.anchor is None:
-            return time.perf_counter()
-        event = torch.cuda.Event(enable_timing=True)
-        event.record()
-        return event
-
-    def seconds(self, mark) -> float:
-        """The host clock's reading (time.perf_counter) at `mark`; a GPU mark must have completed."""
-        if self.anchor is None:
-            return mark
-        return self.wall + self.anchor.elapsed_time(mark) / 1000
-
-
-class _HostScalars:
-    """A step's scalars (loss, gradient norm, loss parts), copied to the host as soon as the step
-    is queued, and the step's end on `clock`. Reading them waits for that copy only; an .item()
-    issued later would queue behind the next step too, and the GPU would idle while the CPU logs."""
-
-    def __init__(self, values: dict[str, torch.Tensor], clock: _StepClock):
-        self.names = list(values)
-        # FSDP's gradient norm is a DTensor: its full value is what the log shows.
-        plain = [v.full_tensor() if hasattr(v, "full_tensor") else torch.as_tensor(v) for v in values.values()]
-        stacked = torch.stack([v.detach().float().reshape(()) for v in plain])
-        if stacked.is_cuda:
-            stacked = stacked.to("cpu", non_blocking=True)  # into pinned memory: the copy runs on the GPU's queue
-        self.finished = clock.mark()  # on a GPU, also what read() waits for
-        self.host = stacked
-
-    def read(self) -> dict[str, float]:
-        if isinstance(self.finished, torch.cuda.Event):
-            self.finished.synchronize()
-        return dict(zip(self.names, self.host.tolist()))
+    return inductor_config.patch(coordinate_descent_tuning=True)
 
 
 def _to(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -371,27 +222,8 @@ def _to(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
     return tensor
 
 
-def _save(out_dir, step, model, optimizers, print_, tc: TrainConfig, world) -> None:
-    model_state, optimizer_states = distributed.full_state(model, optimizers, world)  # every rank takes part
-    if world.main:
-        ckpt.save(out_dir, step, model, model_state, optimizer_states, print_, tc.keep_checkpoints)
-    distributed.barrier(world)
-
-
-def _truncate_metrics(path: Path, start: int) -> None:
-    """On resume, drop the lines past the checkpoint: the resumed run writes them again."""
-    if not path.exists():
-        return
-    keep = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip() and json.loads(line)["step"] <= start]
-    path.write_text("".join(line + "\n" for line in keep), encoding="utf-8")
-
-
-def _tensorboard(out_dir: Path, tc: TrainConfig):
-    if not tc.tensorboard:
-        return None
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        warn("tensorboard is not installed: metrics go to metrics.jsonl only (pip install tensorboard)")
-        return None
-    return SummaryWriter(str(out_dir / "tensorboard"))
+def _save(run: Training, step: int, optimizers) -> None:
+    model_state, optimizer_states = distributed.full_state(run.model, optimizers, run.world)  # every rank takes part
+    if run.world.main:
+        ckpt.save(run.out_dir, step, run.model, model_state, optimizer_states, run.fingerprint, run.tc.keep_checkpoints)
+    distributed.barrier(run.world)

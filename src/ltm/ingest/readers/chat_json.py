@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
-from ltm.formats import Turn
+from ltm.formats import Turn, render_turns
 from ltm.ingest.raw import RawDocument, ReaderError, clean_inline
-from ltm.ingest.readers.turns import decode_utf8, from_unix, normalize_iso_time, normalize_turn_text, render_turns
+from ltm.ingest.readers.turns import decode_utf8, from_unix, normalize_iso_time, normalize_turn_text
 
 
 def _string(value: object) -> str | None:

@@ -21,9 +21,9 @@ from datetime import datetime
 
 import yaml
 
-from ltm.formats import Turn
+from ltm.formats import Turn, render_turns
 from ltm.ingest.raw import RawDocument, ReaderError, clean_inline
-from ltm.ingest.readers.turns import normalize_iso_time, normalize_turn_text, render_turns
+from ltm.ingest.readers.turns import normalize_iso_time, normalize_turn_text
 from ltm.ingest.reflow import normalize_newlines
 
 _MESSAGE = re.compile(r"^>\s*\[!nexus_(user|agent)\][-+]?(.*)$")

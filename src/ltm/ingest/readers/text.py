@@ -1,4 +1,5 @@
-"""Plain text and Markdown files (Project Gutenberg files included)."""
+"""Plain text and Markdown files (Project Gutenberg files included), and Nexus chat notes whatever
+their suffix."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from ltm.ingest.decode import decode
 from ltm.ingest.gutenberg import is_gutenberg, strip_gutenberg
 from ltm.ingest.mojibake import repair
 from ltm.ingest.raw import RawDocument, ReaderError
+from ltm.ingest.readers import NEXUS, SNIFF_BYTES, chat_format
 from ltm.ingest.readers.nexus import parse_nexus
 from ltm.ingest.reflow import normalize_newlines, reflow
 
@@ -17,6 +19,13 @@ _HEADING = re.compile(r"\A\s*#\s+(.+)")
 def _read(data: bytes, format: str) -> RawDocument:
     decoded = decode(data)
     text, repaired = repair(normalize_newlines(decoded.text))
+    # A chat saved by the Nexus AI Chat Importer plugin? Its callout marker is ASCII, so the byte
+    # test holds in any ASCII-compatible encoding; the chat is parsed after the mojibake repair.
+    if chat_format(data[:SNIFF_BYTES]) == NEXUS:
+        chat = parse_nexus(text)
+        if chat is not None:
+            chat.encoding, chat.repaired = decoded.encoding, repaired
+            return chat
     meta, title, author, lang = {}, None, None, None
     if is_gutenberg(text):
         text, fields = strip_gutenberg(text)
@@ -39,12 +48,4 @@ def read_text(data: bytes, name: str) -> list[RawDocument]:
 
 
 def read_markdown(data: bytes, name: str) -> list[RawDocument]:
-    # A chat saved by the Nexus AI Chat Importer plugin? Its callout marker is ASCII, so the byte
-    # test holds in any ASCII-compatible encoding and spares other notes a second decode.
-    if b"[!nexus_" in data:
-        decoded = decode(data)
-        chat = parse_nexus(decoded.text)
-        if chat is not None:
-            chat.encoding = decoded.encoding
-            return [chat]
     return [_read(data, "markdown")]

@@ -1,5 +1,5 @@
 """What the chat readers share, so a chat reads the same whichever way it was exported: turn text
-normalised, turns rendered as "User: ..." / "Assistant: ..." paragraphs, times as ISO 8601."""
+normalised and times as ISO 8601 (the turns are rendered into the text by formats.render_turns)."""
 
 from __future__ import annotations
 
@@ -7,11 +7,9 @@ import re
 import unicodedata
 from datetime import datetime, timezone
 
-from ltm.formats import Turn
 from ltm.ingest.raw import ReaderError
 from ltm.ingest.reflow import normalize_newlines
 
-_LABELS = {"user": "User", "assistant": "Assistant"}
 _BLANK_RUNS = re.compile(r"\n{3,}")
 _FRACTION = re.compile(r"\.\d+")
 
@@ -21,11 +19,6 @@ def normalize_turn_text(text: str) -> str:
     Leading indentation stays: replies hold code."""
     lines = unicodedata.normalize("NFC", normalize_newlines(text)).split("\n")
     return _BLANK_RUNS.sub("\n\n", "\n".join(line.rstrip() for line in lines)).strip()
-
-
-def render_turns(turns: list[Turn]) -> str:
-    """"User: ..." and "Assistant: ..." paragraphs, one blank line between turns."""
-    return "\n\n".join(f"{_LABELS[turn.role]}: {turn.text}" for turn in turns)
 
 
 def decode_utf8(data: bytes) -> tuple[str, str]:

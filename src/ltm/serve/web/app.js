@@ -127,6 +127,10 @@ async function sendChat(event) {
       }),
     });
     if (!response.ok) throw new Error(await errorText(response));
+    // The server drops the oldest messages when the conversation outgrows the model's context.
+    const dropped = Number(response.headers.get("X-LTM-Dropped-Messages") || 0);
+    showNote(dropped ? `${dropped} earlier message${dropped === 1 ? " was" : "s were"} left out of this answer's prompt: ` +
+      "the conversation no longer fits the model's context." : null);
     await readStream(response, (token) => {
       reply += token;
       body.textContent = reply;
@@ -151,10 +155,16 @@ async function sendChat(event) {
   }
 }
 
+function showNote(text) {
+  $("chat-note").textContent = text || "";
+  $("chat-note").hidden = !text;
+}
+
 function newChat() {
   history = [];
   $("messages").replaceChildren();
   showError("chat-error", null);
+  showNote(null);
 }
 
 // --- scenes -----------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ltm.build.curriculum import Unit, order
+from ltm.dataset.curriculum import Unit, order
 from ltm.config import BuildConfig, LensStep
 
 

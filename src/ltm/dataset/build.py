@@ -17,21 +17,23 @@ import hashlib
 import itertools
 import os
 import shutil
+from dataclasses import dataclass
 from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
 
-from ltm.build.curriculum import CurriculumError, assign_phases, make_units
-from ltm.build.difficulty import combine, signals
-from ltm.build.fast_encoder import FastEncoder, encode_parallel
-from ltm.build.lenses import GENERATIVE_LENSES, check_lenses, render
-from ltm.build.regimes import Occurrence, RegimeError, occurrences
-from ltm.build.scenes_table import SceneInfo, SceneTable
-from ltm.build.shards import ShardWriter, load_segments, repetition_bucket
-from ltm.build.tokenizer import (
-    EOT, SCENE_BEGIN, SCENE_END, SPECIAL_TOKENS, Marker, load_tokenizer, save_tokenizer, tokenizer_sha256, train_tokenizer,
-)
+from ltm.dataset.curriculum import CurriculumError, assign_phases, make_units
+from ltm.dataset.dialogue import ChatForm
+from ltm.dataset.difficulty import combine, signals
+from ltm.dataset.fast_encoder import FastEncoder, encode_parallel
+from ltm.markup.lenses import check_lenses, render
+from ltm.dataset.regimes import Occurrence, RegimeError, occurrences
+from ltm.dataset.scenes_table import SceneInfo, SceneTable
+from ltm.dataset.shards import ShardWriter
+from ltm.dataset.reader import DatasetError, load_segments, repetition_bucket
+from ltm.markup import EOT, GENERATIVE_LENSES, SPECIAL_TOKENS, Marker
+from ltm.dataset.tokenizer import load_tokenizer, save_tokenizer, tokenizer_sha256, train_tokenizer
 from ltm.config import BuildConfig
 from ltm.formats import Manifest, ShardInfo
 from ltm.io import atomic_dir, write_json
@@ -40,7 +42,7 @@ from ltm.log import info
 BATCH = 2048  # scenes tokenized per call into the Rust thread pool
 
 
-class BuildError(ValueError):
+class BuildError(DatasetError):
     """Input or config that cannot make a dataset, with what to change."""
 
 
@@ -81,16 +83,18 @@ class _Encoder:
 
 
 def _tokenize_all(table: SceneTable, tokenizer_json: Path, store: Path, score: bool, workers: int,
-                  begin: int, end: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """Every scene as the plain lens renders it ([begin] ids [end]) into `store` (one flat file),
-    encoded by `workers` processes; return offsets, counts and (for a difficulty curriculum)
-    difficulty scores."""
+                  chat: ChatForm) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Every scene in its plain form (scene markers around its text, or a dialogue turn in the chat
+    form) into `store` (one flat file), encoded by `workers` processes; return offsets, counts and
+    (for a difficulty curriculum) difficulty scores."""
     offsets = np.zeros(len(table) + 1, dtype=np.int64)
     per_text: list[tuple[float, float, float]] = []
+    frames = np.asarray([chat.frame(scene) for scene in table.infos], dtype=np.uint32).reshape(-1, 2)
 
     def batches():
         for start in range(0, len(table), BATCH):
-            texts = list(table.texts(range(start, min(start + BATCH, len(table)))))
+            indices = range(start, min(start + BATCH, len(table)))
+            texts = [chat.text(table.infos[i], text) for i, text in zip(indices, table.texts(indices))]
             if score:
                 per_text.extend(signals(t) for t in texts)
             yield texts
@@ -100,8 +104,7 @@ def _tokenize_all(table: SceneTable, tokenizer_json: Path, store: Path, score: b
         for ids, lengths in encode_parallel(tokenizer_json, batches(), workers):
             # Wrap each scene in its markers in one vectorised step: insert begin/end at the cuts.
             cuts = np.concatenate([[0], np.cumsum(lengths)])
-            wrapped = np.insert(ids, np.repeat(cuts, [1] + [2] * (len(cuts) - 2) + [1]),
-                                np.tile(np.asarray([begin, end], dtype=np.uint32), len(lengths)))
+            wrapped = np.insert(ids, np.repeat(cuts, [1] + [2] * (len(cuts) - 2) + [1]), frames[i : i + len(lengths)].ravel())
             wrapped.astype(np.uint32).tofile(handle)
             offsets[i + 1 : i + 1 + len(lengths)] = offsets[i] + np.cumsum(lengths + 2)
             i += len(lengths)
@@ -141,7 +144,7 @@ def build_dataset(table: SceneTable, config: BuildConfig, seed: int, out_dir: st
     doc_order = list(dict.fromkeys(s.doc_id for s in infos))
     train_docs = [d for d in doc_order if d not in heldout]
     heldout_docs = [d for d in doc_order if d in heldout]
-    units = make_units(infos, train_docs, whole_documents=bool(config.regime.doc_consecutive))
+    units = make_units(infos, train_docs, whole_documents=bool(config.regime.doc_consecutive), whole_dialogues=config.dialogue == "chat")
     try:  # tag phases are checked now, before any work; difficulty phases once scores exist
         phases = assign_phases(units, infos, config.curriculum) if config.curriculum.by != "difficulty" else []
     except CurriculumError as exc:
@@ -155,10 +158,11 @@ def build_dataset(table: SceneTable, config: BuildConfig, seed: int, out_dir: st
         if dtype == "uint16" and vocab > 2**16:
             raise BuildError(f"vocab_size {vocab} does not fit uint16: set build.dtype to uint32")
         encoder = _Encoder(hf, tmp / "tokenizer" / "tokenizer.json")
+        chat = ChatForm(config, encoder.ids, encoder.texts)
         store = tmp / ".plain_ids.bin"
         workers = config.workers or os.cpu_count() or 1
         offsets, counts, difficulty = _tokenize_all(table, tmp / "tokenizer" / "tokenizer.json", store, config.curriculum.by == "difficulty",
-                                                    workers, encoder.ids[SCENE_BEGIN], encoder.ids[SCENE_END])
+                                                    workers, chat)
         if config.curriculum.by == "difficulty":
             try:
                 phases = assign_phases(units, infos, config.curriculum, difficulty)
@@ -174,22 +178,19 @@ def build_dataset(table: SceneTable, config: BuildConfig, seed: int, out_dir: st
         generated = _generate(table, config, train_indices)
         expansion = _estimate_expansion(table, encoder, config, generated, counts, train_indices)
         stream = occurrences(units, phases, config, counts, budget, seed, expansion)
-        doc_index = {d: n for n, d in enumerate(doc_order)}
-        lens_names = list(dict.fromkeys(["plain", *(step.lens for step in config.lenses)]))
+        lens_names = list(dict.fromkeys(["plain", *(step.lens for step in config.lenses), *config.heldout_lenses]))
+        out = _Output(table, encoder, plain_ids, offsets, generated, chat, config, dtype, tmp,
+                      {d: n for n, d in enumerate(doc_order)}, lens_names)
         try:
-            train_writer, seen = _write_train(stream, table, encoder, plain_ids, offsets, generated, limit, dtype, config, tmp,
-                                              doc_index, lens_names, phases)
+            train_writer, seen = _write_train(out, stream, limit, phases)
         except RegimeError as exc:
             raise BuildError(str(exc)) from None
-
-        for lens in config.heldout_lenses:
-            if lens not in lens_names:
-                lens_names.append(lens)
-        heldout_writer = _write_heldout(table, infos, heldout, encoder, plain_ids, offsets, config, dtype, tmp, doc_index, lens_names)
-        del plain_ids
+        heldout_writer = _write_heldout(out, heldout)
+        del plain_ids, out
         store.unlink()
 
         stats = _stats(tmp, infos, train_docs, heldout_docs, data_tokens, seen, lens_names, phases, table)
+        stats["train"]["masked_tokens"], stats["heldout"]["masked_tokens"] = train_writer.masked_tokens, heldout_writer.masked_tokens
         manifest = Manifest(
             tokenizer="tokenizer", tokenizer_sha256=tokenizer_sha256(tmp / "tokenizer"), vocab_size=vocab, dtype=dtype,
             seed=seed, regime=config.regime.describe(), curriculum=_describe_curriculum(config), budget_tokens=train_writer.written,
@@ -203,20 +204,77 @@ def build_dataset(table: SceneTable, config: BuildConfig, seed: int, out_dir: st
     return manifest
 
 
-def _write_heldout(table, infos, heldout, encoder, plain_ids, offsets, config, dtype, folder, doc_index, lens_names) -> ShardWriter:
-    """Each held-out document once per held-out lens (plain first), never seen in training."""
-    writer = ShardWriter(folder, "heldout", dtype, config.shard_tokens)
-    eot = np.asarray([encoder.ids[EOT]])
-    indices = [i for i, scene in enumerate(infos) if scene.doc_id in heldout]
-    for lens in dict.fromkeys(["plain", *config.heldout_lenses]):
-        rendered = None if lens == "plain" else encoder.pieces([render(table.scene(i), lens) for i in indices])
+@dataclass
+class _Output:
+    """What writing a split reads: the scenes, their plain forms (encoded once, in the store), the
+    generated lens texts, the chat form, and the name tables the provenance columns index."""
+
+    table: SceneTable
+    encoder: _Encoder
+    plain_ids: np.ndarray
+    offsets: np.ndarray
+    generated: dict[str, dict[str, str]]
+    chat: ChatForm
+    config: BuildConfig
+    dtype: str
+    folder: Path
+    doc_index: dict[str, int]
+    lens_names: list[str]
+
+    def writer(self, split: str, limit: int | None = None) -> ShardWriter:
+        return ShardWriter(self.folder, split, self.dtype, self.config.shard_tokens, limit=limit)
+
+    def plain(self, i: int) -> np.ndarray:
+        return self.plain_ids[self.offsets[i] : self.offsets[i + 1]]
+
+    def eot(self) -> np.ndarray:
+        return np.asarray([self.encoder.ids[EOT]])
+
+    def provenance(self, scene: SceneInfo, lens: str, pass_index: int, times_seen: int, phase: int) -> dict[str, int]:
+        return {"doc": self.doc_index[scene.doc_id], "scene": scene.index, "lens": self.lens_names.index(lens),
+                "pass_index": pass_index, "times_seen": times_seen, "phase": phase}
+
+
+def _write_train(out: _Output, stream, limit: int | None, phases: list[str]) -> tuple[ShardWriter, Counter]:
+    """The regime's stream of occurrences, each rendered under its lens, until the budget is spent."""
+    writer, seen, infos = out.writer("train", limit), Counter(), out.table.infos
+    phase_index = {p: n for n, p in enumerate(phases)}
+    while not writer.full:
+        batch: list[Occurrence] = list(itertools.islice(stream, BATCH))
+        if not batch:
+            break
+        lensed = [o for o in batch if o.lens != "plain" and not out.chat.applies(infos[o.scene]) and _lens_text_ready(o, out)]
+        rendered = dict(zip((id(o) for o in lensed), out.encoder.pieces(
+            [render(out.table.scene(o.scene), o.lens, o.pass_index, out.generated.get(o.lens, {}).get(infos[o.scene].scene_id))
+             for o in lensed])))
+        for o in batch:
+            if writer.full:
+                break
+            if o.unit_start:
+                writer.add(out.eot(), None)
+            ids = rendered.get(id(o))
+            lens = o.lens if ids is not None else "plain"  # a chat turn, or a generative lens without its text, reads plain
+            scene = infos[o.scene]
+            out.chat.add(writer, scene, out.plain(o.scene) if ids is None else ids,
+                         out.provenance(scene, lens, o.pass_index, seen[o.scene], phase_index[o.phase]))
+            seen[o.scene] += 1
+    writer.close()
+    return writer, seen
+
+
+def _write_heldout(out: _Output, heldout: set[str]) -> ShardWriter:
+    """Each held-out document once per held-out lens (plain first), never seen in training; a
+    dialogue in the chat form has its plain form only."""
+    writer, infos = out.writer("heldout"), out.table.infos
+    held = [i for i, scene in enumerate(infos) if scene.doc_id in heldout]
+    for lens in dict.fromkeys(["plain", *out.config.heldout_lenses]):
+        indices = held if lens == "plain" else [i for i in held if not out.chat.applies(infos[i])]
+        rendered = None if lens == "plain" else out.encoder.pieces([render(out.table.scene(i), lens) for i in indices])
         for n, i in enumerate(indices):
             scene = infos[i]
             if n == 0 or infos[indices[n - 1]].doc_id != scene.doc_id:
-                writer.add(eot, None)
-            ids = plain_ids[offsets[i] : offsets[i + 1]] if rendered is None else rendered[n]
-            writer.add(ids, {"doc": doc_index[scene.doc_id], "scene": scene.index, "lens": lens_names.index(lens), "pass_index": 0,
-                             "times_seen": 0, "phase": -1})
+                writer.add(out.eot(), None)
+            out.chat.add(writer, scene, out.plain(i) if rendered is None else rendered[n], out.provenance(scene, lens, 0, 0, -1))
     writer.close()
     return writer
 
@@ -248,43 +306,14 @@ def _generate(table: SceneTable, config: BuildConfig, indices: list[int]) -> dic
     wanted = [step.lens for step in config.lenses if step.lens in GENERATIVE_LENSES]
     if not wanted or not (config.regime.spiral or config.lenses[0].lens in GENERATIVE_LENSES):
         return {}
-    from ltm.build.generate import generate_lens_texts
+    from ltm.dataset.generate import generate_lens_texts
 
     scenes = [table.scene(i) for i in indices]
     return {lens: generate_lens_texts(scenes, lens, config.llm) for lens in dict.fromkeys(wanted)}
 
 
-def _write_train(stream, table, encoder, plain_ids, offsets, generated, limit, dtype, config, folder, doc_index, lens_names, phases):
-    writer = ShardWriter(folder, "train", dtype, config.shard_tokens, limit=limit)
-    seen: Counter = Counter()
-    eot = np.asarray([encoder.ids[EOT]])
-    phase_index = {p: n for n, p in enumerate(phases)}
-    while not writer.full:
-        batch: list[Occurrence] = list(itertools.islice(stream, BATCH))
-        if not batch:
-            break
-        lensed = [o for o in batch if o.lens != "plain" and _lens_text_ready(o, table, generated)]
-        rendered = dict(zip((id(o) for o in lensed), encoder.pieces(
-            [render(table.scene(o.scene), o.lens, o.pass_index, generated.get(o.lens, {}).get(table.infos[o.scene].scene_id)) for o in lensed])))
-        for o in batch:
-            if writer.full:
-                break
-            if o.unit_start:
-                writer.add(eot, None)
-            ids = rendered.get(id(o))
-            lens = o.lens if ids is not None else "plain"  # a generative lens without its text reads plain
-            if ids is None:
-                ids = plain_ids[offsets[o.scene] : offsets[o.scene + 1]]
-            info_ = table.infos[o.scene]
-            writer.add(ids, {"doc": doc_index[info_.doc_id], "scene": info_.index, "lens": lens_names.index(lens),
-                             "pass_index": o.pass_index, "times_seen": seen[o.scene], "phase": phase_index[o.phase]})
-            seen[o.scene] += 1
-    writer.close()
-    return writer, seen
-
-
-def _lens_text_ready(o: Occurrence, table: SceneTable, generated: dict) -> bool:
-    return o.lens not in GENERATIVE_LENSES or table.infos[o.scene].scene_id in generated.get(o.lens, {})
+def _lens_text_ready(o: Occurrence, out: _Output) -> bool:
+    return o.lens not in GENERATIVE_LENSES or out.table.infos[o.scene].scene_id in out.generated.get(o.lens, {})
 
 
 def _doc_tags(infos: list[SceneInfo]) -> dict[str, dict]:
@@ -318,19 +347,3 @@ def _stats(folder, infos, train_docs, heldout_docs, data_tokens, seen, lens_name
         "heldout": {"documents": len(heldout_docs), "scenes": sum(1 for s in infos if s.doc_id in heldout_set),
                     "text_bytes": sum(len(t.encode("utf-8")) for t in table.texts([i for i, s in enumerate(infos) if s.doc_id in heldout_set]))},
     }
-
-
-
-def load_manifest(dataset_dir: str | Path) -> Manifest:
-    path = Path(dataset_dir) / "manifest.json"
-    if not path.exists():
-        raise BuildError(f"{dataset_dir}: no manifest.json; build the dataset with `ltm build` first")
-    return Manifest.model_validate_json(path.read_text(encoding="utf-8"))
-
-
-def load_split(dataset_dir: str | Path, manifest: Manifest, split: str) -> np.ndarray:
-    """All tokens of a split as one array (memory-mapped shards, concatenated in order)."""
-    parts = [np.memmap(Path(dataset_dir) / s.path, dtype=manifest.dtype, mode="r") for s in manifest.shards if s.split == split]
-    if not parts:
-        return np.zeros(0, dtype=manifest.dtype)
-    return parts[0] if len(parts) == 1 else np.concatenate(parts)

@@ -59,8 +59,6 @@ def combine(per_text: list[tuple[float, float, float]]) -> np.ndarray:
     return np.mean([_ranks(list(column)) for column in zip(*per_text)], axis=0)
 
 
-def difficulty_scores(texts: list[str]) -> np.ndarray:
-    return combine([signals(t) for t in texts])
 
 
 def levels(scores: np.ndarray, n_levels: int) -> np.ndarray:

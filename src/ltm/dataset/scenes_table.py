@@ -30,6 +30,8 @@ class SceneInfo:
     lang: str
     loop: tuple[str, ...]
     meta: dict
+    turn_index: int | None = None  # a scene of a dialogue: the turn it holds
+    turn_role: str | None = None
 
     @property
     def scene_id(self) -> str:
@@ -93,4 +95,6 @@ class SceneTable:
 
 
 def _info(scene: Scene) -> SceneInfo:
-    return SceneInfo(scene.doc_id, scene.index, scene.lang, tuple(scene.loop), dict(scene.meta))
+    turn = scene.turn
+    return SceneInfo(scene.doc_id, scene.index, scene.lang, tuple(scene.loop), dict(scene.meta),
+                     turn.index if turn else None, turn.role if turn else None)

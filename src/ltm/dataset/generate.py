@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from ltm.build.lenses import GENERATIVE_LENSES
+from ltm.markup import GENERATIVE_LENSES
 from ltm.config import LLMConfig
 from ltm.formats import Scene
 from ltm.llm import AnswerCache, Answers, ChatClient, Query, ask_all, load_prompt

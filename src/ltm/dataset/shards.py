@@ -3,7 +3,9 @@
 Shards are raw little-endian uint16/uint32 arrays (`numpy.memmap` reads them, as in nanoGPT and
 llm.c), at most `shard_tokens` each. Provenance is columnar (`segments_<split>.npz`): one row per
 scene occurrence with its token range, document, scene, lens, pass, phase and how many times the
-text had been seen before; the manifest holds the name tables the integer columns index.
+text had been seen before; the manifest holds the name tables the integer columns index. The loss
+mask is a list of token ranges (`masked_<split>.npz`, columns start and end): the targets there are
+read but not learned (the user's turns and the system prompt of a dialogue in chat form).
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-SEGMENT_COLUMNS = ("start", "end", "doc", "scene", "lens", "pass_index", "times_seen", "phase")
+from ltm.dataset.reader import SEGMENT_COLUMNS
+
 
 
 @dataclass
@@ -28,17 +31,24 @@ class ShardWriter:
     _buffer: list[np.ndarray] = field(default_factory=list)
     _buffered: int = 0
     _rows: dict[str, list[int]] = field(default_factory=lambda: {c: [] for c in SEGMENT_COLUMNS})
+    masked: list[list[int]] = field(default_factory=list)  # [start, end) ranges, merged when they touch
 
     @property
     def full(self) -> bool:
         return self.limit is not None and self.written >= self.limit
 
-    def add(self, ids: np.ndarray, provenance: dict[str, int] | None) -> None:
-        """Append tokens (cut at the limit); `provenance` None marks separator tokens (end of text)."""
+    def add(self, ids: np.ndarray, provenance: dict[str, int] | None, learn: bool = True) -> None:
+        """Append tokens (cut at the limit); `provenance` None marks tokens of no scene (end of text,
+        a system prompt); `learn` False puts them under the loss mask."""
         if self.limit is not None:
             ids = ids[: self.limit - self.written]
         if not len(ids):
             return
+        if not learn:
+            if self.masked and self.masked[-1][1] == self.written:
+                self.masked[-1][1] += len(ids)
+            else:
+                self.masked.append([self.written, self.written + len(ids)])
         if provenance is not None:
             self._rows["start"].append(self.written)
             self._rows["end"].append(self.written + len(ids))
@@ -65,16 +75,9 @@ class ShardWriter:
         self._flush()
         arrays = {key: np.asarray(values, dtype=np.int64) for key, values in self._rows.items()}
         np.savez(self.folder / f"segments_{self.split}.npz", **arrays)
+        ranges = np.asarray(self.masked, dtype=np.int64).reshape(-1, 2)
+        np.savez(self.folder / f"masked_{self.split}.npz", start=ranges[:, 0], end=ranges[:, 1])
 
-
-def repetition_bucket(times: int) -> str:
-    """0, 1, 2-3, 4-7, 8-15, ...: a repetition count in powers of two (build statistics, memorization)."""
-    if times < 2:
-        return str(times)
-    low = 1 << (times.bit_length() - 1)
-    return f"{low}-{2 * low - 1}"
-
-
-def load_segments(dataset_dir: str | Path, split: str) -> dict[str, np.ndarray]:
-    with np.load(Path(dataset_dir) / f"segments_{split}.npz") as data:
-        return {key: data[key] for key in SEGMENT_COLUMNS}
+    @property
+    def masked_tokens(self) -> int:
+        return sum(end - start for start, end in self.masked)

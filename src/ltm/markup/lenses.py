@@ -12,7 +12,7 @@ Built-in lenses need only the scene:
     questions   HEADER, the scene's questions (or a line saying it asks none), a line handing over, then the text
     critic      a critic's frame, the text, then HEADER and the critic's question
     child       a frame reading the text to a curious child, the text, then HEADER and the child's "why?"
-Generative lenses need a text a model wrote for the scene (ltm.build.generate):
+Generative lenses need a text a model wrote for the scene (ltm.dataset.generate):
     commentary  the text, then HEADER and the commentary
     analogy     the text, then HEADER and the analogy
     paraphrase  the paraphrase alone, as the body (a rephrasing read in place of the text)
@@ -30,20 +30,17 @@ from importlib import resources
 
 import yaml
 
-from ltm.build.tokenizer import BODY, HEADER, LOOP_TOKENS, SCENE_BEGIN, SCENE_END, TENSION_TOKENS, Marker, lens_token
+from ltm.markup import BODY, GENERATIVE_LENSES, HEADER, LENSES, LOOP_TOKENS, SCENE_BEGIN, SCENE_END, TENSION_TOKENS, Marker, lens_token
 from ltm.formats import Question, Role, Scene
 
-BUILTIN_LENSES = ("plain", "scene", "questions", "critic", "child")
-GENERATIVE_LENSES = ("commentary", "analogy", "paraphrase")
-KNOWN_LENSES = BUILTIN_LENSES + GENERATIVE_LENSES
 FRAME_LANGUAGES = ("en", "ru")  # the languages with a file under ltm/data/lenses
 
 
 def check_lenses(names: list[str]) -> None:
     """Raise ValueError naming every unknown lens, so a config is refused before any work."""
-    unknown = [name for name in names if name not in KNOWN_LENSES]
+    unknown = [name for name in names if name not in LENSES]
     if unknown:
-        raise ValueError(f"unknown lens(es): {', '.join(map(repr, unknown))}; known: {', '.join(KNOWN_LENSES)}")
+        raise ValueError(f"unknown lens(es): {', '.join(map(repr, unknown))}; known: {', '.join(LENSES)}")
 
 
 def render(scene: Scene, lens: str, pass_index: int = 0, generated: str | None = None) -> list[str]:
@@ -54,7 +51,7 @@ def render(scene: Scene, lens: str, pass_index: int = 0, generated: str | None =
     check_lenses([lens])
     if lens in GENERATIVE_LENSES:
         if generated is None or not generated.strip():
-            raise ValueError(f"lens {lens!r} needs a generated text (ltm.build.generate), got {generated!r}")
+            raise ValueError(f"lens {lens!r} needs a generated text (ltm.dataset.generate), got {generated!r}")
         return _render_generated(scene, lens, generated)
     if generated is not None:
         raise ValueError(f"lens {lens!r} renders the scene alone; generated text fits only {', '.join(GENERATIVE_LENSES)}")

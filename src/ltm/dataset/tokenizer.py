@@ -1,4 +1,6 @@
-"""The byte-level BPE tokenizer, trained with HF `tokenizers` and saved so `AutoTokenizer` loads it."""
+"""The byte-level BPE tokenizer, trained with HF `tokenizers` and saved so `AutoTokenizer` loads it,
+with ltm's marker tokens (ltm.markup) as special tokens, which encoding text never produces, and
+its chat template."""
 
 from __future__ import annotations
 
@@ -10,47 +12,7 @@ import numpy as np
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
-EOT = "<|endoftext|>"
-SCENE_BEGIN = "<|scene|>"
-SCENE_END = "<|/scene|>"
-HEADER = "<|header|>"  # the scene's annotation, as a lens renders it
-BODY = "<|body|>"  # the scene's own text follows
-TENSION_TOKENS = {level: f"<|tension:{level}|>" for level in ("low", "medium", "high")}
-LOOP_TOKENS = {"claim": "<|loop:claim|>", "doubt": "<|loop:doubt|>", "inversion": "<|loop:inversion|>", "new direction": "<|loop:new|>"}
-CHAT_TOKENS = {"system": "<|system|>", "user": "<|user|>", "assistant": "<|assistant|>"}
-END_OF_TURN = "<|end|>"
-LENSES = ("plain", "scene", "questions", "critic", "child", "commentary", "analogy", "paraphrase")
-
-
-def lens_token(lens: str) -> str:
-    return f"<|lens:{lens}|>"
-
-
-# Marker tokens are never produced by encoding user text; the builder inserts their ids directly.
-# The model reads scene state (header or body, tension, loop step, lens) from them.
-SPECIAL_TOKENS = [
-    EOT, SCENE_BEGIN, SCENE_END, HEADER, BODY, *TENSION_TOKENS.values(), *LOOP_TOKENS.values(),
-    *(lens_token(lens) for lens in LENSES), *CHAT_TOKENS.values(), END_OF_TURN,
-]
-CHAT_TEMPLATE = (
-    "{% for message in messages %}<|{{ message['role'] }}|>{{ message['content'] }}<|end|>{% endfor %}"
-    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
-)
-
-
-def marker_ids(tokenizer: PreTrainedTokenizerFast) -> dict[str, int]:
-    """The marker tokens' ids under the names LtmConfig.scene_token_ids uses ("scene", "/scene",
-    "header", "body", "tension:low", "loop:new", "lens:critic", ...)."""
-    named = {"scene": SCENE_BEGIN, "/scene": SCENE_END, "header": HEADER, "body": BODY}
-    named |= {f"tension:{level}": token for level, token in TENSION_TOKENS.items()}
-    named |= {token[2:-2]: token for token in LOOP_TOKENS.values()}  # "loop:claim", ..., "loop:new"
-    named |= {f"lens:{lens}": lens_token(lens) for lens in LENSES}
-    vocab = tokenizer.get_vocab()
-    return {name: vocab[token] for name, token in named.items() if token in vocab}
-
-
-class Marker(str):
-    """A special token in a rendered scene: the builder inserts its id instead of encoding it."""
+from ltm.markup import CHAT_TEMPLATE, EOT, SPECIAL_TOKENS
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int) -> Tokenizer:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import tiktoken
 
-from ltm.build.tokenizer import byte_decoder
+from ltm.dataset.tokenizer import byte_decoder
 
 # The pattern ByteLevel(use_regex=True) splits with (GPT-2's).
 GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""

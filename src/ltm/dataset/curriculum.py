@@ -1,7 +1,8 @@
 """The reading order: which texts come first, grouped into phases, with replay of earlier phases.
 
 The unit of order is a *loop* (consecutive scenes that form one reasoning arc) or, for
-`doc_consecutive`, a whole document: units are shuffled and ordered, never split.
+`doc_consecutive` and for a dialogue read in the chat form, a whole document: units are shuffled
+and ordered, never split, so a conversation's turns keep their order.
 
 - `shuffle`: one phase, units in random order (the baseline).
 - `by: tag`: phases from a document tag (phase: myth, drama, logic, irony), in the order listed.
@@ -17,10 +18,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ltm.build.difficulty import levels
-from ltm.build.scenes_table import SceneInfo
+from ltm.dataset.difficulty import levels
+from ltm.dataset.scenes_table import SceneInfo
 from ltm.config import Curriculum
+from ltm.markup import LOOP_STEPS
 
+CLAIM, DOUBT, _, NEW_DIRECTION = LOOP_STEPS
 MAX_LOOP_SCENES = 8  # an arc that never reaches a new direction is closed here
 
 
@@ -48,10 +51,10 @@ def group_loops(scenes: list[SceneInfo], indices: list[int]) -> list[list[int]]:
         steps = scenes[i].loop
         if current:
             current.append(i)
-            if "new direction" in steps or len(current) >= MAX_LOOP_SCENES:
+            if NEW_DIRECTION in steps or len(current) >= MAX_LOOP_SCENES:
                 units.append(current)
                 current = []
-        elif ("claim" in steps or "doubt" in steps) and "new direction" not in steps:
+        elif (CLAIM in steps or DOUBT in steps) and NEW_DIRECTION not in steps:
             current = [i]
         else:
             units.append([i])
@@ -60,7 +63,7 @@ def group_loops(scenes: list[SceneInfo], indices: list[int]) -> list[list[int]]:
     return units
 
 
-def make_units(scenes: list[SceneInfo], doc_ids: list[str], whole_documents: bool) -> list[Unit]:
+def make_units(scenes: list[SceneInfo], doc_ids: list[str], whole_documents: bool, whole_dialogues: bool = False) -> list[Unit]:
     by_doc: dict[str, list[int]] = {d: [] for d in doc_ids}
     for i, scene in enumerate(scenes):
         if scene.doc_id in by_doc:
@@ -68,7 +71,8 @@ def make_units(scenes: list[SceneInfo], doc_ids: list[str], whole_documents: boo
     units = []
     for doc_id in doc_ids:
         indices = sorted(by_doc[doc_id], key=lambda i: scenes[i].index)
-        groups = [indices] if whole_documents else group_loops(scenes, indices)
+        dialogue = whole_dialogues and bool(indices) and scenes[indices[0]].turn_role is not None
+        groups = [indices] if whole_documents or dialogue else group_loops(scenes, indices)
         units.extend(Unit(g, doc_id) for g in groups if g)
     return units
 

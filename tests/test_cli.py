@@ -1,0 +1,51 @@
+"""The command line as a front door: every command goes through ltm.stages, `--set` changes a config
+field as the file would, and the light commands stay light."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import yaml
+from conftest import EN_PARAGRAPHS
+
+from ltm.cli import COMMANDS, _parser, main
+from ltm.config import ConfigError, load_config
+
+
+def test_set_changes_fields_with_yaml_values_and_a_typo_is_refused_like_one_in_the_file(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"train": {"lr": 0.003, "speed": "fast"}, "model": {"n_layers": 4}}))
+    config = load_config(path, ["train.lr=1e-3", "model.n_layers=8", "build.regime={spiral: 10}", "train.steps=12"])
+    assert (config.train.lr, config.model.n_layers, config.build.regime.spiral, config.train.steps) == (1e-3, 8, 10, 12)
+    assert config.train.speed.mode == "fast"  # untouched fields keep the file's values
+    with pytest.raises(ConfigError, match=r"--set train\.lrr=1.*train\.lrr: Extra inputs are not permitted"):
+        load_config(path, ["train.lrr=1"])
+    with pytest.raises(ConfigError, match="model.n_heads.*less than or equal|d_model=256 is not divisible by n_heads=7"):
+        load_config(path, ["model.n_heads=7"])
+    with pytest.raises(ConfigError, match="sets speed to 'fast', not a mapping"):
+        load_config(path, ["train.speed.fp8_head=false"])
+    assert load_config(path, ["train.speed={mode: fast, fp8_head: false}"]).train.speed.fp8_head is False
+    with pytest.raises(ConfigError, match="expected section.key=value"):
+        load_config(path, ["train.lr"])
+
+
+def test_every_command_is_listed_once_and_reaches_a_stage(capsys):
+    with pytest.raises(SystemExit):
+        _parser().parse_args(["--help"])
+    shown = capsys.readouterr().out
+    assert "SUPPRESS" not in shown
+    assert all(command.name in shown for command in COMMANDS if command.help)
+    assert main(["scenes", "schema"]) == 0 and '"ltm.scene"' in capsys.readouterr().out
+
+
+def test_ingest_and_scenes_load_neither_torch_nor_transformers(tmp_path):
+    (tmp_path / "a.md").write_text("\n\n".join(EN_PARAGRAPHS * 4), encoding="utf-8")
+    script = (f"import sys; from ltm.cli import main; "
+              f"assert main(['ingest', {str(tmp_path / 'a.md')!r}, '-o', {str(tmp_path / 'd.jsonl')!r}]) == 0; "
+              f"assert main(['scenes', {str(tmp_path / 'd.jsonl')!r}, '-o', {str(tmp_path / 's.jsonl')!r}]) == 0; "
+              "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"
