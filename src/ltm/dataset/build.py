@@ -201,6 +201,10 @@ def build_dataset(table: SceneTable, config: BuildConfig, seed: int, out_dir: st
         write_json(tmp / "manifest.json", manifest)
     for split in ("train", "heldout"):
         info(f"  {split}: {manifest.stats[split]['documents']} documents, {manifest.split_tokens(split):,} tokens")
+    by_phase = manifest.stats["train"]["tokens_by_phase"]
+    if len(by_phase) > 1:
+        written = max(1, sum(by_phase.values()))
+        info("  tokens by phase: " + ", ".join(f"{p} {n:,} ({n / written:.0%})" for p, n in by_phase.items()))
     return manifest
 
 
