@@ -49,3 +49,12 @@ def test_ingest_and_scenes_load_neither_torch_nor_transformers(tmp_path):
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_run_refuses_a_missing_ingest_folder_before_making_its_run_folder(tmp_path, capsys):
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({"ingest": {"paths": ["no-such-books"]}, "build": {"lenses": [{"passes": 1, "lens": "critc"}]}}))
+    assert main(["run", str(config), "--run-dir", str(tmp_path / "run")]) == 1
+    err = capsys.readouterr().err.replace("\n", " ")
+    assert "ingest.paths:" in err and "no-such-books does not exist" in err and "'critc'" in err
+    assert not (tmp_path / "run").exists()

@@ -42,10 +42,46 @@ def test_a_bad_cell_is_refused_before_anything_runs(tmp_path, corpus):
     path = write_experiment(tmp_path, corpus)
     spec = yaml.safe_load(path.read_text())
     spec["axes"]["regime"]["broken"] = {"build": {"regime": {"twice": 2}}}
+    spec["axes"]["regime"]["typo"] = {"build": {"regime": {"spiral": 2}, "lenses": [{"passes": 1, "lens": "critc"}]}}
+    spec["axes"]["regime"]["lost"] = {"initiation": {"mode": "lora", "paths": ["no-such-chats"]}}
     path.write_text(yaml.safe_dump(spec))
-    with pytest.raises(ConfigError, match="regime=broken"):
+    with pytest.raises(ConfigError) as refused:
         cells(*load_spec(path))
+    message = str(refused.value)  # every problem of every cell at once, each naming its cell
+    assert "cell regime=broken seed 1: build.regime" in message
+    assert "cell regime=typo seed 2: build.lenses: unknown lens(es): 'critc'" in message
+    assert "cell regime=lost seed 1: initiation.paths:" in message and "no-such-chats does not exist" in message
+    assert main(["experiment", str(path)]) == 1
     assert not (tmp_path / "ws").exists()
+
+
+def test_a_failed_cell_makes_the_experiment_fail_and_compare_lists_it(tmp_path, corpus, capsys):
+    path = write_experiment(tmp_path, corpus, seeds=(1,))
+    spec = yaml.safe_load(path.read_text())
+    spec["budget_tokens"] = 10**7  # more than the corpus: `unique` refuses at build, after ingest and scenes
+    spec["axes"] = {"regime": {"unique": {"build": {"regime": "unique"}}}}
+    path.write_text(yaml.safe_dump(spec))
+    assert main(["experiment", str(path)]) == 1
+    assert "1 of 1 runs failed (regime=unique seed 1)" in capsys.readouterr().err.replace("\n", " ")
+    assert main(["runs", "compare", "--workspace", str(tmp_path / "ws")]) == 0
+    out = capsys.readouterr().out
+    assert "1 run(s) left out of the table" in out and "regime=unique seed 1: failed (" in out
+    assert "is more than" in out  # the error's last line says why
+
+
+def test_unfinished_lists_failed_pending_and_missing_seeds(tmp_path):
+    from ltm.experiment.registry import Registry
+    from ltm.experiment.report import unfinished
+
+    registry = Registry(tmp_path / "ltm.sqlite")
+    for n, (cell, seed, status) in enumerate([("a", 1, "done"), ("a", 2, "done"), ("b", 1, "failed"), ("c", 1, "pending")]):
+        row = registry.register("x", cell, seed, f"h{n}", {}, tmp_path / str(n))
+        if status != "pending":
+            registry.mark(row["id"], status, metrics={} if status == "done" else None, error="Traceback\nBuildError: no text")
+    lines = unfinished(registry, "x").splitlines()
+    assert lines[0] == "4 run(s) left out of the table:"
+    assert set(lines[1:]) == {"- b seed 1: failed (BuildError: no text)", "- c seed 1: not finished (pending)",
+                              "- b seed 2: missing (no run recorded)", "- c seed 2: missing (no run recorded)"}
 
 
 def test_run_skip_resume_and_compare(tmp_path, corpus, capsys):

@@ -48,3 +48,29 @@ def test_a_replaced_folder_leaves_nothing_beside_it(tmp_path):
         with atomic_dir(tmp_path / "checkpoint") as tmp:
             (tmp / "weights").write_text(text)
     assert (tmp_path / "checkpoint" / "weights").read_text() == "second" and hidden(tmp_path) == []
+
+
+def test_written_files_and_folders_get_ordinary_modes_not_owner_only(tmp_path):
+    umask = os.umask(0o022)
+    os.umask(umask)
+    with atomic_write(tmp_path / "documents.jsonl") as handle:
+        handle.write("{}\n")
+    with atomic_dir(tmp_path / "dataset") as folder:
+        (folder / "manifest.json").write_text("{}")
+    assert (tmp_path / "documents.jsonl").stat().st_mode & 0o777 == 0o666 & ~umask
+    assert (tmp_path / "dataset").stat().st_mode & 0o777 == 0o777 & ~umask
+
+
+def test_a_json_problem_reads_as_one_sentence():
+    import json
+
+    from ltm.io import json_problem
+
+    try:
+        json.loads('{"a": "b')
+    except json.JSONDecodeError as exc:
+        assert json_problem(exc) == "unterminated string starting at line 1, column 7"
+    try:
+        json.loads("[1,\n x]")
+    except json.JSONDecodeError as exc:
+        assert json_problem(exc) == "expecting value at line 2, column 2"

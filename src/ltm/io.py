@@ -25,6 +25,12 @@ from pydantic import BaseModel
 _TEMPORARY = re.compile(r"\.(?P<name>.+)\.ltm-(?P<pid>\d+)-[A-Za-z0-9_]*\.(?P<kind>tmp|old)")
 
 
+# mkstemp and mkdtemp make owner-only temporaries (0600, 0700); the renamed output gets the modes
+# an ordinary write would (0644 and 0755 under the usual umask). Read once: os.umask can only be read by setting it.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
+
 def _prefix(path: Path) -> str:
     return f".{path.name}.ltm-{os.getpid()}-"
 
@@ -70,6 +76,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(path.parent)
     fd, tmp = tempfile.mkstemp(prefix=_prefix(path), suffix=".tmp", dir=path.parent)
+    os.fchmod(fd, 0o666 & ~_UMASK)
     os.close(fd)
     try:
         yield Path(tmp)
@@ -96,6 +103,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(path.parent)
     tmp = Path(tempfile.mkdtemp(prefix=_prefix(path), suffix=".tmp", dir=path.parent))
+    tmp.chmod(0o777 & ~_UMASK)
     try:
         yield tmp
         if path.exists():
@@ -131,6 +139,12 @@ def write_json(path: str | Path, data: BaseModel | dict[str, Any]) -> None:
         handle.write(text + "\n")
 
 
+def json_problem(exc: json.JSONDecodeError) -> str:
+    """What is wrong with a JSON text and where, in words: "unterminated string starting at line 1, column 9"."""
+    what = exc.msg[0].lower() + exc.msg[1:]
+    return f"{what}{'' if what.endswith(' at') else ' at'} line {exc.lineno}, column {exc.colno}"
+
+
 def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any] | None, str | None]]:
     """Yield (line_number, record, error) for each non-blank line; a bad line yields an error, not an exception."""
     with open(path, encoding="utf-8") as handle:
@@ -140,7 +154,7 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any] | None, s
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as exc:
-                yield number, None, f"not valid JSON ({exc.msg} at column {exc.colno})"
+                yield number, None, f"not valid JSON: {json_problem(exc)}"
                 continue
             if not isinstance(record, dict):
                 yield number, None, "a line must hold a JSON object"

@@ -233,7 +233,7 @@ def experiment(spec: Path, workers: int | None = None) -> None:
 def runs(workspace: Path, action: str, experiment_name: str | None = None, baseline: str | None = None) -> str:
     """`ltm runs list|compare`: the recorded runs, or the study table (paired with `baseline`)."""
     from ltm.experiment.registry import Registry
-    from ltm.experiment.report import paired_table, study_table
+    from ltm.experiment.report import paired_table, study_table, unfinished
 
     path = workspace / "ltm.sqlite"
     if not path.exists():
@@ -245,6 +245,8 @@ def runs(workspace: Path, action: str, experiment_name: str | None = None, basel
     out = []
     for name in sorted({row["experiment"] for row in registry.runs(experiment_name)}):
         out.append(f"## {name}\n\n{study_table(registry, name)}\n")
+        if unfinished(registry, name):
+            out.append(unfinished(registry, name) + "\n")
         if baseline:
             out.append(f"Paired with {baseline}, seed by seed:\n\n{paired_table(registry, name, baseline)}\n")
     return "\n".join(out)
@@ -286,7 +288,12 @@ def run(config_path: Path, run_dir: Path | None = None, resume: bool = False, ov
     are `--set section.key=value` changes to the config file, validated like it. With `shared`, the
     data stages (ingest, scenes, build) come from that cache folder, made there once for every run
     whose data stages have the same inputs (shared_data)."""
+    from ltm.preflight import problems
+
     config = load_config(config_path, overrides)
+    found = problems(config)
+    if found:  # before the run folder is made: a typo leaves nothing behind
+        raise StageError(f"{config_path}: " + "; ".join(found))
     started = time.perf_counter()
     if run_dir is None:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -306,12 +313,7 @@ def run(config_path: Path, run_dir: Path | None = None, resume: bool = False, ov
     with atomic_write(run_dir / CONFIG) as handle:
         handle.write(written)
     info(f"run folder: {run_dir}")
-    if not resolved.ingest.paths:
-        raise StageError(f"{config_path}: ingest.paths is empty; name the files or folders to train on")
     initiating = resolved.initiation.mode != "none"
-    if initiating and not resolved.initiation.paths:
-        raise StageError(f"{config_path}: initiation.mode is {resolved.initiation.mode} but initiation.paths is empty; "
-                         "name the dialogue texts to initiate on")
     names = ["ingest", "scenes", "build", "train", *(["initiation"] if initiating else []), "eval", "report"]
 
     def stage(name: str, done: Path | None = None, keep: bool = resume) -> bool:

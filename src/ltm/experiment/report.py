@@ -37,6 +37,24 @@ def study_table(registry: Registry, experiment: str) -> str:
     return "\n".join(lines)
 
 
+def unfinished(registry: Registry, experiment: str) -> str:
+    """The runs a table leaves out, one line each: failed (with the error's last line), not run,
+    and seeds a cell lacks that other cells have."""
+    rows = registry.runs(experiment)
+    seeds = sorted({row["seed"] for row in rows})
+    lines = []
+    for row in rows:
+        if row["status"] == "failed":
+            last = (row["error"] or "").strip().splitlines()[-1:] or ["no log"]
+            lines.append(f"- {row['cell']} seed {row['seed']}: failed ({last[0][:200]})")
+        elif row["status"] != "done":
+            lines.append(f"- {row['cell']} seed {row['seed']}: not finished ({row['status']})")
+    for cell in dict.fromkeys(row["cell"] for row in rows):
+        have = {row["seed"] for row in rows if row["cell"] == cell}
+        lines += [f"- {cell} seed {seed}: missing (no run recorded)" for seed in seeds if seed not in have]
+    return f"{len(lines)} run(s) left out of the table:\n" + "\n".join(lines) if lines else ""
+
+
 def paired_table(registry: Registry, experiment: str, baseline: str, metrics: tuple[str, ...] = ("heldout_bpb", "wikitext_bpb")) -> str:
     """Each cell minus the baseline cell, seed by seed (same seed = same held-out documents and
     same data selection), then mean ± 95% CI of those differences: the comparison the seeds pair."""
@@ -66,7 +84,8 @@ def _curves(cells: dict[str, list[dict]]) -> bytes:
                 ax.plot(*zip(*points), "-", color=colour, alpha=0.7, label=cell if i == 0 else None)
     ax.set(xlabel="training tokens", ylabel="held-out loss (nats per token)", title="Held-out loss vs tokens (each seed a line)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    if ax.get_legend_handles_labels()[0]:  # no finished run: nothing to label
+        ax.legend(fontsize=7)
     return _png(fig)
 
 
@@ -80,7 +99,8 @@ def _memorization(cells: dict[str, list[dict]]) -> bytes:
     ax.set(xlabel="times the text was seen in training", ylabel="exact 32-token continuation (mean over seeds)",
            title="Memorization vs times seen", ylim=(-0.02, 1.02))
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    if ax.get_legend_handles_labels()[0]:  # no finished run: nothing to label
+        ax.legend(fontsize=7)
     return _png(fig)
 
 
@@ -95,8 +115,8 @@ def write_experiment_report(registry: Registry, experiment: str, workspace: Path
     for name, png in figures.items():
         with atomic_write(workspace / name, "wb", encoding=None) as handle:
             handle.write(png)
-    failed = [r for r in registry.runs(experiment) if r["status"] != "done"]
-    note = f"\n\n{len(failed)} run(s) not finished: " + ", ".join(f"{r['cell']} seed {r['seed']} ({r['status']})" for r in failed) if failed else ""
+    left_out = unfinished(registry, experiment)
+    note = f"\n\n{left_out}" if left_out else ""
     markdown = f"# Experiment {experiment}\n\nMean ± 95% confidence interval (Student's t) over seeds.\n\n{table}{note}\n\n" + \
         "".join(f"![{n}]({n})\n\n" for n in figures)
     with atomic_write(workspace / "report.md") as handle:
@@ -107,7 +127,7 @@ def write_experiment_report(registry: Registry, experiment: str, workspace: Path
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(experiment)}</title><style>body{{font-family:system-ui;"
             f"max-width:64rem;margin:2rem auto}}td,th{{border:1px solid #ccc;padding:.3rem .6rem}}table{{border-collapse:collapse}}</style>"
             f"</head><body><h1>Experiment {html.escape(experiment)}</h1><p>Mean ± 95% CI over seeds.</p><table><tr>{head}</tr>{rows}</table>"
-            f"<p>{html.escape(note)}</p>" + "".join(f"<img alt='{n}' src='{data_uri(png)}'>" for n, png in figures.items()) + "</body></html>")
+            f"<pre>{html.escape(note.strip())}</pre>" + "".join(f"<img alt='{n}' src='{data_uri(png)}'>" for n, png in figures.items()) + "</body></html>")
     with atomic_write(workspace / "report.html") as handle:
         handle.write(page)
     return workspace / "report.md"

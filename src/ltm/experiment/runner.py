@@ -25,6 +25,10 @@ from ltm.experiment.spec import Cell, cells, load_spec
 from ltm.log import error, info
 
 
+class ExperimentError(ValueError):
+    """Some cells of an experiment failed; the message names them and where their logs are."""
+
+
 def workspace_of(spec, folder: Path) -> Path:
     return (folder / spec.workspace).resolve() if spec.workspace else Path("experiments").resolve() / spec.name
 
@@ -70,8 +74,13 @@ def run_experiment(path: Path, workers: int | None = None) -> Path:
 
     with ThreadPoolExecutor(workers) as pool:
         list(pool.map(one, todo))
-    report = write_experiment_report(Registry(workspace / "ltm.sqlite"), spec.name, workspace)
+    registry = Registry(workspace / "ltm.sqlite")
+    report = write_experiment_report(registry, spec.name, workspace)
     info(f"experiment {spec.name}: finished in {time.perf_counter() - started:.0f}s; report: {report}")
+    failed = [f"{cell.name} seed {cell.seed}" for _, cell, _ in todo if registry.get(spec.name, cell.config_hash)["status"] != "done"]
+    if failed:  # the report holds the rest, but the command must not look like a success
+        raise ExperimentError(f"experiment {spec.name}: {len(failed)} of {len(grid)} runs failed ({', '.join(failed)}); "
+                              f"their logs are in {workspace / 'logs'}")
     return workspace
 
 

@@ -31,6 +31,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ltm.config import ConfigError, RunConfig
+from ltm.preflight import problems
 
 
 class ExperimentSpec(BaseModel):
@@ -79,7 +80,8 @@ def load_spec(path: Path) -> tuple[ExperimentSpec, Path]:
 
 
 def cells(spec: ExperimentSpec, folder: Path) -> list[Cell]:
-    """Every cell of the grid, each seed; configs validated before any run starts."""
+    """Every cell of the grid, each seed; every config validated and preflighted (ltm.preflight)
+    before any run starts, every problem of every cell reported at once."""
     base_path = (folder / spec.base).resolve()
     base = yaml.safe_load(base_path.read_text(encoding="utf-8")) or {}
     # Relative input paths of the base keep pointing where they did.
@@ -88,7 +90,7 @@ def cells(spec: ExperimentSpec, folder: Path) -> list[Cell]:
         if base.get("eval", {}).get(key):
             base["eval"][key] = str((base_path.parent / base["eval"][key]).resolve())
     axes = list(spec.axes.items())
-    out = []
+    out, refused = [], []
     for combo in itertools.product(*[list(values.items()) for _, values in axes]) if axes else [()]:
         values = {axis: value for (axis, _), (value, _) in zip(axes, combo)}
         config = base
@@ -99,12 +101,15 @@ def cells(spec: ExperimentSpec, folder: Path) -> list[Cell]:
             if spec.budget_tokens:
                 cell_config = merge(cell_config, {"build": {"budget_tokens": spec.budget_tokens}})
             _resolve_paths(cell_config, folder)
+            name = ",".join(f"{a}={v}" for a, v in values.items()) or "base"
             try:
-                RunConfig.model_validate(cell_config)
+                found = problems(RunConfig.model_validate(cell_config))
             except ValidationError as exc:
-                cell = ",".join(f"{a}={v}" for a, v in values.items())
-                raise ConfigError(f"cell {cell} seed {seed}: {exc}") from None
-            out.append(Cell(",".join(f"{a}={v}" for a, v in values.items()) or "base", values, seed, cell_config))
+                found = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
+            refused += [f"cell {name} seed {seed}: {problem}" for problem in found]
+            out.append(Cell(name, values, seed, cell_config))
+    if refused:  # every cell's problems at once, before any cell runs
+        raise ConfigError(f"{len(refused)} problem(s); no cell was run:\n  " + "\n  ".join(refused))
     return out
 
 

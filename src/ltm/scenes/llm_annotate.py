@@ -21,6 +21,7 @@ from pydantic import ValidationError
 
 from ltm.config import LLMConfig
 from ltm.formats import Question, Record, Role, Scene, Tension, Vector
+from ltm.io import json_problem
 from ltm.markup import LOOP_STEPS
 from ltm.llm import (
     AnswerCache,
@@ -68,7 +69,7 @@ def parse_answer(content: str) -> Annotation:
     try:
         data = json.loads(content[start : end + 1])
     except json.JSONDecodeError as exc:
-        raise InvalidAnswer(f"not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from None
+        raise InvalidAnswer(f"not valid JSON: {json_problem(exc)}") from None
     try:
         return Annotation.model_validate(data)
     except ValidationError as exc:

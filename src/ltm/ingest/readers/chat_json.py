@@ -14,6 +14,7 @@ from collections.abc import Callable
 from ltm.formats import Turn, render_turns
 from ltm.ingest.raw import RawDocument, ReaderError, clean_inline
 from ltm.ingest.readers.turns import decode_utf8, from_unix, normalize_iso_time, normalize_turn_text
+from ltm.io import json_problem
 
 
 def _string(value: object) -> str | None:
@@ -151,7 +152,7 @@ def read_json(data: bytes, name: str) -> list[RawDocument]:
     try:
         parsed = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ReaderError(f"invalid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}") from exc
+        raise ReaderError(f"invalid JSON: {json_problem(exc)}") from exc
     conversations = parsed if isinstance(parsed, list) else [parsed]
     builders = [_builder(c) for c in conversations]
     if conversations and not any(builders):

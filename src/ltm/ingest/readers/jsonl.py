@@ -12,6 +12,7 @@ import json
 
 from ltm.ingest.raw import RawDocument, ReaderError, clean_inline
 from ltm.ingest.readers.turns import decode_utf8, normalize_turn_text
+from ltm.io import json_problem
 
 _TEXT_FIELDS = ("text", "content", "body")
 _FIELDS = {*_TEXT_FIELDS, "title", "author", "id", "lang"}
@@ -36,7 +37,7 @@ def _document(line: str, number: int) -> RawDocument:
     try:
         record = json.loads(line)
     except json.JSONDecodeError as exc:
-        raise ReaderError(f"invalid JSON: {exc.msg} at column {exc.colno}") from exc
+        raise ReaderError(f"invalid JSON: {json_problem(exc)}") from exc
     if not isinstance(record, dict):
         raise ReaderError("not a JSON object")
     key = next((k for k in _TEXT_FIELDS if isinstance(record.get(k), str)), None)
