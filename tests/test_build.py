@@ -263,3 +263,26 @@ def test_spiral_with_a_generative_lens_reads_the_model_text(tmp_path):
     commentary = [tokenizer.decode(ids[s:e].tolist()) for s, e, lens in zip(seg["start"], seg["end"], seg["lens"]) if manifest.lenses[lens] == "commentary"]
     assert commentary and all("A COMMENTARY on" in text for text in commentary)
     assert manifest.stats["train"]["tokens_by_lens"]["commentary"] > 0
+
+
+@pytest.mark.parametrize("regime", ["unique", {"corpus_epochs": 2}, {"doc_consecutive": 2}, {"chunk_epochs": {"k": 2, "size": 100}},
+                                    {"spiral": 2}], ids=str)
+def test_a_budget_below_the_data_takes_every_phase_share_under_a_tag_curriculum(tmp_path, regime, capsys):
+    # Three phases of unequal size; the budget is half the data. Each phase must bring its share of
+    # the budget (its share of the data): within 2% under unique; a repeating regime selects B/R
+    # tokens of whole units, coarser here, so within 5%. No phase is left out.
+    scenes = corpus_scenes(240, 2, phases=("myth", "myth", "myth", "drama", "drama", "logic"))
+    curriculum = {"by": "tag", "phases": ["myth", "drama", "logic"]}
+    full = build(scenes, tmp_path, "full", regime="unique", curriculum=curriculum)
+    data = full.stats["train"]["tokens_by_phase"]
+    budget = sum(data.values()) // 2
+    capsys.readouterr()
+    half = build(scenes, tmp_path, "half", regime=regime, curriculum=curriculum, budget_tokens=budget,
+                 lenses=[LensStep(passes=2, lens="plain"), LensStep(passes=2, lens="scene")])
+    got = half.stats["train"]["tokens_by_phase"]  # scene tokens; the end-of-text tokens between units have no phase
+    assert half.split_tokens("train") == budget
+    for phase, tokens in data.items():
+        share = tokens / sum(data.values())
+        tolerance = 0.02 if regime == "unique" else 0.05
+        assert abs(got.get(phase, 0) / sum(got.values()) - share) <= tolerance * share, (phase, got, data)
+    assert "tokens by phase: myth" in capsys.readouterr().err

@@ -91,7 +91,7 @@ def _run(args) -> int:
     from ltm import stages
     from ltm.log import console
 
-    run_dir = stages.run(args.config, args.run_dir, resume=args.resume, overrides=args.set)
+    run_dir = stages.run(args.config, args.run_dir, resume=args.resume, overrides=args.set, shared=args.shared)
     console.print(f"\nrun folder: {run_dir}\nreport:     {run_dir / stages.REPORT}\neval:       {run_dir / stages.EVAL}")
     print(run_dir)
     return 0
@@ -273,7 +273,9 @@ COMMANDS = (
             "ingested, cut into scenes and built with the pretraining tokenizer into RUN/dataset-initiation, the initiation stage "
             "runs after training into RUN/initiation, and eval and export use its model.",
             configured("e.g. examples/quickstart.yaml", arg("--run-dir", type=Path, help="use this run folder instead of a new timestamped one"),
-                       arg("--resume", action="store_true", help="keep finished stages in --run-dir and resume training from its checkpoint")),
+                       arg("--resume", action="store_true", help="keep finished stages in --run-dir and resume training from its checkpoint"),
+                       arg("--shared", type=Path, help="a cache folder: ingest, scenes and build are made there once for every run "
+                                                       "with the same data settings and hard-linked into the run folder")),
             _run),
 )
 

@@ -316,6 +316,10 @@ class EvalConfig(Section):
 class RunConfig(Section):
     name: str = "run"
     seed: int = 1234
+    data_seed: int | None = Field(
+        None, description="seed of the data alone: scene linking's projection, the held-out documents, which texts a "
+                          "regime selects and their order; default: `seed`. Fix it and `seed` changes only the model's "
+                          "initialisation and evaluation's draws, so an experiment's seeds share one build")
     out_dir: str = Field("runs", description="parent folder of run folders, relative to the working directory")
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     facts: FactsConfig = Field(default_factory=FactsConfig)
@@ -327,6 +331,11 @@ class RunConfig(Section):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     # Folder of the config file: relative input paths start there, not at the working directory.
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
+
+    @property
+    def build_seed(self) -> int:
+        """The seed every data stage (scenes, build) uses: data_seed, else seed."""
+        return self.seed if self.data_seed is None else self.data_seed
 
     def resolve(self, path: str) -> Path:
         p = Path(path)

@@ -83,7 +83,7 @@ def scenes(docs_path: Path, out: Path, config: RunConfig, views: Path | None = N
         def llm_progress(done: int, total: int) -> None:
             bar.update(llm_task, completed=done, total=total, visible=True)
 
-        found = make_scenes(documents, scenes_config, problems, config.seed, on_document=lambda d: bar.advance(task),
+        found = make_scenes(documents, scenes_config, problems, config.build_seed, on_document=lambda d: bar.advance(task),
                             on_llm_progress=llm_progress)
     for problem in problems:
         error(problem)
@@ -119,7 +119,7 @@ def build(config: RunConfig, scenes_path: Path, out_dir: Path) -> Path:
         raise StageError(str(exc)) from None
     build_config = config.build.model_copy(deep=True)
     build_config.llm.cache_dir = str(config.resolve(build_config.llm.cache_dir))
-    manifest = build_dataset(table, build_config, config.seed, out_dir)
+    manifest = build_dataset(table, build_config, config.build_seed, out_dir)
     info(f"build: {manifest.regime}, curriculum {manifest.curriculum}, vocabulary {manifest.vocab_size}, "
          f"{manifest.split_tokens('train'):,} train tokens ({manifest.stats['train']['data_tokens']:,} of text available) -> {out_dir}")
     return out_dir
@@ -272,10 +272,45 @@ def runs(workspace: Path, action: str, experiment_name: str | None = None, basel
     return "\n".join(out)
 
 
-def run(config_path: Path, run_dir: Path | None = None, resume: bool = False, overrides: list[str] | None = None) -> Path:
+def shared_data(config: RunConfig, shared: Path, run_dir: Path) -> None:
+    """The data stages of `config` (paths absolute) from the cache folder `shared`, each made there
+    once by whichever run needs it first (ltm.experiment.shared), hard-linked into RUN_DIR."""
+    from ltm.dataset import SceneTable
+    from ltm.dataset.build import build_tokenizer
+    from ltm.experiment.shared import claimed, data_keys, link_into
+
+    keys = data_keys(config)
+    docs, scenes_path = shared / f"ingest-{keys['ingest']}" / DOCS, shared / f"scenes-{keys['scenes']}" / SCENES
+    tokenizer, dataset = shared / f"tokenizer-{keys['tokenizer']}", shared / f"build-{keys['build']}" / DATASET
+    with claimed(docs.parent):
+        if not docs.exists():
+            if config.ingest.paths:
+                ingest(config.ingest.paths, docs, config.ingest.tags)
+            if config.facts.people:
+                facts(config, docs, docs.parent / QA, append=bool(config.ingest.paths))
+    with claimed(scenes_path.parent):
+        if not scenes_path.exists():
+            scenes(docs, scenes_path, config)
+    with claimed(dataset.parent):
+        if not (dataset / "manifest.json").exists():
+            if not config.build.tokenizer:  # one tokenizer per distinct training text, reused by the builds that read it
+                with claimed(tokenizer):
+                    if not (tokenizer / "tokenizer.json").exists():
+                        build_tokenizer(SceneTable.from_jsonl(scenes_path), config.build, config.build_seed, tokenizer)
+                        info(f"build: tokenizer trained once for every build of this text -> {tokenizer}")
+                config = config.model_copy(update={"build": config.build.model_copy(update={"tokenizer": str(tokenizer)})})
+            build(config, scenes_path, dataset)
+    for source, name in ((docs, DOCS), (scenes_path, SCENES), (dataset, DATASET), *([(docs.parent / QA, QA)] if config.facts.people else [])):
+        link_into(source, run_dir / name)
+
+
+def run(config_path: Path, run_dir: Path | None = None, resume: bool = False, overrides: list[str] | None = None,
+        shared: Path | None = None) -> Path:
     """Every stage in order into one run folder; return its path. With `resume`, stages whose
     output is already there are kept and training continues from its last checkpoint. `overrides`
-    are `--set section.key=value` changes to the config file, validated like it."""
+    are `--set section.key=value` changes to the config file, validated like it. With `shared`, the
+    data stages (ingest, scenes, build) come from that cache folder, made there once for every run
+    whose data stages have the same inputs (shared_data)."""
     config = load_config(config_path, overrides)
     started = time.perf_counter()
     if run_dir is None:
@@ -306,21 +341,24 @@ def run(config_path: Path, run_dir: Path | None = None, resume: bool = False, ov
     names = [*(["ingest"] if resolved.ingest.paths else []), *(["facts"] if with_facts else []), "scenes", "build", "train",
              *(["initiation"] if initiating else []), "eval", "report"]
 
-    def stage(name: str, done: Path | None = None) -> bool:
-        """Announce the stage; False when resuming and its output `done` is already there."""
-        if resume and done is not None and done.exists():
+    def stage(name: str, done: Path | None = None, keep: bool = resume) -> bool:
+        """Announce the stage; False when its output `done` is already there and may be kept."""
+        if keep and done is not None and done.exists():
             info(f"[bold]{names.index(name) + 1}/{len(names)} {name}[/bold]: kept ({done})")
             return False
         info(f"[bold]{names.index(name) + 1}/{len(names)} {name}")
         return True
 
-    if resolved.ingest.paths and stage("ingest", run_dir / DOCS):
+    if shared is not None:
+        shared_data(resolved, shared, run_dir)
+    keep_data = resume or shared is not None
+    if resolved.ingest.paths and stage("ingest", run_dir / DOCS, keep_data):
         ingest(resolved.ingest.paths, run_dir / DOCS, resolved.ingest.tags)
-    if with_facts and stage("facts", run_dir / QA):
+    if with_facts and stage("facts", run_dir / QA, keep_data):
         facts(resolved, run_dir / DOCS, run_dir / QA, append=bool(resolved.ingest.paths))
-    if stage("scenes", run_dir / SCENES):
+    if stage("scenes", run_dir / SCENES, keep_data):
         scenes(run_dir / DOCS, run_dir / SCENES, resolved)
-    if stage("build", run_dir / DATASET / "manifest.json"):
+    if stage("build", run_dir / DATASET / "manifest.json", keep_data):
         build(resolved, run_dir / SCENES, run_dir / DATASET)
     if stage("train", run_dir / TRAIN / "checkpoint"):
         from ltm.train.checkpoint import latest

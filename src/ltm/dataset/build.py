@@ -212,6 +212,10 @@ def build_dataset(table: SceneTable, config: BuildConfig, seed: int, out_dir: st
         write_json(tmp / "manifest.json", manifest)
     for split in ("train", "heldout"):
         info(f"  {split}: {manifest.stats[split]['documents']} documents, {manifest.split_tokens(split):,} tokens")
+    by_phase = manifest.stats["train"]["tokens_by_phase"]
+    if len(by_phase) > 1:
+        written = max(1, sum(by_phase.values()))
+        info("  tokens by phase: " + ", ".join(f"{p} {n:,} ({n / written:.0%})" for p, n in by_phase.items()))
     return manifest
 
 
@@ -288,6 +292,22 @@ def _write_heldout(out: _Output, heldout: set[str]) -> ShardWriter:
             out.chat.add(writer, scene, out.plain(i) if rendered is None else rendered[n], out.provenance(scene, lens, 0, 0, -1))
     writer.close()
     return writer
+
+
+# The build settings a trained tokenizer depends on, besides the scenes and the seed (which choose the
+# held-out documents and so the training text): regimes and curricula only reorder that text.
+TOKENIZER_SETTINGS = ("heldout_docs", "vocab_size", "tokenizer_sample_mb")
+
+
+def build_tokenizer(table: SceneTable, config: BuildConfig, seed: int, folder: str | Path) -> Path:
+    """Train, into `folder`, the tokenizer build_dataset would train for these scenes, config and
+    seed; builds that agree on TOKENIZER_SETTINGS can then share it through `build.tokenizer`."""
+    heldout = split_heldout(table.infos, config.heldout_docs, seed)
+    doc_order = list(dict.fromkeys(s.doc_id for s in table.infos))
+    units = make_units(table.infos, [d for d in doc_order if d not in heldout], whole_documents=False)
+    with atomic_dir(folder) as tmp:
+        _tokenizer(table, [i for u in units for i in u.scenes], config, tmp)
+    return Path(folder)
 
 
 def _tokenizer(table: SceneTable, indices: list[int], config: BuildConfig, folder: Path):

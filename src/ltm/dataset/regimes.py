@@ -7,7 +7,8 @@ cut at exactly the budget, so runs compare at equal tokens.
 With budget B and a regime that reads each selected text R times, about B/R tokens of distinct
 text are selected (stratified by phase, seeded), then:
 
-- `unique` (R=1): every unit once; refused when the data is smaller than the budget.
+- `unique` (R=1): every unit once; refused when the data is smaller than the budget; under a budget
+  smaller than the data, a selection of it like the other regimes'.
 - `corpus_epochs: K`: the selected corpus, in reading order, K times over (a verbatim copy each time).
 - `doc_consecutive: K`: each document K times in a row before the next.
 - `chunk_epochs: {k, size}`: the selection cut into chunks of `size` tokens; each chunk k times in a
@@ -53,22 +54,35 @@ def lens_for_pass(schedule: list[LensStep], pass_index: int) -> str:
 
 
 def select(units: list[Unit], counts: np.ndarray, target: float, seed: int) -> list[Unit]:
-    """About `target` tokens of units, the same share from every phase, chosen at random (seeded)."""
-    total = sum(u.tokens(counts) for u in units)
+    """At least `target` tokens of units (each with its end-of-text token), chosen at random (seeded),
+    every phase as close to its share of the data as whole units allow; the writer cuts the surplus
+    (under one unit) from the last phase read."""
+    size = {id(u): u.tokens(counts) + 1 for u in units}
+    total = sum(size.values())
     if target >= total:
         return list(units)
     rng = random.Random(seed + 1)
     chosen: list[Unit] = []
+    left: dict[str, list[Unit]] = {}
+    share: dict[str, float] = {}
+    taken: dict[str, int] = {}
     for phase in dict.fromkeys(u.phase for u in units):
         members = [u for u in units if u.phase == phase]
-        share = target * sum(u.tokens(counts) for u in members) / total
+        share[phase] = target * sum(size[id(u)] for u in members) / total
         rng.shuffle(members)
-        taken = 0
+        taken[phase], left[phase] = 0, []
         for unit in members:
-            if taken >= share and taken > 0:
-                break
-            chosen.append(unit)
-            taken += unit.tokens(counts)
+            # Take a unit when it brings the phase closer to its share (and always the first one).
+            if taken[phase] == 0 or taken[phase] + size[id(unit)] / 2 <= share[phase]:
+                chosen.append(unit)
+                taken[phase] += size[id(unit)]
+            else:
+                left[phase].append(unit)
+    while sum(taken.values()) < target:  # top up from the phase furthest below its share
+        phase = max((p for p in left if left[p]), key=lambda p: (share[p] - taken[p]) / share[p])
+        unit = left[phase].pop(0)
+        chosen.append(unit)
+        taken[phase] += size[id(unit)]
     return chosen
 
 
@@ -96,6 +110,9 @@ def occurrences(
                 f"budget_tokens={budget:,} is more than the {data_tokens:,} tokens of training text: under regime "
                 "unique every token is read once. Lower build.budget_tokens or choose a repeating regime."
             )
+        if data_tokens > budget:  # a budget below the data: the same share of every phase, room left for replay
+            later = sum(u.tokens(counts) + 1 for u in units if u.phase != phases[0]) / data_tokens
+            units = select(units, counts, budget / (1 + curriculum.replay * later), seed)
         for unit in order(units, phases, curriculum, counts, seed):
             yield from _scenes_of(unit, first_lens, 0)
         return

@@ -2,7 +2,8 @@
 
 Finished cells (same config hash, status done) are skipped; an interrupted or failed cell is run
 again with `ltm run --resume`, which keeps the stages it already finished and continues training
-from its last checkpoint. With several GPUs, one cell runs per GPU (CUDA_VISIBLE_DEVICES); on one
+from its last checkpoint. Cells share their data stages through WORKSPACE/shared (`ltm run --shared`,
+ltm.experiment.shared): each distinct ingest, scenes, tokenizer and build is made once. With several GPUs, one cell runs per GPU (CUDA_VISIBLE_DEVICES); on one
 GPU or on CPUs, cells run one after another.
 """
 
@@ -84,7 +85,8 @@ def _run_cell(registry_path: Path, run_id: int, cell: Cell, run_dir: Path, env: 
     log = run_dir.parent.parent / "logs" / f"{cell.run_name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "a", encoding="utf-8") as handle:
-        code = subprocess.call([sys.executable, "-m", "ltm.cli", "run", str(config_path), "--run-dir", str(run_dir), "--resume"],
+        code = subprocess.call([sys.executable, "-m", "ltm.cli", "run", str(config_path), "--run-dir", str(run_dir), "--resume",
+                                "--shared", str(run_dir.parent.parent / "shared")],
                                stdout=handle, stderr=subprocess.STDOUT, env=env)
     if code == 0 and (run_dir / "eval.json").exists():
         registry.mark(run_id, "done", metrics=run_metrics(run_dir))
