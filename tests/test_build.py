@@ -226,6 +226,26 @@ def test_split_heldout_is_per_language():
     assert sorted(d[:2] for d in held) == ["en", "ru"]
 
 
+def test_split_tags_and_a_fixed_list_decide_before_the_seed():
+    scenes = corpus_scenes(6, 1) + [scene("forced_out", 0, "held text", split="heldout"), scene("forced_in", 0, "train text", split="train")]
+    infos = SceneTable.from_scenes(scenes).infos
+    for seed in range(5):
+        held = split_heldout(infos, 0.5, seed=seed)
+        assert "forced_out" in held and "forced_in" not in held
+    # A fixed list holds out exactly those (and the tagged ones), whatever the seed.
+    assert split_heldout(infos, 0.5, seed=1, fixed=["endoc0"]) == split_heldout(infos, 0.5, seed=2, fixed=["endoc0"]) == {"endoc0", "forced_out"}
+    with pytest.raises(BuildError, match="nodoc"):
+        split_heldout(infos, 0.5, seed=1, fixed=["nodoc"])
+
+
+def test_heldout_seed_keeps_the_heldout_documents_when_the_seed_changes(tmp_path):
+    scenes = corpus_scenes(12, 1)
+    held = {seed: build(scenes, tmp_path, f"s{seed}", seed=seed, heldout_docs=0.3, heldout_seed=99).heldout_docs for seed in (1, 2)}
+    assert held[1] == held[2]
+    other = {seed: set(build(scenes, tmp_path, f"t{seed}", seed=seed, heldout_docs=0.3).heldout_docs) for seed in range(1, 5)}
+    assert len({frozenset(h) for h in other.values()}) > 1  # without it the seed draws them
+
+
 def test_spiral_with_a_generative_lens_reads_the_model_text(tmp_path):
     from openai_stub import StubServer, completion, scene_of
 

@@ -150,6 +150,15 @@ COMMANDS = (
              arg("--tag", action="append", default=[], metavar="KEY=VALUE", help="tag every document (repeatable)"),
              arg("--strict", action="store_true", help="exit 1 when any file could not be read")),
             _ingest),
+    Command("facts", "make a synthetic fact set: biographies of made-up people (DOCS.jsonl) and questions (QA.jsonl)",
+            "Make the config's `facts` section into documents: facts.people made-up people per language (English, Russian), each "
+            "with a birth date, city, university, profession and teacher, described by facts.renderings biographies drawn from "
+            "several templates per attribute (sentences shuffled with facts.permute), as ordinary ltm documents; and one question "
+            "with its answer and three distractors per person and attribute into QA.jsonl, for `eval.qa`. A share of the people "
+            "(facts.heldout_share) is tagged split: heldout and never trained on. `ltm run` adds the fact set to the ingested "
+            "documents by itself; by hand, `cat` the two DOCS.jsonl files. See docs/eval.md.",
+            configured("its `facts` section", out("output DOCS.jsonl"), arg("--qa", type=Path, required=True, help="output QA.jsonl")),
+            _call("facts", "out", "qa", config="config")),
     Command("scenes", "cut documents into annotated scenes (SCENES.jsonl); also `scenes validate`, `scenes schema`",
             "Segment each document into scenes (headings, letters, a dialogue's turns and dialogue kept as the text has them; long "
             "stretches cut where the topic shifts, never inside a sentence), annotate roles, tension, questions, loop steps, vector "

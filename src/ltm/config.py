@@ -21,6 +21,22 @@ class IngestConfig(Section):
     tags: dict[str, str] = Field(default_factory=dict, description="tags put on every document")
 
 
+class FactsConfig(Section):
+    """A synthetic fact set (`ltm facts`, docs/eval.md "Fact sets"): made-up people, their
+    biographies as documents and questions about them. `ltm run` adds it to the ingested documents."""
+
+    people: int = Field(0, ge=0, description="fictional people per language; 0 = no fact set")
+    languages: list[Literal["en", "ru"]] = Field(default_factory=lambda: ["en", "ru"], min_length=1)
+    heldout_share: float = Field(0.2, ge=0, lt=1, description="share of each language's people whose biographies are held out "
+                                 "(never trained): their questions measure chance")
+    qa_train_share: float = Field(0.0, ge=0, le=1, description="share of the train people whose question-answer pairs are "
+                                  "training text too (Allen-Zhu & Li 3.1); the others' questions test extraction")
+    renderings: int = Field(1, ge=1, description="biographies per person, each with its templates drawn anew (bioS multi)")
+    permute: bool = Field(False, description="each biography's sentences in a random order (bioS permute)")
+    seed: int = Field(0, description="draws the people and their texts; apart from the run's seed, so every seed and arm "
+                                     "of a comparison reads the same fact set")
+
+
 class LLMConfig(Section):
     """An OpenAI-compatible endpoint (vLLM, llama.cpp, Ollama, `ltm serve`, ...)."""
 
@@ -134,6 +150,10 @@ class Curriculum(Section):
 class BuildConfig(Section):
     vocab_size: int = Field(4096, ge=300)
     heldout_docs: float = Field(0.1, gt=0, lt=1, description="fraction of documents held out, per language")
+    heldout: list[str] | None = Field(None, description="hold out exactly these document ids (and those tagged split: heldout), "
+                                      "whatever the seed: one held-out set for every arm and seed of a comparison")
+    heldout_seed: int | None = Field(None, description="draws the held-out documents; default: the run's seed. Set it to keep "
+                                     "the held-out set fixed while the seed varies")
     dtype: str = Field("auto", pattern="^(auto|uint16|uint32)$")
     regime: Regime = Field(default_factory=lambda: Regime(unique=True))
     budget_tokens: int | None = Field(None, ge=1, description="training tokens; default: every token once (unique)")
@@ -302,6 +322,7 @@ class RunConfig(Section):
                           "initialisation and evaluation's draws, so an experiment's seeds share one build")
     out_dir: str = Field("runs", description="parent folder of run folders, relative to the working directory")
     ingest: IngestConfig = Field(default_factory=IngestConfig)
+    facts: FactsConfig = Field(default_factory=FactsConfig)
     scenes: ScenesConfig = Field(default_factory=ScenesConfig)
     build: BuildConfig = Field(default_factory=BuildConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)

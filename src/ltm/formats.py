@@ -16,6 +16,7 @@ SCENE_SCHEMA = "ltm.scene/2"
 MANIFEST_SCHEMA = "ltm.manifest/2"
 EVAL_SCHEMA = "ltm.eval/2"
 MEMORY_SCHEMA = "ltm.memory/1"
+QA_SCHEMA = "ltm.qa/1"
 
 
 class Record(BaseModel):
@@ -159,6 +160,29 @@ class Scene(Record):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
+# --- fact sets (facts) --------------------------------------------------------------------------------
+
+
+class QAPair(Record):
+    """One line of QA.jsonl (`ltm facts`): a question about one attribute of one made-up person."""
+
+    schema_: Literal["ltm.qa/1"] = Field(QA_SCHEMA, alias="schema")
+    id: str = Field(description="PERSON:ATTRIBUTE")
+    person: str = Field(description="the person's id; their biographies are documents PERSON-r0, PERSON-r1, ...")
+    name: str
+    lang: str
+    attribute: str = Field(description="birth_date, birth_city, university, profession or teacher")
+    question: str
+    answer: str
+    distractors: list[str] = Field(min_length=3, max_length=3, description="three wrong answers other people of the language have")
+    split: Literal["train", "heldout"] = Field(description="train: the person's biographies are training text; heldout: never trained")
+    in_training: bool = Field(description="this pair itself is training text (facts.qa_train_share)")
+    prompts: dict[str, str] = Field(description="text the answer continues, by form: question ('Question: ...\\nAnswer:') "
+                                                "and statement (the first biography template up to the value)")
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
 # --- dataset manifest (build) -----------------------------------------------------------------------
 
 
@@ -260,6 +284,7 @@ SCHEMAS: dict[str, type[BaseModel]] = {
     "manifest": Manifest,
     "eval": EvalResult,
     "memory": MemoryRecord,
+    "qa": QAPair,
 }
 
 

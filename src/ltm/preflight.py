@@ -27,8 +27,8 @@ def problems(config: RunConfig) -> list[str]:
     generative = [lens for lens in build.heldout_lenses if lens in GENERATIVE_LENSES]
     if generative:
         found.append(f"build.heldout_lenses: {generative} need a model's text; held-out documents take built-in lenses only")
-    if not config.ingest.paths:
-        found.append("ingest.paths is empty: name the files or folders to train on")
+    if not config.ingest.paths and not config.facts.people:
+        found.append("ingest.paths is empty and there is no fact set: name the files or folders to train on")
     found += _missing("ingest.paths", config, config.ingest.paths)
     if config.initiation.mode != "none":
         if not config.initiation.paths:

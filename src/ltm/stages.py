@@ -17,8 +17,8 @@ from ltm.io import atomic_write, write_json, write_jsonl
 from ltm.log import error, info, progress
 
 # Where each stage's output lives inside a run folder (docs/formats.md, "Run folder").
-DOCS, SCENES, DATASET, TRAIN, EVAL, REPORT, CONFIG = (
-    "documents.jsonl", "scenes.jsonl", "dataset", "train", "eval.json", "report.html", "config.yaml",
+DOCS, SCENES, DATASET, TRAIN, EVAL, REPORT, CONFIG, QA = (
+    "documents.jsonl", "scenes.jsonl", "dataset", "train", "eval.json", "report.html", "config.yaml", "qa.jsonl",
 )
 # The initiation stage's own documents, scenes and dataset, and its output (docs/training.md).
 INITIATION_DOCS, INITIATION_SCENES, INITIATION_DATASET, INITIATION = (
@@ -44,6 +44,28 @@ def ingest(paths: list[str | Path], out: Path, tags: dict | None = None) -> int:
     if not result.documents:
         raise StageError(f"no document could be ingested from {', '.join(map(str, paths))}")
     return sum(1 for e in result.errors if e.kind == "error")
+
+
+def facts(config: RunConfig, out: Path, qa_out: Path, append: bool = False) -> Path:
+    """`ltm facts`: the config's fact set as documents into `out` (after the documents already
+    there with `append`) and its QA pairs into `qa_out`; return `qa_out`."""
+    from ltm.facts import make_facts
+    from ltm.facts.names import FactsError
+    from ltm.io import iter_jsonl
+
+    if config.facts.people == 0:
+        raise StageError("facts.people is 0: set how many people per language the fact set has, e.g. --set facts.people=20")
+    try:
+        made = make_facts(config.facts)
+    except FactsError as exc:
+        raise StageError(str(exc)) from None
+    earlier = [record for _, record, problem in iter_jsonl(out) if problem is None] if append and out.exists() else []
+    write_jsonl(out, [*earlier, *made.documents])
+    write_jsonl(qa_out, made.qa)
+    heldout = sum(p.split == "heldout" for p in made.people)
+    info(f"facts: {len(made.people)} people ({heldout} held out), {len(made.documents)} documents -> {out}"
+         + (f" (after {len(earlier)} others)" if earlier else "") + f"; {len(made.qa)} QA pairs -> {qa_out}")
+    return qa_out
 
 
 def scenes(docs_path: Path, out: Path, config: RunConfig, views: Path | None = None) -> int:
@@ -264,7 +286,10 @@ def shared_data(config: RunConfig, shared: Path, run_dir: Path) -> None:
     tokenizer, dataset = shared / f"tokenizer-{keys['tokenizer']}", shared / f"build-{keys['build']}" / DATASET
     with claimed(docs.parent):
         if not docs.exists():
-            ingest(config.ingest.paths, docs, config.ingest.tags)
+            if config.ingest.paths:
+                ingest(config.ingest.paths, docs, config.ingest.tags)
+            if config.facts.people:
+                facts(config, docs, docs.parent / QA, append=bool(config.ingest.paths))
     with claimed(scenes_path.parent):
         if not scenes_path.exists():
             scenes(docs, scenes_path, config)
@@ -277,7 +302,7 @@ def shared_data(config: RunConfig, shared: Path, run_dir: Path) -> None:
                         info(f"build: tokenizer trained once for every build of this text -> {tokenizer}")
                 config = config.model_copy(update={"build": config.build.model_copy(update={"tokenizer": str(tokenizer)})})
             build(config, scenes_path, dataset)
-    for source, name in ((docs, DOCS), (scenes_path, SCENES), (dataset, DATASET)):
+    for source, name in ((docs, DOCS), (scenes_path, SCENES), (dataset, DATASET), *([(docs.parent / QA, QA)] if config.facts.people else [])):
         link_into(source, run_dir / name)
 
 
@@ -304,7 +329,7 @@ def run(config_path: Path, run_dir: Path | None = None, resume: bool = False, ov
     resolved = config.model_copy(deep=True)
     resolved.ingest.paths = [str(config.resolve(p).resolve()) for p in config.ingest.paths]
     resolved.initiation.paths = [str(config.resolve(p).resolve()) for p in config.initiation.paths]
-    for key in ("wikitext", "prompts", "control"):
+    for key in ("wikitext", "prompts", "control", "qa"):
         if getattr(config.eval, key):
             setattr(resolved.eval, key, str(config.resolve(getattr(config.eval, key)).resolve()))
     written = dump_config(resolved)
@@ -314,7 +339,9 @@ def run(config_path: Path, run_dir: Path | None = None, resume: bool = False, ov
         handle.write(written)
     info(f"run folder: {run_dir}")
     initiating = resolved.initiation.mode != "none"
-    names = ["ingest", "scenes", "build", "train", *(["initiation"] if initiating else []), "eval", "report"]
+    with_facts = resolved.facts.people > 0
+    names = [*(["ingest"] if resolved.ingest.paths else []), *(["facts"] if with_facts else []), "scenes", "build", "train",
+             *(["initiation"] if initiating else []), "eval", "report"]
 
     def stage(name: str, done: Path | None = None, keep: bool = resume) -> bool:
         """Announce the stage; False when its output `done` is already there and may be kept."""
@@ -327,8 +354,10 @@ def run(config_path: Path, run_dir: Path | None = None, resume: bool = False, ov
     if shared is not None:
         shared_data(resolved, shared, run_dir)
     keep_data = resume or shared is not None
-    if stage("ingest", run_dir / DOCS, keep_data):
+    if resolved.ingest.paths and stage("ingest", run_dir / DOCS, keep_data):
         ingest(resolved.ingest.paths, run_dir / DOCS, resolved.ingest.tags)
+    if with_facts and stage("facts", run_dir / QA, keep_data):
+        facts(resolved, run_dir / DOCS, run_dir / QA, append=bool(resolved.ingest.paths))
     if stage("scenes", run_dir / SCENES, keep_data):
         scenes(run_dir / DOCS, run_dir / SCENES, resolved)
     if stage("build", run_dir / DATASET / "manifest.json", keep_data):

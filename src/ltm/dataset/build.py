@@ -46,13 +46,23 @@ class BuildError(DatasetError):
     """Input or config that cannot make a dataset, with what to change."""
 
 
-def split_heldout(infos: list[SceneInfo], fraction: float, seed: int) -> set[str]:
-    """Pick held-out documents per language (at least one where a language has two or more)."""
+def split_heldout(infos: list[SceneInfo], fraction: float, seed: int, fixed: list[str] | None = None) -> set[str]:
+    """The held-out documents: a document tagged `split: heldout` (a fact set's held-out people) or
+    named in `fixed` always, one tagged `split: train` never; of the rest, `fraction` per language
+    (at least one where a language has two or more), ranked by a hash of `seed` and the id, so the
+    same seed picks the same documents whatever the run's other settings."""
+    known = {scene.doc_id for scene in infos}
+    unknown = [d for d in fixed or [] if d not in known]
+    if unknown:
+        raise BuildError(f"build.heldout names documents that are not in the scenes: {unknown[:5]}")
+    heldout: set[str] = set(fixed or [])
     by_lang: dict[str, list[str]] = defaultdict(list)
     for scene in infos:
-        if scene.doc_id not in by_lang[scene.lang]:
+        tagged = scene.meta.get("split")
+        if tagged == "heldout":
+            heldout.add(scene.doc_id)
+        elif tagged != "train" and not fixed and scene.doc_id not in by_lang[scene.lang]:
             by_lang[scene.lang].append(scene.doc_id)
-    heldout: set[str] = set()
     for docs in by_lang.values():
         if len(docs) < 2:
             continue
@@ -138,7 +148,8 @@ def build_dataset(table: SceneTable, config: BuildConfig, seed: int, out_dir: st
     if not len(table):
         raise BuildError("no scenes to build from: run `ltm scenes` on a DOCS.jsonl with text first")
     infos = table.infos
-    heldout = split_heldout(infos, config.heldout_docs, seed)
+    heldout_seed = seed if config.heldout_seed is None else config.heldout_seed
+    heldout = split_heldout(infos, config.heldout_docs, heldout_seed, config.heldout)
     if not heldout:
         raise BuildError("no document could be held out: give at least two documents of one language")
     doc_order = list(dict.fromkeys(s.doc_id for s in infos))

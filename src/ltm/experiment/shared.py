@@ -51,7 +51,7 @@ def data_keys(config: RunConfig) -> dict[str, str]:
     from ltm.dataset.build import TOKENIZER_SETTINGS
 
     c = config.model_dump(mode="json")
-    ingest = _hash({"ingest": c["ingest"], "files": _inputs(config.ingest.paths)})
+    ingest = _hash({"ingest": c["ingest"], "facts": c["facts"], "files": _inputs(config.ingest.paths)})
     scenes = _hash({"ingest": ingest, "scenes": c["scenes"], "seed": config.build_seed if config.scenes.link_k else None})
     tokenizer = _hash({"scenes": scenes, "seed": config.build_seed, **{k: c["build"][k] for k in TOKENIZER_SETTINGS}})
     build = _hash({"scenes": scenes, "seed": config.build_seed,
