@@ -41,14 +41,20 @@ def test_every_command_is_listed_once_and_reaches_a_stage(capsys):
 
 
 def test_ingest_and_scenes_load_neither_torch_nor_transformers(tmp_path):
+    # Ingest loads not even scipy (its near-duplicate search is numpy alone); scenes loads scipy and
+    # scikit-learn for linking, never torch.
     (tmp_path / "a.md").write_text("\n\n".join(EN_PARAGRAPHS * 4), encoding="utf-8")
+    heavy = "('torch', 'transformers', 'scipy', 'sklearn', 'datasketch')"
     script = (f"import sys; from ltm.cli import main; "
               f"assert main(['ingest', {str(tmp_path / 'a.md')!r}, '-o', {str(tmp_path / 'd.jsonl')!r}]) == 0; "
+              f"print('ingest', sorted(m for m in {heavy} if m in sys.modules)); "
               f"assert main(['scenes', {str(tmp_path / 'd.jsonl')!r}, '-o', {str(tmp_path / 's.jsonl')!r}]) == 0; "
-              "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
+              f"print('scenes', sorted(m for m in {heavy} if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip().splitlines()[-1] == "[]"
+    lines = [line for line in done.stdout.splitlines() if line.startswith(("ingest [", "scenes ["))]
+    assert lines[0] == "ingest []"
+    assert "torch" not in lines[1] and "transformers" not in lines[1]
 
 
 def test_run_refuses_a_missing_ingest_folder_before_making_its_run_folder(tmp_path, capsys):

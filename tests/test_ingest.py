@@ -212,3 +212,16 @@ def test_language_detection():
     assert detect_language("Dies ist ein deutscher Satz über das Gedächtnis und die Zeit.") == "other"
     assert detect_language("Ово је српски текст, написан ћирилицом, без руских речи.") == "other"
     assert detect_language("12345 !!!") == "other"
+
+
+def test_near_duplicate_search_finds_an_edited_copy_and_leaves_distinct_texts_alone():
+    from ltm.ingest.dedup import DuplicateFinder
+
+    words = [f"w{n}" for n in range(3000)]
+    finder = DuplicateFinder(0.85)
+    assert finder.check("a", "1", " ".join(words)) is None
+    edited = [f"x{n}" if n % 150 == 0 else w for n, w in enumerate(words)]  # 20 words changed: Jaccard about 0.94
+    found = finder.check("b", "2", " ".join(edited))
+    assert found is not None and found.kept == "a" and 0.87 <= found.similarity < 1.0
+    assert finder.check("c", "3", " ".join(reversed(words))) is None
+    assert finder.check("d", "1", "anything").similarity == 1.0  # same checksum: an exact copy
