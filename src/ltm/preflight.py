@@ -36,6 +36,7 @@ def problems(config: RunConfig) -> list[str]:
         found += _missing("initiation.paths", config, config.initiation.paths)
     for key in ("wikitext", "prompts", "control"):
         found += _missing(f"eval.{key}", config, [getattr(config.eval, key)] if getattr(config.eval, key) else [])
+    found += _missing("eval.qa.path", config, [config.eval.qa.path] if config.eval.qa.path else [])
     if build.tokenizer and not (config.resolve(build.tokenizer) / "tokenizer.json").exists():
         found.append(f"build.tokenizer: {config.resolve(build.tokenizer)} holds no tokenizer.json")
     return found

@@ -43,7 +43,8 @@ def load_prompts(path: str | Path | None) -> dict[str, list[str]]:
     return prompts
 
 
-def evaluate(config: RunConfig, dataset_dir: str | Path, checkpoint: str | Path, control: str | Path | None = None) -> EvalResult:
+def evaluate(config: RunConfig, dataset_dir: str | Path, checkpoint: str | Path, control: str | Path | None = None,
+             qa: Path | None = None) -> EvalResult:
     dataset_dir, ec = Path(dataset_dir), config.eval
     manifest = load_manifest(dataset_dir)
     tokenizer_dir = dataset_dir / manifest.tokenizer
@@ -88,6 +89,7 @@ def evaluate(config: RunConfig, dataset_dir: str | Path, checkpoint: str | Path,
 
         judge_config = ec.judge.model_copy(update={"cache_dir": str(config.resolve(ec.judge.cache_dir))})
         probe_fields["judge"] = judge(texts, langs, judge_config)
+    qa_result = _qa(model, tokenizer, qa, ec, config.seed) if qa is not None else None
     return EvalResult(
         model=str(checkpoint),
         heldout_bpb=bpb, heldout_tokens=n_tokens, heldout_bytes=n_bytes,
@@ -97,8 +99,24 @@ def evaluate(config: RunConfig, dataset_dir: str | Path, checkpoint: str | Path,
         memorization=memorization,
         diversity=diversity(generated),
         samples=[{"prompt": p, "text": sample(model, tokenizer, p, ec.sample_tokens, seed=config.seed)} for p in ec.samples],
+        qa=qa_result,
         **probe_fields,
     )
+
+
+def _qa(model, tokenizer, path: Path, ec, seed: int):
+    from ltm.eval.qa import QAError, evaluate_qa
+
+    if not path.exists():
+        raise EvalError(f"{path}: no such QA file (eval.qa.path)")
+    try:
+        result = evaluate_qa(model, tokenizer, path, ec.qa, ec.batch_size, seed)
+    except QAError as exc:
+        raise EvalError(str(exc)) from None
+    for form, groups in result.forms.items():
+        info(f"QA ({form}): " + ", ".join(f"{name} people MC {g.mc:.1%} EM {g.em:.1%} (n={g.n})" for name, g in groups.items())
+             + f"; chance MC {result.chance_mc:.0%}")
+    return result
 
 
 def _groups(nll, tokens, lengths, segments, manifest) -> dict[str, dict[str, GroupBpb]]:
