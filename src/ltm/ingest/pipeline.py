@@ -16,6 +16,7 @@ from pathlib import Path
 from ltm.formats import Document, Encoding
 from ltm.ingest.dedup import DuplicateFinder
 from ltm.ingest.lang import detect_language
+from ltm.ingest.mojibake import MOJIBAKE_WARN_PAIRS, mojibake_pairs
 from ltm.ingest.raw import RawDocument, ReaderError
 from ltm.ingest.readers import SNIFF_BYTES, needs_content, reader_for
 from ltm.ingest.sidecar import SIDECAR_NAME, SidecarError, load_sidecar, tags_for
@@ -28,7 +29,7 @@ MAX_FILE_BYTES = 512 * 2**20  # larger files are refused rather than read into m
 class IngestError:
     path: str
     problem: str
-    kind: str = "error"  # or "duplicate"
+    kind: str = "error"  # or "duplicate", or "warning" (the document is kept)
 
     def line(self) -> str:
         return f"{self.path}: {self.problem}"
@@ -178,6 +179,10 @@ def ingest_paths(paths: list[str | Path], tags: dict | None = None, near_duplica
                 result.errors.append(IngestError(doc.source, f"{what} of {found.kept}, skipped", kind="duplicate"))
                 continue
             result.documents.append(doc)
+            left = mojibake_pairs(doc.text)
+            if left >= MOJIBAKE_WARN_PAIRS:
+                result.errors.append(IngestError(doc.source, f"still looks like mojibake after repair ({left} character pairs such as "
+                                                 "'–æ' or 'Ð¾'): check the file's encoding", kind="warning"))
             result.bytes_read += len(doc.text.encode("utf-8"))
     return result
 
