@@ -19,7 +19,7 @@ from ltm.ingest.lang import detect_language
 from ltm.ingest.mojibake import MOJIBAKE_WARN_PAIRS, mojibake_pairs
 from ltm.ingest.raw import RawDocument, ReaderError
 from ltm.ingest.readers import SNIFF_BYTES, needs_content, reader_for
-from ltm.ingest.sidecar import SIDECAR_NAME, SidecarError, load_sidecar, tags_for
+from ltm.ingest.sidecar import SIDECAR_NAME, TABLE_NAME, SidecarError, absolute, load_sidecar, tags_for
 from ltm.io import write_jsonl
 
 MAX_FILE_BYTES = 512 * 2**20  # larger files are refused rather than read into memory
@@ -100,11 +100,18 @@ def _discover(paths: list[Path], result: IngestResult) -> tuple[list[Source], di
         for path in files:
             if root.is_dir() and any(part.startswith(".") for part in path.relative_to(root).parts):
                 continue
-            if path.name == SIDECAR_NAME:
+            if path.name in (SIDECAR_NAME, TABLE_NAME):
+                problems: list[str] = []
                 try:
-                    sidecars[path.parent.resolve()] = load_sidecar(path)
+                    defaults, files = load_sidecar(path, problems)
                 except SidecarError as exc:
-                    result.errors.append(IngestError(str(path), str(exc)))
+                    problems.append(str(exc))
+                else:  # metadata.csv sorts first; metadata.yaml's entries win
+                    earlier = sidecars.setdefault(absolute(path.parent), ({}, {}))
+                    earlier[0].update(defaults)
+                    for name, tags in files.items():
+                        earlier[1][name] = {**earlier[1].get(name, {}), **tags}
+                result.errors.extend(IngestError(str(path), problem.removeprefix(f"{path}: ")) for problem in problems)
             elif path.suffix.lower() == ".zip":
                 sources.extend(_zip_members(path, result))
             elif _readable(path.name, lambda path=path: _head(path), result, str(path)):
