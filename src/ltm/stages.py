@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ltm.config import BuildConfig, RunConfig, dump_config, load_config
 from ltm.io import atomic_write, write_json, write_jsonl
-from ltm.log import error, info, progress
+from ltm.log import error, info, progress, warn
 
 # Where each stage's output lives inside a run folder (docs/formats.md, "Run folder").
 DOCS, SCENES, DATASET, TRAIN, EVAL, REPORT, CONFIG, QA = (
@@ -31,12 +31,12 @@ class StageError(ValueError):
 
 
 def ingest(paths: list[str | Path], out: Path, tags: dict | None = None) -> int:
-    """Ingest into `out`; return how many files failed (duplicates are not failures)."""
+    """Ingest into `out`; return how many files failed (duplicates and warnings are not failures)."""
     from ltm.ingest import ingest_paths, write_documents
 
     result = ingest_paths(paths, tags)
     for problem in result.errors:
-        (info if problem.kind == "duplicate" else error)(problem.line())
+        {"duplicate": info, "warning": warn}.get(problem.kind, error)(problem.line())
     errors_path = write_documents(result, out)
     info(f"ingest: {len(result.documents)} documents -> {out}" + (f" ({len(result.errors)} problems -> {errors_path})" if result.errors else ""))
     if result.skipped:

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import yaml
 
-from ltm.dataset.reader import load_manifest, load_segments, load_split
+from ltm.dataset.reader import load_manifest, load_segments, load_split, open_split
 from ltm.dataset.tokenizer import load_tokenizer, token_byte_lengths, tokenizer_sha256
 from ltm.config import RunConfig
 from ltm.eval.bpb import bits_per_byte, range_mask, token_nll, unigram_nll
@@ -59,7 +59,7 @@ def evaluate(config: RunConfig, dataset_dir: str | Path, checkpoint: str | Path,
     heldout = load_split(dataset_dir, manifest, "heldout")
     if len(heldout) < 2:
         raise EvalError(f"{dataset_dir}: the held-out split is empty")
-    train_tokens = load_split(dataset_dir, manifest, "train")
+    train_tokens = open_split(dataset_dir, manifest, "train")
     lengths = token_byte_lengths(tokenizer)
     seq_len = model.config.max_position_embeddings
     untrained = new_model(config.model, tokenizer, config.seed).to(device).eval()
@@ -70,7 +70,7 @@ def evaluate(config: RunConfig, dataset_dir: str | Path, checkpoint: str | Path,
     nll = token_nll(model, heldout, seq_len, device=device)
     bpb, n_tokens, n_bytes = bits_per_byte(nll, heldout, lengths, plain_mask)
     untrained_bpb = bits_per_byte(token_nll(untrained, heldout, seq_len, device=device), heldout, lengths, plain_mask)[0]
-    unigram = bits_per_byte(unigram_nll(train_tokens, heldout, manifest.vocab_size), heldout, lengths, plain_mask)[0]
+    unigram = bits_per_byte(unigram_nll(train_tokens.counts(manifest.vocab_size), heldout), heldout, lengths, plain_mask)[0]
     info(f"held-out bits per byte: model {bpb:.3f}, unigram {unigram:.3f}, untrained {untrained_bpb:.3f} ({n_bytes:,} bytes)")
 
     control_model = untrained
