@@ -119,7 +119,7 @@ def build(config: RunConfig, scenes_path: Path, out_dir: Path) -> Path:
         raise StageError(str(exc)) from None
     build_config = config.build.model_copy(deep=True)
     build_config.llm.cache_dir = str(config.resolve(build_config.llm.cache_dir))
-    manifest = build_dataset(table, build_config, config.build_seed, out_dir)
+    manifest = build_dataset(table, build_config, config.build_seed, out_dir, context=config.model.max_seq_len)
     info(f"build: {manifest.regime}, curriculum {manifest.curriculum}, vocabulary {manifest.vocab_size}, "
          f"{manifest.split_tokens('train'):,} train tokens ({manifest.stats['train']['data_tokens']:,} of text available) -> {out_dir}")
     return out_dir

@@ -32,12 +32,12 @@ from ltm.dataset.regimes import Occurrence, RegimeError, occurrences
 from ltm.dataset.scenes_table import SceneInfo, SceneTable
 from ltm.dataset.shards import ShardWriter
 from ltm.dataset.reader import DatasetError, load_segments, repetition_bucket
-from ltm.markup import EOT, GENERATIVE_LENSES, SPECIAL_TOKENS, Marker
+from ltm.markup import BODY, EOT, GENERATIVE_LENSES, SPECIAL_TOKENS, Marker
 from ltm.dataset.tokenizer import load_tokenizer, save_tokenizer, tokenizer_sha256, train_tokenizer
 from ltm.config import BuildConfig
 from ltm.formats import Manifest, ShardInfo
 from ltm.io import atomic_dir, write_json
-from ltm.log import info
+from ltm.log import info, warn
 
 BATCH = 2048  # scenes tokenized per call into the Rust thread pool
 
@@ -136,7 +136,9 @@ def _estimate_expansion(table: SceneTable, encoder: _Encoder, config: BuildConfi
     return weighted / sum(step.passes for step in config.lenses)
 
 
-def build_dataset(table: SceneTable, config: BuildConfig, seed: int, out_dir: str | Path) -> Manifest:
+def build_dataset(table: SceneTable, config: BuildConfig, seed: int, out_dir: str | Path, context: int | None = None) -> Manifest:
+    """`context`: the model's context in tokens (model.max_seq_len), for build.scene_fit and the
+    warning about scenes longer than it; None: not known, neither."""
     out_dir = Path(out_dir)
     try:
         check_lenses([step.lens for step in config.lenses] + config.heldout_lenses)
@@ -191,7 +193,7 @@ def build_dataset(table: SceneTable, config: BuildConfig, seed: int, out_dir: st
         stream = occurrences(units, phases, config, counts, budget, seed, expansion)
         lens_names = list(dict.fromkeys(["plain", *(step.lens for step in config.lenses), *config.heldout_lenses]))
         out = _Output(table, encoder, plain_ids, offsets, generated, chat, config, dtype, tmp,
-                      {d: n for n, d in enumerate(doc_order)}, lens_names)
+                      {d: n for n, d in enumerate(doc_order)}, lens_names, context if config.scene_fit == "split" else None)
         try:
             train_writer, seen = _write_train(out, stream, limit, phases)
         except RegimeError as exc:
@@ -212,6 +214,8 @@ def build_dataset(table: SceneTable, config: BuildConfig, seed: int, out_dir: st
         write_json(tmp / "manifest.json", manifest)
     for split in ("train", "heldout"):
         info(f"  {split}: {manifest.stats[split]['documents']} documents, {manifest.split_tokens(split):,} tokens")
+    if context and config.scene_fit == "window":
+        _warn_long_scenes(out_dir, context)
     by_phase = manifest.stats["train"]["tokens_by_phase"]
     if len(by_phase) > 1:
         written = max(1, sum(by_phase.values()))
@@ -235,6 +239,7 @@ class _Output:
     folder: Path
     doc_index: dict[str, int]
     lens_names: list[str]
+    split_at: int | None  # build.scene_fit split: occurrences longer than this many tokens are cut into pieces
 
     def writer(self, split: str, limit: int | None = None) -> ShardWriter:
         return ShardWriter(self.folder, split, self.dtype, self.config.shard_tokens, limit=limit)
@@ -244,6 +249,18 @@ class _Output:
 
     def eot(self) -> np.ndarray:
         return np.asarray([self.encoder.ids[EOT]])
+
+    def pieces(self, scene: SceneInfo, ids: np.ndarray) -> list[np.ndarray]:
+        """The occurrence whole, or (scene_fit split) cut into pieces of at most `split_at` tokens,
+        each with the occurrence's opening (scene marker, lens, header, up to <|body|>) and its
+        closing marker; the body is cut by tokens. A chat turn stays whole."""
+        if self.split_at is None or len(ids) <= self.split_at or self.chat.applies(scene):
+            return [ids]
+        at_body = np.flatnonzero(ids == self.encoder.ids[BODY])
+        head = ids[: at_body[0] + 1] if len(at_body) else ids[:1]  # a plain occurrence opens with <|scene|> alone
+        room = max(self.split_at - len(head) - 1, self.split_at // 4)  # a header longer than the context still gets a body
+        body, tail = ids[len(head) : -1], ids[-1:]
+        return [np.concatenate([head, body[start : start + room], tail]) for start in range(0, len(body), room)]
 
     def provenance(self, scene: SceneInfo, lens: str, pass_index: int, times_seen: int, phase: int) -> dict[str, int]:
         return {"doc": self.doc_index[scene.doc_id], "scene": scene.index, "lens": self.lens_names.index(lens),
@@ -270,8 +287,8 @@ def _write_train(out: _Output, stream, limit: int | None, phases: list[str]) -> 
             ids = rendered.get(id(o))
             lens = o.lens if ids is not None else "plain"  # a chat turn, or a generative lens without its text, reads plain
             scene = infos[o.scene]
-            out.chat.add(writer, scene, out.plain(o.scene) if ids is None else ids,
-                         out.provenance(scene, lens, o.pass_index, seen[o.scene], phase_index[o.phase]))
+            for piece in out.pieces(scene, out.plain(o.scene) if ids is None else ids):
+                out.chat.add(writer, scene, piece, out.provenance(scene, lens, o.pass_index, seen[o.scene], phase_index[o.phase]))
             seen[o.scene] += 1
     writer.close()
     return writer, seen
@@ -292,6 +309,19 @@ def _write_heldout(out: _Output, heldout: set[str]) -> ShardWriter:
             out.chat.add(writer, scene, out.plain(i) if rendered is None else rendered[n], out.provenance(scene, lens, 0, 0, -1))
     writer.close()
     return writer
+
+
+def _warn_long_scenes(folder: Path, context: int) -> None:
+    """Say how many training occurrences are longer than the context (whole, a lens header shares a
+    window with the start of its text only), and what to change."""
+    seg = load_segments(folder, "train")
+    lengths = seg["end"] - seg["start"]
+    over = lengths > context
+    if over.any():
+        warn(f"build: {over.mean():.0%} of scene occurrences are longer than the {context}-token context (mean {lengths.mean():.0f} "
+             f"tokens, the longest {lengths.max()}): training's windows cut them, so a lens header shares a window with the start "
+             "of its text only. build.scene_fit: split repeats the header in pieces that fit; or lower scenes.max_tokens, or "
+             "raise model.max_seq_len")
 
 
 # The build settings a trained tokenizer depends on, besides the scenes and the seed (which choose the

@@ -49,7 +49,8 @@ def train(config: RunConfig, dataset_dir: str | Path, out_dir: str | Path, resum
             if meta["fingerprint"] != fingerprint:
                 raise TrainError(f"--resume: {found} was written by a different config or dataset (fingerprint "
                                  f"{meta['fingerprint']} != {fingerprint}); resume with the config it was started with")
-            model = load_model(found)
+            if not meta.get("sharded"):  # a sharded checkpoint's weights are loaded once the model is wrapped
+                model = load_model(found)
             start = meta["step"]
             info(f"resuming from {found} at step {start}")
         batches, windows = dataset_batches(dataset_dir, manifest, model.config.max_position_embeddings, tc, world)
