@@ -34,7 +34,9 @@ def ingest(paths: list[str | Path], out: Path, tags: dict | None = None) -> int:
     """Ingest into `out`; return how many files failed (duplicates and warnings are not failures)."""
     from ltm.ingest import ingest_paths, write_documents
 
-    result = ingest_paths(paths, tags)
+    with progress(transient=True) as bar:
+        task = bar.add_task("ingest", total=None, info="files")
+        result = ingest_paths(paths, tags, on_progress=lambda done, total: bar.update(task, completed=done, total=total))
     for problem in result.errors:
         {"duplicate": info, "warning": warn}.get(problem.kind, error)(problem.line())
     errors_path = write_documents(result, out)
@@ -79,12 +81,13 @@ def scenes(docs_path: Path, out: Path, config: RunConfig, views: Path | None = N
     with progress(transient=True) as bar:
         task = bar.add_task("scenes", total=len(documents), info="")
         llm_task = bar.add_task("LLM annotation", total=None, visible=False, info=scenes_config.llm.model)
+        link_task = bar.add_task("scene linking", total=None, visible=False, info=scenes_config.embedder)
 
-        def llm_progress(done: int, total: int) -> None:
-            bar.update(llm_task, completed=done, total=total, visible=True)
+        def shown(task: int):
+            return lambda done, total: bar.update(task, completed=done, total=total, visible=True)
 
         found = make_scenes(documents, scenes_config, problems, config.build_seed, on_document=lambda d: bar.advance(task),
-                            on_llm_progress=llm_progress)
+                            on_llm_progress=shown(llm_task), on_link_progress=shown(link_task))
     for problem in problems:
         error(problem)
     write_jsonl(out, found)
