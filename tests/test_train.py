@@ -14,7 +14,7 @@ import pytest
 import torch
 import yaml
 
-from ltm import stages
+from ltm import log, stages
 from ltm.config import SpeedConfig, TrainConfig, load_config
 from ltm.dataset.reader import load_manifest
 from ltm.model import LtmConfig, LtmForCausalLM
@@ -98,9 +98,14 @@ def test_memory_estimate_refuses_a_config_that_does_not_fit(monkeypatch):
 # --- the loop ------------------------------------------------------------------------------------
 
 
-def test_training_lowers_the_loss_and_writes_metrics_and_events(dataset, tmp_path):
+def test_training_lowers_the_loss_and_writes_metrics_and_events(dataset, tmp_path, capsys, monkeypatch):
     config, ds = dataset
+    monkeypatch.setattr(log, "PLAIN_EVERY_S", 0.0)
+    capsys.readouterr()
     checkpoint = train(config, ds, tmp_path / "train")
+    # stderr is not a terminal here, as when piped: progress comes as plain lines, the last one whole
+    shown = [line for line in capsys.readouterr().err.splitlines() if line.startswith("train ")]
+    assert len(shown) == 31 and shown[-1].startswith("train 30/30 ") and "held-out" in shown[-1]
     metrics = [json.loads(line) for line in (tmp_path / "train" / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in metrics] == list(range(1, 31))
     assert np.mean([m["loss"] for m in metrics[-5:]]) < metrics[0]["loss"] - 0.5

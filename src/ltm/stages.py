@@ -34,7 +34,9 @@ def ingest(paths: list[str | Path], out: Path, tags: dict | None = None) -> int:
     """Ingest into `out`; return how many files failed (duplicates and warnings are not failures)."""
     from ltm.ingest import ingest_paths, write_documents
 
-    result = ingest_paths(paths, tags)
+    with progress(transient=True) as bar:
+        task = bar.add_task("ingest", total=None, info="files")
+        result = ingest_paths(paths, tags, on_progress=lambda done, total: bar.update(task, completed=done, total=total))
     for problem in result.errors:
         {"duplicate": info, "warning": warn}.get(problem.kind, error)(problem.line())
     errors_path = write_documents(result, out)
@@ -79,12 +81,13 @@ def scenes(docs_path: Path, out: Path, config: RunConfig, views: Path | None = N
     with progress(transient=True) as bar:
         task = bar.add_task("scenes", total=len(documents), info="")
         llm_task = bar.add_task("LLM annotation", total=None, visible=False, info=scenes_config.llm.model)
+        link_task = bar.add_task("scene linking", total=None, visible=False, info=scenes_config.embedder)
 
-        def llm_progress(done: int, total: int) -> None:
-            bar.update(llm_task, completed=done, total=total, visible=True)
+        def shown(task: int):
+            return lambda done, total: bar.update(task, completed=done, total=total, visible=True)
 
         found = make_scenes(documents, scenes_config, problems, config.build_seed, on_document=lambda d: bar.advance(task),
-                            on_llm_progress=llm_progress)
+                            on_llm_progress=shown(llm_task), on_link_progress=shown(link_task))
     for problem in problems:
         error(problem)
     write_jsonl(out, found)
@@ -245,11 +248,11 @@ def chat(model_dir: Path, max_tokens: int, temperature: float, top_p: float, sys
     return talk(model_dir, max_tokens, temperature, top_p, system)
 
 
-def experiment(spec: Path, workers: int | None = None) -> None:
-    """`ltm experiment`: every cell of a grid, recorded in the workspace's SQLite registry."""
+def experiment(spec: Path, parallel: int | None = None) -> None:
+    """`ltm experiment`: every cell of a grid, `parallel` at once per GPU, recorded in the workspace's SQLite registry."""
     from ltm.experiment.runner import run_experiment
 
-    run_experiment(spec, workers)
+    run_experiment(spec, parallel)
 
 
 def runs(workspace: Path, action: str, experiment_name: str | None = None, baseline: str | None = None) -> str:
@@ -329,7 +332,7 @@ def run(config_path: Path, run_dir: Path | None = None, resume: bool = False, ov
     resolved = config.model_copy(deep=True)
     resolved.ingest.paths = [str(config.resolve(p).resolve()) for p in config.ingest.paths]
     resolved.initiation.paths = [str(config.resolve(p).resolve()) for p in config.initiation.paths]
-    for key in ("wikitext", "prompts", "control", "qa"):
+    for key in ("wikitext", "prompts", "control"):
         if getattr(config.eval, key):
             setattr(resolved.eval, key, str(config.resolve(getattr(config.eval, key)).resolve()))
     written = dump_config(resolved)

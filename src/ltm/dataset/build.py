@@ -17,6 +17,7 @@ import hashlib
 import itertools
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -37,7 +38,7 @@ from ltm.dataset.tokenizer import load_tokenizer, save_tokenizer, tokenizer_sha2
 from ltm.config import BuildConfig
 from ltm.formats import Manifest, ShardInfo
 from ltm.io import atomic_dir, write_json
-from ltm.log import info, warn
+from ltm.log import info, progress, warn
 
 BATCH = 2048  # scenes tokenized per call into the Rust thread pool
 
@@ -93,10 +94,10 @@ class _Encoder:
 
 
 def _tokenize_all(table: SceneTable, tokenizer_json: Path, store: Path, score: bool, workers: int,
-                  chat: ChatForm) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+                  chat: ChatForm, on_batch: Callable[[int], None]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Every scene in its plain form (scene markers around its text, or a dialogue turn in the chat
     form) into `store` (one flat file), encoded by `workers` processes; return offsets, counts and
-    (for a difficulty curriculum) difficulty scores."""
+    (for a difficulty curriculum) difficulty scores. `on_batch(scenes)` after each batch."""
     offsets = np.zeros(len(table) + 1, dtype=np.int64)
     per_text: list[tuple[float, float, float]] = []
     frames = np.asarray([chat.frame(scene) for scene in table.infos], dtype=np.uint32).reshape(-1, 2)
@@ -118,6 +119,7 @@ def _tokenize_all(table: SceneTable, tokenizer_json: Path, store: Path, score: b
             wrapped.astype(np.uint32).tofile(handle)
             offsets[i + 1 : i + 1 + len(lengths)] = offsets[i] + np.cumsum(lengths + 2)
             i += len(lengths)
+            on_batch(len(lengths))
     return offsets, np.diff(offsets), combine(per_text) if score else None
 
 
@@ -163,7 +165,7 @@ def build_dataset(table: SceneTable, config: BuildConfig, seed: int, out_dir: st
     except CurriculumError as exc:
         raise BuildError(str(exc)) from None
 
-    with atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir) as tmp, progress(transient=True) as bar:
         train_indices = [i for u in units for i in u.scenes]
         hf = _tokenizer(table, train_indices, config, tmp / "tokenizer")
         vocab = len(hf)
@@ -174,8 +176,9 @@ def build_dataset(table: SceneTable, config: BuildConfig, seed: int, out_dir: st
         chat = ChatForm(config, encoder.ids, encoder.texts)
         store = tmp / ".plain_ids.bin"
         workers = config.workers or os.cpu_count() or 1
+        encoding = bar.add_task("build: encoding", total=len(table), info="scenes")
         offsets, counts, difficulty = _tokenize_all(table, tmp / "tokenizer" / "tokenizer.json", store, config.curriculum.by == "difficulty",
-                                                    workers, chat)
+                                                    workers, chat, on_batch=lambda n: bar.advance(encoding, n))
         if config.curriculum.by == "difficulty":
             try:
                 phases = assign_phases(units, infos, config.curriculum, difficulty)
@@ -195,7 +198,8 @@ def build_dataset(table: SceneTable, config: BuildConfig, seed: int, out_dir: st
         out = _Output(table, encoder, plain_ids, offsets, generated, chat, config, dtype, tmp,
                       {d: n for n, d in enumerate(doc_order)}, lens_names, context if config.scene_fit == "split" else None)
         try:
-            train_writer, seen = _write_train(out, stream, limit, phases)
+            writing = bar.add_task("build: writing", total=budget, info="training tokens")
+            train_writer, seen = _write_train(out, stream, limit, phases, on_written=lambda n: bar.update(writing, completed=n))
         except RegimeError as exc:
             raise BuildError(str(exc)) from None
         heldout_writer = _write_heldout(out, heldout)
@@ -267,8 +271,10 @@ class _Output:
                 "pass_index": pass_index, "times_seen": times_seen, "phase": phase}
 
 
-def _write_train(out: _Output, stream, limit: int | None, phases: list[str]) -> tuple[ShardWriter, Counter]:
-    """The regime's stream of occurrences, each rendered under its lens, until the budget is spent."""
+def _write_train(out: _Output, stream, limit: int | None, phases: list[str],
+                 on_written: Callable[[int], None]) -> tuple[ShardWriter, Counter]:
+    """The regime's stream of occurrences, each rendered under its lens, until the budget is spent;
+    `on_written(tokens)` after each batch."""
     writer, seen, infos = out.writer("train", limit), Counter(), out.table.infos
     phase_index = {p: n for n, p in enumerate(phases)}
     while not writer.full:
@@ -290,6 +296,7 @@ def _write_train(out: _Output, stream, limit: int | None, phases: list[str]) -> 
             for piece in out.pieces(scene, out.plain(o.scene) if ids is None else ids):
                 out.chat.add(writer, scene, piece, out.provenance(scene, lens, o.pass_index, seen[o.scene], phase_index[o.phase]))
             seen[o.scene] += 1
+        on_written(writer.written)
     writer.close()
     return writer, seen
 

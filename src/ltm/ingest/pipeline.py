@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import re
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -161,12 +161,16 @@ def read_source(source: Source) -> list[RawDocument]:
     return reader_for(source.path, data[:SNIFF_BYTES])(data, source.path)
 
 
-def ingest_paths(paths: list[str | Path], tags: dict | None = None, near_duplicate_threshold: float = 0.85) -> IngestResult:
-    """Read every supported file under `paths`; sidecar tags first, then `tags` (CLI) on top."""
+def ingest_paths(paths: list[str | Path], tags: dict | None = None, near_duplicate_threshold: float = 0.85,
+                 on_progress: Callable[[int, int], None] | None = None) -> IngestResult:
+    """Read every supported file under `paths`; sidecar tags first, then `tags` (CLI) on top.
+    `on_progress(done, total)` is called before each file and after the last."""
     result = IngestResult()
     sources, sidecars = _discover([Path(p) for p in paths], result)
     duplicates = DuplicateFinder(near_duplicate_threshold)
-    for source in sources:
+    for done, source in enumerate(sources):
+        if on_progress:
+            on_progress(done, len(sources))
         try:
             raws = read_source(source)
         except ReaderError as exc:
@@ -191,6 +195,8 @@ def ingest_paths(paths: list[str | Path], tags: dict | None = None, near_duplica
                 result.errors.append(IngestError(doc.source, f"still looks like mojibake after repair ({left} character pairs such as "
                                                  "'–æ' or 'Ð¾'): check the file's encoding", kind="warning"))
             result.bytes_read += len(doc.text.encode("utf-8"))
+    if on_progress:
+        on_progress(len(sources), len(sources))
     return result
 
 

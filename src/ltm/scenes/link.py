@@ -11,6 +11,7 @@ L2-normalised and searched by inner product (cosine) in a FAISS index: exact (fl
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 import numpy as np
 
@@ -19,6 +20,7 @@ from ltm.formats import Reference, Scene
 
 SVD_DIMENSIONS = 128
 SEARCH_MARGIN = 32  # extra neighbours fetched so that k earlier ones usually remain after filtering
+SEARCH_BLOCK = 4096  # scenes searched per call
 HNSW_NEIGHBOURS = 32  # graph degree (M); with efSearch 128 recall of the top neighbours stays near 1
 HNSW_SEARCH = 128
 
@@ -86,13 +88,22 @@ def search_index(vectors: np.ndarray, exact_up_to: int):
 
 
 def link(scenes: list[Scene], k: int, min_score: float, embedder: str = "tfidf", seed: int = 0,
-         cross_min_score: float | None = None, exact_up_to: int = ScenesConfig.model_fields["link_exact_up_to"].default) -> list[Scene]:
-    """Return the scenes with `references` filled; order is the order given (documents, then scenes)."""
+         cross_min_score: float | None = None, on_progress: Callable[[int, int], None] | None = None,
+         exact_up_to: int = ScenesConfig.model_fields["link_exact_up_to"].default) -> list[Scene]:
+    """Return the scenes with `references` filled; order is the order given (documents, then scenes).
+    `on_progress(done, total)`: scenes searched so far, after the vectors and after each block."""
     if k <= 0 or len(scenes) < 2:
         return scenes
     vectors = tfidf_vectors([s.text for s in scenes], seed) if embedder == "tfidf" else minilm_vectors([s.text for s in scenes])
     index = search_index(vectors, exact_up_to)
-    scores, neighbours = index.search(vectors, min(len(scenes), k + SEARCH_MARGIN))
+    found = []
+    for start in range(0, len(scenes), SEARCH_BLOCK):  # searched in blocks so the work can be followed
+        if on_progress:
+            on_progress(start, len(scenes))
+        found.append(index.search(vectors[start : start + SEARCH_BLOCK], min(len(scenes), k + SEARCH_MARGIN)))
+    if on_progress:
+        on_progress(len(scenes), len(scenes))
+    scores, neighbours = np.concatenate([s for s, _ in found]), np.concatenate([n for _, n in found])
     linked = []
     for i, scene in enumerate(scenes):
         refs = [
