@@ -1,6 +1,7 @@
 """The data engine: tokenizer, curriculum, regimes at one budget, provenance, shards, refusals."""
 
 import hashlib
+import re
 
 import numpy as np
 import pytest
@@ -366,3 +367,35 @@ def test_shuffled_frames_put_another_documents_header_around_the_passage(tmp_pat
     for doc, index, text in texts["shuffled"]:
         assert f"goal{doc}x" not in text and "goal" in text, "the header is another document's"
         assert text.count("(") == 1, "and the passage is the scene's own"
+
+
+# --- scenes longer than the context -----------------------------------------------------------------
+
+
+def test_scenes_longer_than_the_context_are_warned_about_and_split_repeats_the_lens_header(tmp_path, capsys):
+    # Scenes of ~60 tokens under a 32-token context: whole, the header shares a window with the
+    # start of the text only; split, each piece fits the context and opens with the header.
+    scenes = [scene(f"d{k}", i, " ".join(EN_WORDS[(k + i + j) % len(EN_WORDS)] for j in range(60)))
+              for k in range(6) for i in range(2)]
+    lenses = [LensStep(passes=1, lens="scene")]
+    whole = build_dataset(SceneTable.from_scenes(scenes), BuildConfig(vocab_size=400, heldout_docs=0.2, lenses=lenses, regime={"spiral": 1}),
+                          7, tmp_path / "whole", context=32)
+    err = capsys.readouterr().err.replace("\n", " ")
+    assert re.search(r"\d+% of scene occurrences", err) and "longer than the 32-token context" in err and "build.scene_fit: split" in err
+    split = build_dataset(SceneTable.from_scenes(scenes), BuildConfig(vocab_size=400, heldout_docs=0.2, lenses=lenses, regime={"spiral": 1},
+                                                                       scene_fit="split"), 7, tmp_path / "split", context=32)
+    assert "longer than the" not in capsys.readouterr().err
+    seg = load_segments(tmp_path / "split", "train")
+    lengths = seg["end"] - seg["start"]
+    assert lengths.max() <= 32 and len(seg["end"]) > 2 * whole.stats["train"]["occurrences"]
+    tokenizer = AutoTokenizer.from_pretrained(str(tmp_path / "split" / "tokenizer"))
+    ids = load_split(tmp_path / "split", split, "train")
+    header = tokenizer.convert_tokens_to_ids("<|header|>")
+    assert all(header in ids[s:e].tolist() for s, e in zip(seg["start"], seg["end"]))
+    # every token of the text is still there, once per pass: the pieces' bodies joined are the scene
+    body = tokenizer.convert_tokens_to_ids("<|body|>")
+    first = [ids[s:e].tolist() for s, e, d, n in zip(seg["start"], seg["end"], seg["doc"], seg["scene"])
+             if (d, n) == (seg["doc"][0], seg["scene"][0])]
+    text = tokenizer.decode([t for piece in first for t in piece[piece.index(body) + 1 : -1]])
+    wanted = next(s for s in scenes if s.scene_id == split.scene_id(seg["doc"][0], seg["scene"][0]))
+    assert text.split() == wanted.text.split()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import zipfile
+import unicodedata
 from pathlib import Path
 
 import httpx
@@ -274,3 +275,32 @@ def test_a_chat_longer_than_the_context_drops_its_oldest_turns_and_says_so(initi
             server.should_exit = True
     finally:
         engine.close()
+
+
+def test_a_nexus_chat_saved_as_md_has_its_mojibake_repaired_where_mac_tools_left_it_decomposed_or_mixed(tmp_path):
+    # macOS tools store text decomposed (NFD): Mac Roman's 'Ä' becomes 'A' + a combining diaeresis,
+    # which no code page encodes; and a line can hold clean characters (an arrow) beside the damage.
+    note = nexus_note([
+        ("user", "21.06.2025 at 8:13", unicodedata.normalize("NFD", mojibake("Что такое сцена? Объясни коротко."))),
+        ("assistant", "21.06.2025 at 8:14", mojibake("Сцена — это место") + " → " + mojibake("и напряжение.")),
+    ])
+    (tmp_path / "chat.md").write_text(note, encoding="utf-8")
+    result = ingest_paths([tmp_path])
+    assert not result.errors, result.errors
+    doc = result.documents[0]
+    assert doc.format == "nexus"
+    assert [t.text for t in doc.turns] == ["Что такое сцена? Объясни коротко.", "Сцена — это место → и напряжение."]
+    assert any(r.startswith("mojibake:mac_roman") for r in doc.encoding.repaired)
+
+
+def test_text_that_still_looks_like_mojibake_after_repair_is_kept_with_a_warning(tmp_path):
+    # A lossy save replaced bytes it could not write with '?': no line decodes as UTF-8 any more.
+    lossy = mojibake("Петля — это путь мысли от сомнения к новому направлению.").replace("æ", "?")
+    (tmp_path / "chat.md").write_text(nexus_note([("user", "21.06.2025 at 8:13", lossy), ("assistant", "21.06.2025 at 8:14", "Yes.")]),
+                                      encoding="utf-8")
+    (tmp_path / "clean.md").write_text("Сцена — это место, время и «напряжение».\n\nA plain English line — with dashes.", encoding="utf-8")
+    result = ingest_paths([tmp_path])
+    assert len(result.documents) == 2
+    warnings = [e for e in result.errors if e.kind == "warning"]
+    assert [Path(e.path).name for e in warnings] == ["chat.md"]
+    assert "still looks like mojibake" in warnings[0].problem

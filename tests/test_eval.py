@@ -48,7 +48,7 @@ def test_unigram_bpb_rewards_matching_frequencies():
     lengths = np.ones(4, dtype=np.int64)
 
     def unigram(train, heldout):
-        return bits_per_byte(unigram_nll(train, heldout, 4), heldout, lengths)[0]
+        return bits_per_byte(unigram_nll(np.bincount(train, minlength=4), heldout), heldout, lengths)[0]
 
     frequent = np.array([1] * 90 + [2] * 10)
     assert unigram(frequent, frequent) < unigram(frequent, np.array([2] * 100))

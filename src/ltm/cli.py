@@ -144,7 +144,8 @@ COMMANDS = (
     Command("ingest", "read text files and folders into documents (DOCS.jsonl)",
             "Read text, Markdown, HTML, PDF, FB2, EPUB and chat exports (ChatGPT, Claude, Nexus notes, JSONL) from files, folders "
             "(recursively) and .zip archives into one JSON line per document; chat exports are recognised by content whatever "
-            "the file is called. A metadata.yaml beside the files adds author, title and tags such as phase. Files that cannot "
+            "the file is called. A metadata.yaml or metadata.csv (file,title,author,year,tags) beside the files adds author, title "
+            "and tags such as phase; see docs/formats.md for mapping another table (e.g. info.csv). Files that cannot "
             "be read are reported and listed in DOCS.errors.jsonl; the rest goes on.",
             (arg("paths", nargs="+", type=Path, help="files or folders"), out("output DOCS.jsonl"),
              arg("--tag", action="append", default=[], metavar="KEY=VALUE", help="tag every document (repeatable)"),

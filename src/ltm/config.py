@@ -207,6 +207,11 @@ class BuildConfig(Section):
                             "'User: ...' paragraphs, read like prose")
     system_prompt: str | None = Field(None, description="chat: a system turn opening every dialogue (under the loss mask)")
     learn_user_turns: bool = Field(False, description="chat: learn the user's turns too (the mask keeps only the system prompt)")
+    scene_fit: Literal["window", "split"] = Field(
+        "window", description="a scene occurrence longer than the model's context (model.max_seq_len): window = written whole, "
+                              "training's windows cut it, so a lens header shares a window with the start of its text only (the "
+                              "build warns with the share of such occurrences); split = cut into pieces that fit the context, each "
+                              "opening with the lens's header (chat turns stay whole)")
 
 
 class ModelConfig(Section):

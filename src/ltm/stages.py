@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ltm.config import BuildConfig, RunConfig, dump_config, load_config
 from ltm.io import atomic_write, write_json, write_jsonl
-from ltm.log import error, info, progress
+from ltm.log import error, info, progress, warn
 
 # Where each stage's output lives inside a run folder (docs/formats.md, "Run folder").
 DOCS, SCENES, DATASET, TRAIN, EVAL, REPORT, CONFIG, QA = (
@@ -31,12 +31,14 @@ class StageError(ValueError):
 
 
 def ingest(paths: list[str | Path], out: Path, tags: dict | None = None) -> int:
-    """Ingest into `out`; return how many files failed (duplicates are not failures)."""
+    """Ingest into `out`; return how many files failed (duplicates and warnings are not failures)."""
     from ltm.ingest import ingest_paths, write_documents
 
-    result = ingest_paths(paths, tags)
+    with progress(transient=True) as bar:
+        task = bar.add_task("ingest", total=None, info="files")
+        result = ingest_paths(paths, tags, on_progress=lambda done, total: bar.update(task, completed=done, total=total))
     for problem in result.errors:
-        (info if problem.kind == "duplicate" else error)(problem.line())
+        {"duplicate": info, "warning": warn}.get(problem.kind, error)(problem.line())
     errors_path = write_documents(result, out)
     info(f"ingest: {len(result.documents)} documents -> {out}" + (f" ({len(result.errors)} problems -> {errors_path})" if result.errors else ""))
     if result.skipped:
@@ -79,12 +81,13 @@ def scenes(docs_path: Path, out: Path, config: RunConfig, views: Path | None = N
     with progress(transient=True) as bar:
         task = bar.add_task("scenes", total=len(documents), info="")
         llm_task = bar.add_task("LLM annotation", total=None, visible=False, info=scenes_config.llm.model)
+        link_task = bar.add_task("scene linking", total=None, visible=False, info=scenes_config.embedder)
 
-        def llm_progress(done: int, total: int) -> None:
-            bar.update(llm_task, completed=done, total=total, visible=True)
+        def shown(task: int):
+            return lambda done, total: bar.update(task, completed=done, total=total, visible=True)
 
         found = make_scenes(documents, scenes_config, problems, config.build_seed, on_document=lambda d: bar.advance(task),
-                            on_llm_progress=llm_progress)
+                            on_llm_progress=shown(llm_task), on_link_progress=shown(link_task))
     for problem in problems:
         error(problem)
     write_jsonl(out, found)
@@ -119,7 +122,7 @@ def build(config: RunConfig, scenes_path: Path, out_dir: Path) -> Path:
         raise StageError(str(exc)) from None
     build_config = config.build.model_copy(deep=True)
     build_config.llm.cache_dir = str(config.resolve(build_config.llm.cache_dir))
-    manifest = build_dataset(table, build_config, config.build_seed, out_dir)
+    manifest = build_dataset(table, build_config, config.build_seed, out_dir, context=config.model.max_seq_len)
     info(f"build: {manifest.regime}, curriculum {manifest.curriculum}, vocabulary {manifest.vocab_size}, "
          f"{manifest.split_tokens('train'):,} train tokens ({manifest.stats['train']['data_tokens']:,} of text available) -> {out_dir}")
     return out_dir

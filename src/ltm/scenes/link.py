@@ -10,6 +10,7 @@ L2-normalised and searched by inner product (cosine) in a FAISS index.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 import numpy as np
 
@@ -17,6 +18,7 @@ from ltm.formats import Reference, Scene
 
 SVD_DIMENSIONS = 128
 SEARCH_MARGIN = 32  # extra neighbours fetched so that k earlier ones usually remain after filtering
+SEARCH_BLOCK = 4096  # scenes searched per call
 
 
 _WORD = re.compile(r"\w\w+")
@@ -69,8 +71,9 @@ def _never_below(score: float | None) -> float:
 
 
 def link(scenes: list[Scene], k: int, min_score: float, embedder: str = "tfidf", seed: int = 0,
-         cross_min_score: float | None = None) -> list[Scene]:
-    """Return the scenes with `references` filled; order is the order given (documents, then scenes)."""
+         cross_min_score: float | None = None, on_progress: Callable[[int, int], None] | None = None) -> list[Scene]:
+    """Return the scenes with `references` filled; order is the order given (documents, then scenes).
+    `on_progress(done, total)`: scenes searched so far, after the vectors and after each block."""
     if k <= 0 or len(scenes) < 2:
         return scenes
     import faiss
@@ -78,7 +81,14 @@ def link(scenes: list[Scene], k: int, min_score: float, embedder: str = "tfidf",
     vectors = tfidf_vectors([s.text for s in scenes], seed) if embedder == "tfidf" else minilm_vectors([s.text for s in scenes])
     index = faiss.IndexFlatIP(vectors.shape[1])
     index.add(vectors)
-    scores, neighbours = index.search(vectors, min(len(scenes), k + SEARCH_MARGIN))
+    found = []
+    for start in range(0, len(scenes), SEARCH_BLOCK):  # searched in blocks so the work can be followed
+        if on_progress:
+            on_progress(start, len(scenes))
+        found.append(index.search(vectors[start : start + SEARCH_BLOCK], min(len(scenes), k + SEARCH_MARGIN)))
+    if on_progress:
+        on_progress(len(scenes), len(scenes))
+    scores, neighbours = np.concatenate([s for s, _ in found]), np.concatenate([n for _, n in found])
     linked = []
     for i, scene in enumerate(scenes):
         refs = [
