@@ -32,6 +32,12 @@ def _tags(pairs: list[str]) -> dict[str, str]:
     return tags
 
 
+def _at_least_one(text: str) -> int:
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return int(text)
+
+
 def _memory_dir() -> Path:
     """Where `ltm serve` keeps scene memory unless told: the user's data folder (XDG), not the model
     folder, which `ltm export` replaces whole."""
@@ -256,11 +262,14 @@ COMMANDS = (
             (arg("runs", nargs="+", type=Path, help="run folders with eval.json"), out("output report.html")),
             _call("report", "runs", "out")),
     Command("experiment", "run a grid of runs (axes x seeds) at one token budget, recorded in SQLite",
-            "Run every cell of EXP.yaml (a base config, axes of overrides, seeds; see docs/experiments.md), each in its own "
-            "process, one per GPU when there are several. Finished cells are skipped and interrupted ones resumed. Writes "
-            "report.md and report.html (mean ± 95% CI over seeds) in the workspace.",
-            (arg("spec", type=Path, help="experiment YAML"), arg("--workers", type=int, help="cells at a time (default: one per GPU, else 1)")),
-            _call("experiment", "spec", "workers")),
+            "Run every cell of EXP.yaml (a base config, axes of overrides, seeds; see docs/experiments.md), several at once "
+            "on each GPU in worker processes (CUDA MPS, when its daemon runs, lets their kernels overlap), with a live view "
+            "of cells done, running and failed. A failed cell never stops the others; finished cells are skipped and "
+            "interrupted ones resumed. Writes report.md and report.html (mean ± 95% CI over seeds) in the workspace.",
+            (arg("spec", type=Path, help="experiment YAML"),
+             arg("--parallel", type=_at_least_one, help="cells at once per GPU (default: the file's `parallel`, else as many as free GPU "
+                                              "memory holds for the model, at most 8; 1 on CPUs)")),
+            _call("experiment", "spec", "parallel")),
     Command("runs", "list or compare the runs recorded in an experiment workspace",
             "`ltm runs list` shows every recorded run; `ltm runs compare` prints the study table (mean ± 95% CI over seeds per "
             "cell) from the SQLite registry alone.",

@@ -379,6 +379,22 @@ class RunConfig(Section):
         return p if p.is_absolute() else self._base_dir / p
 
 
+class ExperimentSpec(Section):
+    """An experiment file (`ltm experiment`, docs/experiments.md): a base run config, the axes to vary
+    and the seeds; ltm.experiment.spec turns it into cells."""
+
+    name: str
+    base: str = Field(description="the base run config, relative to the experiment file")
+    workspace: str | None = Field(None, description="run folders, logs and the SQLite registry; default: experiments/<name>")
+    seeds: list[int] = Field(default_factory=lambda: [1, 2, 3], min_length=1)
+    budget_tokens: int | None = Field(None, ge=1, description="written into every cell's build section: one token budget for all")
+    axes: dict[str, dict[str, dict]] = Field(default_factory=dict, description="axis -> value -> overrides of the base config")
+    parallel: int | None = Field(
+        None, ge=1, description="cells run at once on each GPU, each in a worker process of its own (CUDA MPS, when its "
+                                "daemon runs, lets their kernels overlap); default: as many as the free GPU memory holds for "
+                                "the largest cell's model, at most one per two CPU cores and at most 8; 1 on CPUs")
+
+
 class ConfigError(ValueError):
     """A config that cannot be used, with a message naming the file and the field."""
 

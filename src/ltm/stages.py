@@ -248,11 +248,11 @@ def chat(model_dir: Path, max_tokens: int, temperature: float, top_p: float, sys
     return talk(model_dir, max_tokens, temperature, top_p, system)
 
 
-def experiment(spec: Path, workers: int | None = None) -> None:
-    """`ltm experiment`: every cell of a grid, recorded in the workspace's SQLite registry."""
+def experiment(spec: Path, parallel: int | None = None) -> None:
+    """`ltm experiment`: every cell of a grid, `parallel` at once per GPU, recorded in the workspace's SQLite registry."""
     from ltm.experiment.runner import run_experiment
 
-    run_experiment(spec, workers)
+    run_experiment(spec, parallel)
 
 
 def runs(workspace: Path, action: str, experiment_name: str | None = None, baseline: str | None = None) -> str:
@@ -332,7 +332,7 @@ def run(config_path: Path, run_dir: Path | None = None, resume: bool = False, ov
     resolved = config.model_copy(deep=True)
     resolved.ingest.paths = [str(config.resolve(p).resolve()) for p in config.ingest.paths]
     resolved.initiation.paths = [str(config.resolve(p).resolve()) for p in config.initiation.paths]
-    for key in ("wikitext", "prompts", "control", "qa"):
+    for key in ("wikitext", "prompts", "control"):
         if getattr(config.eval, key):
             setattr(resolved.eval, key, str(config.resolve(getattr(config.eval, key)).resolve()))
     written = dump_config(resolved)

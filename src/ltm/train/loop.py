@@ -105,7 +105,8 @@ def fit(run: Training, on_step=None) -> None:
     (a profiler's step marker, say)."""
     model, tc, world, batches, speed = run.model, run.tc, run.world, run.batches, run.speed
     seq_len, device = batches.seq_len, world.device
-    torch.set_num_threads(tc.threads or os.cpu_count() or 1)
+    # The cores this process may use: an experiment's workers on CPUs each hold a share of them.
+    torch.set_num_threads(tc.threads or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()) or 1)
     flops = model.flops_per_token(seq_len)
     if world.main:
         info(f"model: {model.num_parameters():,} parameters ({model.non_embedding_parameters():,} non-embedding), "
