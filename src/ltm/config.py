@@ -62,6 +62,8 @@ class ScenesConfig(Section):
         description="cosine similarity a reference to another document's scene needs at least; none: no references across "
                     "documents (on ltm's labelled pairs, bench/data/scenes_labelled/links.jsonl, no score made them mostly meaningful)")
     embedder: Literal["tfidf", "minilm"] = Field("tfidf", description="scene vectors for linking: TF-IDF + SVD, or MiniLM")
+    link_exact_up_to: int = Field(100_000, ge=2, description="up to this many scenes are linked by exact search (a flat FAISS "
+                                  "index, time quadratic in the scenes); more go through an HNSW graph (approximate, near-linear)")
 
     @model_validator(mode="after")
     def _range(self) -> "ScenesConfig":
