@@ -289,6 +289,86 @@ def test_a_budget_below_the_data_takes_every_phase_share_under_a_tag_curriculum(
     assert "tokens by phase: myth" in capsys.readouterr().err
 
 
+# --- mixture: a repeated target in a unique background ------------------------------------------------
+
+
+def fact_scenes(n: int = 4) -> list[Scene]:
+    """Short target documents, tagged kind=fact, in both languages."""
+    out = []
+    for d in range(n):
+        lang, words = ("en", EN_WORDS) if d % 2 == 0 else ("ru", RU_WORDS)
+        text = " ".join(words[(d * 5 + k) % len(words)] for k in range(6)) + f" [fact {d}]"
+        out.append(scene(f"fact{d}", 0, text, lang, phase="myth", kind="fact"))
+    return out
+
+
+def test_mixture_reads_the_background_once_and_the_target_pass_after_pass_at_its_share(tmp_path):
+    scenes = corpus_scenes(20, 4) + fact_scenes()
+    budget, share = 3000, 0.4
+    schedule = [LensStep(passes=1, lens="plain"), LensStep(passes=1, lens="critic")]  # interleaved: pass i, lens i mod 2
+    manifest = build(scenes, tmp_path, regime={"mixture": {"share": share, "target": {"kind": "fact"}}}, lenses=schedule,
+                     budget_tokens=budget, heldout=["endoc0", "rudoc1"])
+    seg = load_segments(tmp_path / "ds", "train")
+    assert manifest.split_tokens("train") == budget
+    ids = [manifest.scene_id(d, s) for d, s in zip(seg["doc"], seg["scene"])]
+    is_target = np.array([i.startswith("fact") for i in ids])
+    tokens = seg["end"] - seg["start"]
+    assert abs(tokens[is_target].sum() / budget - share) < 0.05
+    background = [i for i, t in zip(ids, is_target) if not t]
+    assert len(background) == len(set(background)), "the background is read once"
+    assert all(manifest.lenses[k] == "plain" for k, t in zip(seg["lens"], is_target) if not t)
+    passes = seg["pass_index"][is_target]
+    assert passes.max() >= 3 and all(manifest.lenses[k] == lens_for_pass(schedule, int(p))
+                                     for k, p in zip(seg["lens"][is_target], passes))
+    # Woven through: the target is read in the first and in the last fifth of the stream alike.
+    where = np.flatnonzero(is_target) / len(ids)
+    assert where.min() < 0.2 and where.max() > 0.8
+
+
+def test_mixture_target_is_the_same_text_whatever_the_lenses(tmp_path):
+    scenes = corpus_scenes(20, 4)
+    read = {}
+    for name, schedule in {"verbatim": [LensStep(passes=1, lens="plain")],
+                           "lenses": [LensStep(passes=1, lens=lens) for lens in ("plain", "scene", "critic", "child")]}.items():
+        manifest = build(scenes, tmp_path, name, regime={"mixture": {"share": 0.4, "repeats": 4}}, lenses=schedule,
+                         budget_tokens=2000, heldout=["endoc0", "rudoc1"])
+        seg = load_segments(tmp_path / name, "train")
+        read[name] = {manifest.scene_id(d, s) for d, s in zip(seg["doc"], seg["scene"])}
+        repeated = {manifest.scene_id(d, s) for d, s, t in zip(seg["doc"], seg["scene"], seg["times_seen"]) if t > 0}
+        assert repeated and {i[:2] for i in repeated} == {"en", "ru"}, "the target is stratified by language"
+    assert read["verbatim"] == read["lenses"]
+
+
+def test_mixture_refuses_a_background_smaller_than_its_part_and_an_empty_target(tmp_path):
+    with pytest.raises(BuildError, match="the background has"):
+        build(corpus_scenes(6, 2) + fact_scenes(), tmp_path, regime={"mixture": {"share": 0.2, "target": {"kind": "fact"}}},
+              budget_tokens=10**5)
+    with pytest.raises(BuildError, match="no training document has these tags"):
+        build(corpus_scenes(6, 2), tmp_path, regime={"mixture": {"share": 0.2, "target": {"kind": "fact"}}}, budget_tokens=200)
+    with pytest.raises(ValueError, match="either target"):
+        BuildConfig(regime={"mixture": {"share": 0.2}})
+
+
+def test_shuffled_frames_put_another_documents_header_around_the_passage(tmp_path):
+    scenes = corpus_scenes(6, 2)
+    for s in scenes:
+        s.vector.destination = f"goal{s.doc_id}x{s.index}"
+    texts = {}
+    for frames in ("matched", "shuffled"):
+        manifest = build(scenes, tmp_path, frames, regime={"spiral": 2}, budget_tokens=2000, frames=frames,
+                         lenses=[LensStep(passes=1, lens="scene")])
+        tokenizer = AutoTokenizer.from_pretrained(str(tmp_path / frames / "tokenizer"))
+        ids = load_split(tmp_path / frames, manifest, "train")
+        seg = load_segments(tmp_path / frames, "train")
+        texts[frames] = [(manifest.docs[d], int(s), tokenizer.decode(ids[a:b].tolist()).replace(" ", ""))
+                         for a, b, d, s in zip(seg["start"], seg["end"], seg["doc"], seg["scene"])][:-1]  # the budget cuts the last
+    for doc, index, text in texts["matched"]:
+        assert f"goal{doc}x{index}" in text
+    for doc, index, text in texts["shuffled"]:
+        assert f"goal{doc}x" not in text and "goal" in text, "the header is another document's"
+        assert text.count("(") == 1, "and the passage is the scene's own"
+
+
 # --- scenes longer than the context -----------------------------------------------------------------
 
 

@@ -93,6 +93,21 @@ def _scenes_schema(args) -> int:
     return 0
 
 
+def _pipeline(args) -> int:
+    from ltm.config import RunConfig
+
+    try:
+        from ltm.scale import recipes
+    except ImportError as exc:
+        raise ValueError(f"ltm pipeline runs on datatrove: pip install 'ltm[scale]' ({exc})") from None
+    config = _config(args) or RunConfig()
+    cluster = recipes.Cluster(partition=args.partition, time=args.time, cpus_per_task=args.cpus_per_task, venv_path=args.venv)
+    scenes = recipes.run(args.inputs, args.out, args.tasks, args.workers, config.scenes, args.dedup, args.executor, cluster,
+                         glob=args.glob, tags=_tags(args.tag), seed=config.seed)
+    print(scenes)
+    return 0
+
+
 def _run(args) -> int:
     from ltm import stages
     from ltm.log import console
@@ -182,6 +197,24 @@ COMMANDS = (
             (arg("scenes", type=Path), arg("--docs", type=Path, help="DOCS.jsonl the scenes were made from")),
             _scenes_validate),
     Command("scenes-schema", None, "Print the JSON Schema of a scene (SCENES.jsonl lines).", (), _scenes_schema),
+    Command("pipeline", "ingest + dedup + scenes for corpora past one machine, on datatrove (local, Slurm, Ray)",
+            "The ingest and scenes stages as datatrove pipeline steps (extra `scale`): ltm's readers (mojibake repaired, Project "
+            "Gutenberg stripped), near-duplicate removal (datatrove's MinHash across tasks, or ltm's within each task), scene "
+            "cutting and linking within each document; every stage writes JSONL shards, one per task, under OUT (documents/, "
+            "unique/, scenes/); a rerun skips finished tasks. `ltm build` reads OUT/scenes/*.jsonl. Slurm and Ray: docs/scale.md.",
+            (arg("inputs", help="folder of files to read (local path, or any fsspec URL datatrove reads)"), out("output folder"),
+             arg("-c", "--config", type=Path, help="config YAML whose `scenes` section sets lengths and linking"), SET,
+             arg("--tasks", type=int, default=1, help="tasks per stage (shards of the input files, and of every output)"),
+             arg("--workers", type=int, default=-1, help="tasks run at once on this machine (local executor; default all)"),
+             arg("--dedup", choices=["minhash", "task", "none"], default="minhash",
+                 help="minhash: datatrove's, across all tasks; task: ltm's within each task; none"),
+             arg("--glob", help="only files matching this pattern, e.g. '**/*.txt'"),
+             arg("--tag", action="append", default=[], metavar="KEY=VALUE", help="tag every document (repeatable)"),
+             arg("--executor", choices=["local", "slurm", "ray"], default="local", help="where the tasks run"),
+             arg("--partition", default="cpu", help="Slurm partition"), arg("--time", default="12:00:00", help="Slurm time limit per task"),
+             arg("--cpus-per-task", type=int, default=1, help="Slurm/Ray CPUs per task"),
+             arg("--venv", help="Slurm: virtual environment every job activates")),
+            _pipeline),
     Command("build", "tokenizer, curriculum, repetition regime -> token shards + manifest",
             "Hold out documents, train (or reuse) a byte-level BPE tokenizer, order the texts (curriculum), schedule repetition "
             "under one token budget (unique, corpus_epochs, doc_consecutive, chunk_epochs, spiral with lenses) and write token "

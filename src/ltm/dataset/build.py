@@ -16,9 +16,10 @@ from __future__ import annotations
 import hashlib
 import itertools
 import os
+import random
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -36,7 +37,7 @@ from ltm.dataset.reader import DatasetError, load_segments, repetition_bucket
 from ltm.markup import BODY, EOT, GENERATIVE_LENSES, SPECIAL_TOKENS, Marker
 from ltm.dataset.tokenizer import load_tokenizer, save_tokenizer, tokenizer_sha256, train_tokenizer
 from ltm.config import BuildConfig
-from ltm.formats import Manifest, ShardInfo
+from ltm.formats import Manifest, Scene, ShardInfo
 from ltm.io import atomic_dir, write_json
 from ltm.log import info, progress, warn
 
@@ -125,7 +126,7 @@ def _tokenize_all(table: SceneTable, tokenizer_json: Path, store: Path, score: b
 
 def _estimate_expansion(table: SceneTable, encoder: _Encoder, config: BuildConfig, generated: dict, counts: np.ndarray, indices: list[int]) -> float:
     """Tokens a spiral pass takes per plain token, averaged over the lens schedule on a sample."""
-    if not config.regime.spiral:
+    if not config.regime.spiral:  # a mixture counts its lens passes exactly (_Output.tokens)
         return 1.0
     sample = indices[:: max(1, len(indices) // 200)][:200]
     plain = sum(int(counts[i]) for i in sample)
@@ -193,10 +194,10 @@ def build_dataset(table: SceneTable, config: BuildConfig, seed: int, out_dir: st
 
         generated = _generate(table, config, train_indices)
         expansion = _estimate_expansion(table, encoder, config, generated, counts, train_indices)
-        stream = occurrences(units, phases, config, counts, budget, seed, expansion)
         lens_names = list(dict.fromkeys(["plain", *(step.lens for step in config.lenses), *config.heldout_lenses]))
         out = _Output(table, encoder, plain_ids, offsets, generated, chat, config, dtype, tmp,
                       {d: n for n, d in enumerate(doc_order)}, lens_names, context if config.scene_fit == "split" else None)
+        stream = occurrences(units, phases, config, counts, budget, seed, expansion, out.tokens)
         try:
             writing = bar.add_task("build: writing", total=budget, info="training tokens")
             train_writer, seen = _write_train(out, stream, limit, phases, on_written=lambda n: bar.update(writing, completed=n))
@@ -244,12 +245,41 @@ class _Output:
     doc_index: dict[str, int]
     lens_names: list[str]
     split_at: int | None  # build.scene_fit split: occurrences longer than this many tokens are cut into pieces
+    frame_pool: dict[str, list[int]] = field(default_factory=dict)
 
     def writer(self, split: str, limit: int | None = None) -> ShardWriter:
         return ShardWriter(self.folder, split, self.dtype, self.config.shard_tokens, limit=limit)
 
     def plain(self, i: int) -> np.ndarray:
         return self.plain_ids[self.offsets[i] : self.offsets[i + 1]]
+
+    def lensed(self, o: Occurrence) -> bool:
+        """Whether the occurrence is written under its lens; a chat turn, or a generative lens without
+        its text, reads plain."""
+        return o.lens != "plain" and not self.chat.applies(self.table.infos[o.scene]) and _lens_text_ready(o, self)
+
+    def rendering(self, o: Occurrence) -> list[str]:
+        return render(self.framed(o), o.lens, o.pass_index, self.generated.get(o.lens, {}).get(self.table.infos[o.scene].scene_id))
+
+    def tokens(self, o: Occurrence) -> int:
+        """What writing the occurrence costs, exactly (its end-of-text token included)."""
+        body = len(self.encoder.pieces([self.rendering(o)])[0]) if self.lensed(o) else int(self.offsets[o.scene + 1] - self.offsets[o.scene])
+        return int(o.unit_start) + body
+
+    def framed(self, o: Occurrence) -> Scene:
+        """The scene a lens frames: itself, or under `frames: shuffled` the annotation of a scene of
+        another document in the same language (drawn by scene and pass) around this scene's text."""
+        scene = self.table.scene(o.scene)
+        if self.config.frames == "matched":
+            return scene
+        infos = self.table.infos
+        pool = self.frame_pool.setdefault(scene.lang, [i for i, s in enumerate(infos) if s.lang == scene.lang])
+        start = random.Random(o.scene * 1_000_003 + o.pass_index).randrange(len(pool))
+        for k in range(len(pool)):
+            other = pool[(start + k) % len(pool)]
+            if infos[other].doc_id != scene.doc_id:
+                return self.table.scene(other).model_copy(update={"text": scene.text, "lang": scene.lang})
+        return scene  # a language with one document: no other frame to lend
 
     def eot(self) -> np.ndarray:
         return np.asarray([self.encoder.ids[EOT]])
@@ -281,10 +311,8 @@ def _write_train(out: _Output, stream, limit: int | None, phases: list[str],
         batch: list[Occurrence] = list(itertools.islice(stream, BATCH))
         if not batch:
             break
-        lensed = [o for o in batch if o.lens != "plain" and not out.chat.applies(infos[o.scene]) and _lens_text_ready(o, out)]
-        rendered = dict(zip((id(o) for o in lensed), out.encoder.pieces(
-            [render(out.table.scene(o.scene), o.lens, o.pass_index, out.generated.get(o.lens, {}).get(infos[o.scene].scene_id))
-             for o in lensed])))
+        lensed = [o for o in batch if out.lensed(o)]
+        rendered = dict(zip((id(o) for o in lensed), out.encoder.pieces([out.rendering(o) for o in lensed])))
         for o in batch:
             if writer.full:
                 break
@@ -372,7 +400,7 @@ def _tokenizer(table: SceneTable, indices: list[int], config: BuildConfig, folde
 def _generate(table: SceneTable, config: BuildConfig, indices: list[int]) -> dict[str, dict[str, str]]:
     """Texts of the generative lenses in the schedule, from the LLM endpoint (cached on disk)."""
     wanted = [step.lens for step in config.lenses if step.lens in GENERATIVE_LENSES]
-    if not wanted or not (config.regime.spiral or config.lenses[0].lens in GENERATIVE_LENSES):
+    if not wanted or not (config.regime.spiral or config.regime.mixture or config.lenses[0].lens in GENERATIVE_LENSES):
         return {}
     from ltm.dataset.generate import generate_lens_texts
 

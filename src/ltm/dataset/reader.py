@@ -100,6 +100,20 @@ def repetition_bucket(times: int) -> str:
     return f"{low}-{2 * low - 1}"
 
 
+def training_windows(n_tokens: int, seq_len: int) -> int:
+    """Windows of seq_len+1 tokens training cuts a split of `n_tokens` into per pass: one fewer than
+    would fit, so every pass can start at its own offset (ltm.train.data.ShardBatches)."""
+    return (n_tokens - seq_len) // seq_len
+
+
+def training_reads(positions: np.ndarray, n_tokens: int, seq_len: int, windows_read: int) -> np.ndarray:
+    """How many times training read the token at each of `positions`, when it read `windows_read`
+    windows (steps x batch size) in order, wrapping at the end of the split: every pass reads every
+    window, the last, partial pass only the first ones."""
+    full, extra = divmod(windows_read, max(training_windows(n_tokens, seq_len), 1))
+    return full + (np.asarray(positions) // seq_len < extra).astype(np.int64)
+
+
 def eval_windows(tokens: np.ndarray, seq_len: int, limit: int | None = None) -> list[np.ndarray]:
     """Non-overlapping windows of seq_len+1 covering the split (the last one may be shorter)."""
     windows = []

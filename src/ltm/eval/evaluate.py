@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import yaml
 
-from ltm.dataset.reader import load_manifest, load_segments, load_split, open_split
+from ltm.dataset.reader import load_manifest, load_segments, load_split, open_split, training_reads
 from ltm.dataset.tokenizer import load_tokenizer, token_byte_lengths, tokenizer_sha256
 from ltm.config import RunConfig
 from ltm.eval.bpb import bits_per_byte, range_mask, token_nll, unigram_nll
@@ -83,7 +83,9 @@ def evaluate(config: RunConfig, dataset_dir: str | Path, checkpoint: str | Path,
         control_model = untrained
         if control:
             control_model = load_model(control).to(device).eval()
-        memorization = _memorization(model, control_model, train_tokens, dataset_dir, ec.memorization_per_bucket, config.seed, device)
+        windows_read = config.train.steps * config.train.batch_size  # what pretraining read (ltm.train.data)
+        memorization = _memorization(model, control_model, train_tokens, dataset_dir, ec.memorization_per_bucket, config.seed, device,
+                                     seq_len, windows_read)
         memorization["control"] = str(control) if control else "untrained"
         done("generation for the probes")
         generated, langs = _generate(model, tokenizer, prompts, ec, config.seed)
@@ -148,8 +150,10 @@ def _wikitext(model, tokenizer, lengths, config: RunConfig, device) -> dict:
     return {"bpb": bpb, "tokens": n_tokens, "bytes": n_bytes, "source": str(path)}
 
 
-def _memorization(model, control, train_tokens, dataset_dir, per_bucket: int, seed: int, device) -> dict:
-    drawn = sample_sequences(train_tokens, load_segments(dataset_dir, "train"), per_bucket, seed)
+def _memorization(model, control, train_tokens, dataset_dir, per_bucket: int, seed: int, device, seq_len: int, windows_read: int) -> dict:
+    segments = load_segments(dataset_dir, "train")
+    reads = training_reads(segments["start"], len(train_tokens), seq_len, windows_read)
+    drawn = sample_sequences(train_tokens, segments, per_bucket, seed, reads)
     exact, matched = extraction(model, drawn.sequences, device=device)
     control_exact, control_matched = extraction(control, drawn.sequences, device=device)
     result = summarize(drawn, exact, matched, control_exact, control_matched)
