@@ -88,3 +88,25 @@ def test_cli_runs_the_pipeline_and_a_cluster_gets_the_same_stages_chained(corpus
                               cluster=recipes.Cluster(partition="cpu", venv_path="/opt/ltm/.venv"))
     assert [type(e).__name__ for e in chain] == ["SlurmPipelineExecutor"] * 5
     assert [e.world_size for e in chain] == [4, 4, 14, 1, 4] and all(b.depends is a for a, b in zip(chain, chain[1:]))
+
+
+def test_build_reads_scene_shards_as_it_reads_one_file(corpus, tmp_path, tiny_config, monkeypatch):
+    from ltm import stages
+    from ltm.config import load_config
+    from ltm.dataset import scenes_table
+    from ltm.dataset.reader import load_manifest
+
+    config = load_config(tiny_config)
+    out = recipes.run(corpus, tmp_path / "out", tasks=3, workers=1, scenes=config.scenes, dedup="none")
+    whole = tmp_path / "scenes.jsonl"
+    whole.write_text("".join(p.read_text(encoding="utf-8") for p in shard_paths(out)), encoding="utf-8")
+    stages.build(config, whole, tmp_path / "one")
+    monkeypatch.setattr(scenes_table, "TEXT_CACHE_BYTES", 0)  # texts read back from the shards by offset
+    stages.build(config, Path(f"{out}/*.jsonl"), tmp_path / "glob")
+    stages.build(config, out, tmp_path / "folder")
+    one = load_manifest(tmp_path / "one")
+    for name in ("glob", "folder"):
+        assert load_manifest(tmp_path / name) == one
+        assert all((tmp_path / name / s.path).read_bytes() == (tmp_path / "one" / s.path).read_bytes() for s in one.shards)
+    with pytest.raises(stages.StageError, match="no scene file"):
+        stages.build(config, tmp_path / "nothing" / "*.jsonl", tmp_path / "none")

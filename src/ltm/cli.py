@@ -219,7 +219,9 @@ COMMANDS = (
             "Hold out documents, train (or reuse) a byte-level BPE tokenizer, order the texts (curriculum), schedule repetition "
             "under one token budget (unique, corpus_epochs, doc_consecutive, chunk_epochs, spiral with lenses) and write token "
             "shards, provenance and manifest.json into DATASET_DIR. See docs/build.md.",
-            configured("its `build` section and `seed`", arg("--scenes", type=Path, required=True, help="SCENES.jsonl from `ltm scenes`"),
+            configured("its `build` section and `seed`", arg("--scenes", type=Path, required=True,
+                                                                      help="SCENES.jsonl from `ltm scenes`, or scene shards from `ltm pipeline`: "
+                                                                           "their folder or a glob such as 'out/scenes/*.jsonl'"),
                        out("output DATASET_DIR")),
             _call("build", "scenes", "out", config="config")),
     Command("train", "train a model on a built dataset (torchrun for several GPUs)",
