@@ -23,7 +23,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed
-	$(PIP) install -e ".[test]"
+	$(PIP) install -e ".[test,scale]"
 	touch $@
 
 venv: $(VENV)/.installed

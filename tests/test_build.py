@@ -1,6 +1,7 @@
 """The data engine: tokenizer, curriculum, regimes at one budget, provenance, shards, refusals."""
 
 import hashlib
+import re
 
 import numpy as np
 import pytest
@@ -286,3 +287,115 @@ def test_a_budget_below_the_data_takes_every_phase_share_under_a_tag_curriculum(
         tolerance = 0.02 if regime == "unique" else 0.05
         assert abs(got.get(phase, 0) / sum(got.values()) - share) <= tolerance * share, (phase, got, data)
     assert "tokens by phase: myth" in capsys.readouterr().err
+
+
+# --- mixture: a repeated target in a unique background ------------------------------------------------
+
+
+def fact_scenes(n: int = 4) -> list[Scene]:
+    """Short target documents, tagged kind=fact, in both languages."""
+    out = []
+    for d in range(n):
+        lang, words = ("en", EN_WORDS) if d % 2 == 0 else ("ru", RU_WORDS)
+        text = " ".join(words[(d * 5 + k) % len(words)] for k in range(6)) + f" [fact {d}]"
+        out.append(scene(f"fact{d}", 0, text, lang, phase="myth", kind="fact"))
+    return out
+
+
+def test_mixture_reads_the_background_once_and_the_target_pass_after_pass_at_its_share(tmp_path):
+    scenes = corpus_scenes(20, 4) + fact_scenes()
+    budget, share = 3000, 0.4
+    schedule = [LensStep(passes=1, lens="plain"), LensStep(passes=1, lens="critic")]  # interleaved: pass i, lens i mod 2
+    manifest = build(scenes, tmp_path, regime={"mixture": {"share": share, "target": {"kind": "fact"}}}, lenses=schedule,
+                     budget_tokens=budget, heldout=["endoc0", "rudoc1"])
+    seg = load_segments(tmp_path / "ds", "train")
+    assert manifest.split_tokens("train") == budget
+    ids = [manifest.scene_id(d, s) for d, s in zip(seg["doc"], seg["scene"])]
+    is_target = np.array([i.startswith("fact") for i in ids])
+    tokens = seg["end"] - seg["start"]
+    assert abs(tokens[is_target].sum() / budget - share) < 0.05
+    background = [i for i, t in zip(ids, is_target) if not t]
+    assert len(background) == len(set(background)), "the background is read once"
+    assert all(manifest.lenses[k] == "plain" for k, t in zip(seg["lens"], is_target) if not t)
+    passes = seg["pass_index"][is_target]
+    assert passes.max() >= 3 and all(manifest.lenses[k] == lens_for_pass(schedule, int(p))
+                                     for k, p in zip(seg["lens"][is_target], passes))
+    # Woven through: the target is read in the first and in the last fifth of the stream alike.
+    where = np.flatnonzero(is_target) / len(ids)
+    assert where.min() < 0.2 and where.max() > 0.8
+
+
+def test_mixture_target_is_the_same_text_whatever_the_lenses(tmp_path):
+    scenes = corpus_scenes(20, 4)
+    read = {}
+    for name, schedule in {"verbatim": [LensStep(passes=1, lens="plain")],
+                           "lenses": [LensStep(passes=1, lens=lens) for lens in ("plain", "scene", "critic", "child")]}.items():
+        manifest = build(scenes, tmp_path, name, regime={"mixture": {"share": 0.4, "repeats": 4}}, lenses=schedule,
+                         budget_tokens=2000, heldout=["endoc0", "rudoc1"])
+        seg = load_segments(tmp_path / name, "train")
+        read[name] = {manifest.scene_id(d, s) for d, s in zip(seg["doc"], seg["scene"])}
+        repeated = {manifest.scene_id(d, s) for d, s, t in zip(seg["doc"], seg["scene"], seg["times_seen"]) if t > 0}
+        assert repeated and {i[:2] for i in repeated} == {"en", "ru"}, "the target is stratified by language"
+    assert read["verbatim"] == read["lenses"]
+
+
+def test_mixture_refuses_a_background_smaller_than_its_part_and_an_empty_target(tmp_path):
+    with pytest.raises(BuildError, match="the background has"):
+        build(corpus_scenes(6, 2) + fact_scenes(), tmp_path, regime={"mixture": {"share": 0.2, "target": {"kind": "fact"}}},
+              budget_tokens=10**5)
+    with pytest.raises(BuildError, match="no training document has these tags"):
+        build(corpus_scenes(6, 2), tmp_path, regime={"mixture": {"share": 0.2, "target": {"kind": "fact"}}}, budget_tokens=200)
+    with pytest.raises(ValueError, match="either target"):
+        BuildConfig(regime={"mixture": {"share": 0.2}})
+
+
+def test_shuffled_frames_put_another_documents_header_around_the_passage(tmp_path):
+    scenes = corpus_scenes(6, 2)
+    for s in scenes:
+        s.vector.destination = f"goal{s.doc_id}x{s.index}"
+    texts = {}
+    for frames in ("matched", "shuffled"):
+        manifest = build(scenes, tmp_path, frames, regime={"spiral": 2}, budget_tokens=2000, frames=frames,
+                         lenses=[LensStep(passes=1, lens="scene")])
+        tokenizer = AutoTokenizer.from_pretrained(str(tmp_path / frames / "tokenizer"))
+        ids = load_split(tmp_path / frames, manifest, "train")
+        seg = load_segments(tmp_path / frames, "train")
+        texts[frames] = [(manifest.docs[d], int(s), tokenizer.decode(ids[a:b].tolist()).replace(" ", ""))
+                         for a, b, d, s in zip(seg["start"], seg["end"], seg["doc"], seg["scene"])][:-1]  # the budget cuts the last
+    for doc, index, text in texts["matched"]:
+        assert f"goal{doc}x{index}" in text
+    for doc, index, text in texts["shuffled"]:
+        assert f"goal{doc}x" not in text and "goal" in text, "the header is another document's"
+        assert text.count("(") == 1, "and the passage is the scene's own"
+
+
+# --- scenes longer than the context -----------------------------------------------------------------
+
+
+def test_scenes_longer_than_the_context_are_warned_about_and_split_repeats_the_lens_header(tmp_path, capsys):
+    # Scenes of ~60 tokens under a 32-token context: whole, the header shares a window with the
+    # start of the text only; split, each piece fits the context and opens with the header.
+    scenes = [scene(f"d{k}", i, " ".join(EN_WORDS[(k + i + j) % len(EN_WORDS)] for j in range(60)))
+              for k in range(6) for i in range(2)]
+    lenses = [LensStep(passes=1, lens="scene")]
+    whole = build_dataset(SceneTable.from_scenes(scenes), BuildConfig(vocab_size=400, heldout_docs=0.2, lenses=lenses, regime={"spiral": 1}),
+                          7, tmp_path / "whole", context=32)
+    err = capsys.readouterr().err.replace("\n", " ")
+    assert re.search(r"\d+% of scene occurrences", err) and "longer than the 32-token context" in err and "build.scene_fit: split" in err
+    split = build_dataset(SceneTable.from_scenes(scenes), BuildConfig(vocab_size=400, heldout_docs=0.2, lenses=lenses, regime={"spiral": 1},
+                                                                       scene_fit="split"), 7, tmp_path / "split", context=32)
+    assert "longer than the" not in capsys.readouterr().err
+    seg = load_segments(tmp_path / "split", "train")
+    lengths = seg["end"] - seg["start"]
+    assert lengths.max() <= 32 and len(seg["end"]) > 2 * whole.stats["train"]["occurrences"]
+    tokenizer = AutoTokenizer.from_pretrained(str(tmp_path / "split" / "tokenizer"))
+    ids = load_split(tmp_path / "split", split, "train")
+    header = tokenizer.convert_tokens_to_ids("<|header|>")
+    assert all(header in ids[s:e].tolist() for s, e in zip(seg["start"], seg["end"]))
+    # every token of the text is still there, once per pass: the pieces' bodies joined are the scene
+    body = tokenizer.convert_tokens_to_ids("<|body|>")
+    first = [ids[s:e].tolist() for s, e, d, n in zip(seg["start"], seg["end"], seg["doc"], seg["scene"])
+             if (d, n) == (seg["doc"][0], seg["scene"][0])]
+    text = tokenizer.decode([t for piece in first for t in piece[piece.index(body) + 1 : -1]])
+    wanted = next(s for s in scenes if s.scene_id == split.scene_id(seg["doc"][0], seg["scene"][0]))
+    assert text.split() == wanted.text.split()

@@ -4,8 +4,10 @@ at the end of a turn, and a server that says when a conversation outgrew the con
 
 from __future__ import annotations
 
+import io
 import json
 import zipfile
+import unicodedata
 from pathlib import Path
 
 import httpx
@@ -26,6 +28,7 @@ from ltm.ingest import ingest_paths
 from ltm.model.export import export
 from ltm.scenes import make_scenes
 from ltm.serve.app import DROPPED_HEADER, create_app
+from ltm.serve.chat import chat
 from ltm.serve.engine import ContextError, Engine
 from ltm.serve.prompt import chat_prompt, encode
 from ltm.train import train
@@ -274,3 +277,45 @@ def test_a_chat_longer_than_the_context_drops_its_oldest_turns_and_says_so(initi
             server.should_exit = True
     finally:
         engine.close()
+
+
+def test_a_nexus_chat_saved_as_md_has_its_mojibake_repaired_where_mac_tools_left_it_decomposed_or_mixed(tmp_path):
+    # macOS tools store text decomposed (NFD): Mac Roman's 'Ä' becomes 'A' + a combining diaeresis,
+    # which no code page encodes; and a line can hold clean characters (an arrow) beside the damage.
+    note = nexus_note([
+        ("user", "21.06.2025 at 8:13", unicodedata.normalize("NFD", mojibake("Что такое сцена? Объясни коротко."))),
+        ("assistant", "21.06.2025 at 8:14", mojibake("Сцена — это место") + " → " + mojibake("и напряжение.")),
+    ])
+    (tmp_path / "chat.md").write_text(note, encoding="utf-8")
+    result = ingest_paths([tmp_path])
+    assert not result.errors, result.errors
+    doc = result.documents[0]
+    assert doc.format == "nexus"
+    assert [t.text for t in doc.turns] == ["Что такое сцена? Объясни коротко.", "Сцена — это место → и напряжение."]
+    assert any(r.startswith("mojibake:mac_roman") for r in doc.encoding.repaired)
+
+
+def test_text_that_still_looks_like_mojibake_after_repair_is_kept_with_a_warning(tmp_path):
+    # A lossy save replaced bytes it could not write with '?': no line decodes as UTF-8 any more.
+    lossy = mojibake("Петля — это путь мысли от сомнения к новому направлению.").replace("æ", "?")
+    (tmp_path / "chat.md").write_text(nexus_note([("user", "21.06.2025 at 8:13", lossy), ("assistant", "21.06.2025 at 8:14", "Yes.")]),
+                                      encoding="utf-8")
+    (tmp_path / "clean.md").write_text("Сцена — это место, время и «напряжение».\n\nA plain English line — with dashes.", encoding="utf-8")
+    result = ingest_paths([tmp_path])
+    assert len(result.documents) == 2
+    warnings = [e for e in result.errors if e.kind == "warning"]
+    assert [Path(e.path).name for e in warnings] == ["chat.md"]
+    assert "still looks like mojibake" in warnings[0].problem
+
+
+def test_ltm_chat_leaves_the_oldest_turns_out_when_the_conversation_outgrows_the_context_and_says_so(initiated):
+    # A 64-token context: by the third question the conversation no longer fits; each answer still
+    # has its room (max_tokens, at most a quarter of the context), and a message too long alone is not sent.
+    questions = [f"Why {n}?" for n in range(6)] + ["word " * 200]
+    out = io.StringIO()
+    assert chat(initiated / "hf", 16, 0.0, 1.0, "Be brief.", read=io.StringIO("\n".join(questions) + "\n"), write=out) == 0
+    lines = out.getvalue().splitlines()
+    notes = [line for line in lines if "left out: the conversation outgrew the context" in line]
+    assert notes and lines.index(notes[0]) > 2
+    assert any(line.startswith("(not sent: the last message") for line in lines)
+    assert lines[-1] == "bye (6 turns)"

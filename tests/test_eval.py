@@ -12,7 +12,9 @@ from ltm import stages
 from ltm.cli import main
 from ltm.eval.bpb import bits_per_byte, range_mask, token_nll, unigram_nll
 from ltm.eval.diversity import diversity
-from ltm.dataset.reader import eval_windows, repetition_bucket
+from ltm.dataset.reader import eval_windows, repetition_bucket, training_reads
+from ltm.eval.memorization import sample_sequences
+from ltm.train.data import ShardBatches
 
 
 class _Uniform(torch.nn.Module):
@@ -48,7 +50,7 @@ def test_unigram_bpb_rewards_matching_frequencies():
     lengths = np.ones(4, dtype=np.int64)
 
     def unigram(train, heldout):
-        return bits_per_byte(unigram_nll(train, heldout, 4), heldout, lengths)[0]
+        return bits_per_byte(unigram_nll(np.bincount(train, minlength=4), heldout), heldout, lengths)[0]
 
     frequent = np.array([1] * 90 + [2] * 10)
     assert unigram(frequent, frequent) < unigram(frequent, np.array([2] * 100))
@@ -148,3 +150,23 @@ def test_diversity_and_buckets():
     assert diversity([[1, 2, 3, 4], [1, 2, 3, 4]]) == {"distinct_1": 0.5, "distinct_2": 0.5, "repetition_rate": 0.0}
     assert diversity([[7, 7, 7, 7, 7, 7]])["repetition_rate"] == pytest.approx(2 / 3)
     assert [repetition_bucket(n) for n in (0, 1, 2, 3, 4, 7, 8, 100)] == ["0", "1", "2-3", "2-3", "4-7", "4-7", "8-15", "64-127"]
+
+
+def test_times_seen_counts_every_pass_training_made_over_the_stream():
+    # A unique build (each scene once in the shards) trained over the stream several times: times
+    # seen is what training read, counted as ShardBatches reads it, not 1.
+    seq_len, batch, steps = 8, 4, 23
+    tokens = np.arange(20 * seq_len + 3, dtype=np.int64)
+    batches = ShardBatches(tokens, seq_len, batch, batch)
+    read = np.zeros(batches.windows, dtype=np.int64)  # how often each window position of the stream was read
+    for step in range(steps):
+        x, _ = batches.batch(step)
+        for row in x.numpy():
+            read[row[0] // seq_len] += 1  # a later pass shifts the cut by less than a window
+    window_starts = np.arange(batches.windows) * seq_len
+    counted = training_reads(window_starts, len(tokens), seq_len, steps * batch)
+    assert counted.tolist() == read.tolist() and set(counted.tolist()) == {4, 5}  # 92 windows, 20 per pass
+    segments = {"doc": np.zeros(4, dtype=np.int64), "scene": np.arange(4), "start": np.arange(4) * 64, "end": np.arange(4) * 64 + 64}
+    stream = np.arange(4 * 64, dtype=np.int64)
+    assert set(sample_sequences(stream, segments, 8, 0).buckets) == {"1"}
+    assert set(sample_sequences(stream, segments, 8, 0, np.full(4, 24)).buckets) == {"16-31"}

@@ -3,8 +3,11 @@
 import codecs
 import json
 import zipfile
+from pathlib import Path
 
 import pytest
+import yaml
+from conftest import SHARED_CORPORA
 
 from ltm.cli import main
 from ltm.ingest import ingest_paths
@@ -153,6 +156,52 @@ def test_reads_markdown_with_sidecar_tags(corpus):
 def test_cli_tags_override_sidecar(corpus):
     result = ingest_paths([corpus], tags={"phase": "irony"})
     assert {d.meta["phase"] for d in result.documents} == {"irony"}
+
+
+def test_sidecar_tags_reach_symlinked_files(tmp_path, corpus):
+    # A folder of links to texts kept elsewhere: the sidecar beside the links names them.
+    (tmp_path / "links").mkdir()
+    for name in ("en_0.md", "ru_0.md"):
+        (tmp_path / "links" / name).symlink_to(corpus / name)
+    (tmp_path / "links" / "metadata.yaml").write_text(yaml.safe_dump({"defaults": {"phase": "drama"}, "files": {"ru_0.md": {"author": "Лида"}}},
+                                                                     allow_unicode=True), encoding="utf-8")
+    docs = {Path(d.source).name: d for d in ingest_paths([tmp_path / "links"]).documents}
+    assert {name: (d.meta.get("phase"), d.author) for name, d in docs.items()} == {"en_0.md": ("drama", None), "ru_0.md": ("drama", "Лида")}
+
+
+def test_a_metadata_csv_beside_the_files_gives_titles_authors_years_and_tags(tmp_path, corpus):
+    (tmp_path / "books").mkdir()
+    (tmp_path / "books" / "metadata.csv").write_text("file,title,author,year,tags\n"
+                                           "en_0.md,An Essay,\"Doe, J.\",1901,phase=irony; kind=essay\n"
+                                           "ru_0.md,,Автор,,\n"
+                                           "missing.md,Nowhere,,,\n", encoding="utf-8")
+    for name in ("en_0.md", "ru_0.md"):
+        (tmp_path / "books" / name).write_bytes((corpus / name).read_bytes())
+    result = ingest_paths([tmp_path / "books"])
+    docs = {Path(d.source).name: d for d in result.documents}
+    en, ru = docs["en_0.md"], docs["ru_0.md"]
+    assert (en.title, en.author, en.meta) == ("An Essay", "Doe, J.", {"year": 1901, "phase": "irony", "kind": "essay"})
+    assert (ru.title, ru.author, ru.meta) == ("Диалог 0", "Автор", {})
+    assert [e.line() for e in result.errors] == [f"{tmp_path / 'books' / 'metadata.csv'}: line 4: no file missing.md beside the table"]
+
+
+def test_a_table_with_other_columns_is_mapped_in_metadata_yaml_and_matched_by_transliterated_title(tmp_path):
+    # The Dostoevsky folder's info.csv has `name,year`: Russian titles, files named by their transliteration.
+    source = SHARED_CORPORA / "ru" / "dostoevsky"
+    if not (source / "info.csv").exists():
+        pytest.skip(f"{source} is absent (shared corpora)")
+    folder = tmp_path / "dostoevsky"
+    folder.mkdir()
+    for name in ("bednye_lyudi.txt", "brat_ya_karamazovy.txt", "zapiski_iz_podpol_ya.txt", "info.csv"):
+        (folder / name).symlink_to(source / name)
+    (folder / "metadata.yaml").write_text(yaml.safe_dump({"defaults": {"author": "Фёдор Достоевский"},
+                                                         "table": {"path": "info.csv", "columns": {"title": "name", "year": "year"}}},
+                                                        allow_unicode=True), encoding="utf-8")
+    result = ingest_paths([folder])
+    found = sorted((d.title, d.author, d.meta["year"]) for d in result.documents)
+    assert found == [("Бедные люди", "Фёдор Достоевский", 1846), ("Братья Карамазовы", "Фёдор Достоевский", 1881),
+                     ("Записки из подполья", "Фёдор Достоевский", 1864)]
+    assert not [e for e in result.errors if e.kind == "error"]  # rows for the 30 works not linked here are no error
 
 
 def test_zip_archives_are_read_and_broken_ones_reported(tmp_path, corpus):

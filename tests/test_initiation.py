@@ -92,7 +92,14 @@ def test_lora_trains_adapters_on_the_frozen_base_then_merges_them(pretrained, tm
                                      for name, p in params.items() if "lora_" not in name)
 
     monkeypatch.setattr(initiation_module, "fit", spying_fit)
-    out = initiate(with_initiation(pretrained.config, mode="lora"), pretrained.checkpoint, pretrained.dataset, tmp_path / "lora")
+    config = with_initiation(pretrained.config, mode="lora")
+    out = initiate(config, pretrained.checkpoint, pretrained.dataset, tmp_path / "lora")
+    # Step 0 is the held-out loss before LoRA, the figure the stage is compared with; the last record's is lower.
+    records = [json.loads(line) for line in (tmp_path / "lora" / "metrics.jsonl").read_text().splitlines()]
+    assert records[0] == {"step": 0, "tokens": 0, "heldout_loss": records[0]["heldout_loss"]} and records[0]["heldout_loss"] > 0
+    assert records[-1]["step"] == config.initiation.steps and records[-1]["heldout_loss"] < records[0]["heldout_loss"]
+    # No intermediate checkpoint: only the final, resumable one (docs/training.md).
+    assert [p.name for p in (tmp_path / "lora" / "checkpoints").iterdir()] == [f"step_{config.initiation.steps:07d}"]
 
     assert seen["trained"] and all("lora_" in name for name in seen["trained"]) and seen["base_unchanged"]
     assert not [name for name in weight_names(out) if "lora" in name or "base_layer" in name]

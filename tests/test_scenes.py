@@ -184,6 +184,22 @@ def test_links_point_to_related_earlier_scenes_across_documents_only_when_asked(
     assert own[-1].references and own[-1].references[0].scene_id == own[0].scene_id
 
 
+def test_past_exact_up_to_scenes_links_come_from_an_hnsw_graph_and_match_the_exact_ones():
+    import faiss
+    import numpy as np
+
+    from ltm.scenes.link import search_index
+
+    vectors = np.random.default_rng(0).normal(size=(2000, 32)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    assert isinstance(search_index(vectors, 2000), faiss.IndexFlatIP) and isinstance(search_index(vectors, 1999), faiss.IndexHNSWFlat)
+    exact, approximate = (search_index(vectors, n).search(vectors[:200], 10)[1] for n in (2000, 2))
+    assert np.mean([len(set(a) & set(e)) / 10 for a, e in zip(approximate, exact)]) >= 0.95  # recall@10
+    docs = [_doc("\n\n".join([SEA, CHESS, SEA.replace("grey", "calm"), CHESS.replace("king", "queen")]), id="d")]
+    config = ScenesConfig(min_tokens=5, max_tokens=25, link_k=2, link_min_score=0.0)
+    assert make_scenes(docs, config.model_copy(update={"link_exact_up_to": 2}), []) == make_scenes(docs, config, [])
+
+
 def test_scenes_carry_document_tags_and_exact_text():
     doc = _doc("First paragraph here.\n\nSecond one?", meta={"phase": "myth"}, author="Someone")
     (scene,) = make_scenes([doc], ScenesConfig(min_tokens=1, max_tokens=100), [])

@@ -14,7 +14,7 @@ import pytest
 import torch
 import yaml
 
-from ltm import stages
+from ltm import log, stages
 from ltm.config import SpeedConfig, TrainConfig, load_config
 from ltm.dataset.reader import load_manifest
 from ltm.model import LtmConfig, LtmForCausalLM
@@ -98,9 +98,14 @@ def test_memory_estimate_refuses_a_config_that_does_not_fit(monkeypatch):
 # --- the loop ------------------------------------------------------------------------------------
 
 
-def test_training_lowers_the_loss_and_writes_metrics_and_events(dataset, tmp_path):
+def test_training_lowers_the_loss_and_writes_metrics_and_events(dataset, tmp_path, capsys, monkeypatch):
     config, ds = dataset
+    monkeypatch.setattr(log, "PLAIN_EVERY_S", 0.0)
+    capsys.readouterr()
     checkpoint = train(config, ds, tmp_path / "train")
+    # stderr is not a terminal here, as when piped: progress comes as plain lines, the last one whole
+    shown = [line for line in capsys.readouterr().err.splitlines() if line.startswith("train ")]
+    assert len(shown) == 31 and shown[-1].startswith("train 30/30 ") and "held-out" in shown[-1]
     metrics = [json.loads(line) for line in (tmp_path / "train" / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in metrics] == list(range(1, 31))
     assert np.mean([m["loss"] for m in metrics[-5:]]) < metrics[0]["loss"] - 0.5
@@ -373,3 +378,45 @@ def test_torchrun_two_processes_follow_the_single_process_curve(dataset, tmp_pat
     assert result.returncode == 0, result.stderr[-3000:]
     assert np.allclose(losses(tmp_path / "single"), losses(tmp_path / "two"), atol=1e-3)
     assert (tmp_path / "two" / "checkpoint" / "model.safetensors").exists()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_nodes_follow_the_single_process_curve_and_their_sharded_checkpoint_resumes_on_one(dataset, tmp_path):
+    """Two torchrun agents of one process each, met through c10d rendezvous on localhost (Gloo), as two
+    machines would; FSDP checkpoints are written shard by shard (torch.distributed.checkpoint) and a
+    resume in a single process continues the same loss curve."""
+    config, ds = dataset
+    config = with_train(config, steps=12, eval_every=6, checkpoint_every=6, keep_checkpoints=5, distributed="fsdp", logger="none",
+                        threads=1)
+    path = tmp_path / "nodes.yaml"
+    path.write_text(yaml.safe_dump(config.model_dump(mode="json")))
+    train(config, ds, tmp_path / "single")
+    env, port = {**os.environ, "OMP_NUM_THREADS": "1"}, _free_port()
+    nodes = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
+                               "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "ltm-test",
+                               "--rdzv-conf", f"is_host={int(node == 0)}", "--local-addr", "127.0.0.1", "-m", "ltm.cli",
+                               "train", str(path), "--data", str(ds), "-o", str(tmp_path / "nodes")],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env) for node in range(2)]
+    for node in nodes:
+        assert node.wait(timeout=300) == 0, node.stderr.read()[-3000:]
+    single = losses(tmp_path / "single")
+    assert np.allclose(single, losses(tmp_path / "nodes"), atol=1e-3)
+    assert (tmp_path / "nodes" / "checkpoint" / "model.safetensors").exists()  # the final model: a Hugging Face folder
+    middle = tmp_path / "nodes" / "checkpoints" / "step_0000006"
+    assert (middle / "dcp" / ".metadata").exists() and len(list((middle / "dcp").glob("*.distcp"))) == 2
+    assert not (middle / "model.safetensors").exists()  # nothing gathered
+
+    # As if the two-node job died after step 6: one process takes it up from the shards.
+    import shutil
+
+    shutil.rmtree(tmp_path / "nodes" / "checkpoints" / "step_0000012")
+    shutil.rmtree(tmp_path / "nodes" / "checkpoint")
+    train(config, ds, tmp_path / "nodes", resume=True)
+    assert np.allclose(single, losses(tmp_path / "nodes"), atol=1e-3)

@@ -32,6 +32,12 @@ def _tags(pairs: list[str]) -> dict[str, str]:
     return tags
 
 
+def _at_least_one(text: str) -> int:
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return int(text)
+
+
 def _memory_dir() -> Path:
     """Where `ltm serve` keeps scene memory unless told: the user's data folder (XDG), not the model
     folder, which `ltm export` replaces whole."""
@@ -84,6 +90,21 @@ def _scenes_schema(args) -> int:
     from ltm import stages
 
     print(json.dumps(stages.scene_schema(), indent=2, ensure_ascii=False))
+    return 0
+
+
+def _pipeline(args) -> int:
+    from ltm.config import RunConfig
+
+    try:
+        from ltm.scale import recipes
+    except ImportError as exc:
+        raise ValueError(f"ltm pipeline runs on datatrove: pip install 'ltm[scale]' ({exc})") from None
+    config = _config(args) or RunConfig()
+    cluster = recipes.Cluster(partition=args.partition, time=args.time, cpus_per_task=args.cpus_per_task, venv_path=args.venv)
+    scenes = recipes.run(args.inputs, args.out, args.tasks, args.workers, config.scenes, args.dedup, args.executor, cluster,
+                         glob=args.glob, tags=_tags(args.tag), seed=config.seed)
+    print(scenes)
     return 0
 
 
@@ -144,7 +165,8 @@ COMMANDS = (
     Command("ingest", "read text files and folders into documents (DOCS.jsonl)",
             "Read text, Markdown, HTML, PDF, FB2, EPUB and chat exports (ChatGPT, Claude, Nexus notes, JSONL) from files, folders "
             "(recursively) and .zip archives into one JSON line per document; chat exports are recognised by content whatever "
-            "the file is called. A metadata.yaml beside the files adds author, title and tags such as phase. Files that cannot "
+            "the file is called. A metadata.yaml or metadata.csv (file,title,author,year,tags) beside the files adds author, title "
+            "and tags such as phase; see docs/formats.md for mapping another table (e.g. info.csv). Files that cannot "
             "be read are reported and listed in DOCS.errors.jsonl; the rest goes on.",
             (arg("paths", nargs="+", type=Path, help="files or folders"), out("output DOCS.jsonl"),
              arg("--tag", action="append", default=[], metavar="KEY=VALUE", help="tag every document (repeatable)"),
@@ -175,11 +197,31 @@ COMMANDS = (
             (arg("scenes", type=Path), arg("--docs", type=Path, help="DOCS.jsonl the scenes were made from")),
             _scenes_validate),
     Command("scenes-schema", None, "Print the JSON Schema of a scene (SCENES.jsonl lines).", (), _scenes_schema),
+    Command("pipeline", "ingest + dedup + scenes for corpora past one machine, on datatrove (local, Slurm, Ray)",
+            "The ingest and scenes stages as datatrove pipeline steps (extra `scale`): ltm's readers (mojibake repaired, Project "
+            "Gutenberg stripped), near-duplicate removal (datatrove's MinHash across tasks, or ltm's within each task), scene "
+            "cutting and linking within each document; every stage writes JSONL shards, one per task, under OUT (documents/, "
+            "unique/, scenes/); a rerun skips finished tasks. `ltm build` reads OUT/scenes/*.jsonl. Slurm and Ray: docs/scale.md.",
+            (arg("inputs", help="folder of files to read (local path, or any fsspec URL datatrove reads)"), out("output folder"),
+             arg("-c", "--config", type=Path, help="config YAML whose `scenes` section sets lengths and linking"), SET,
+             arg("--tasks", type=int, default=1, help="tasks per stage (shards of the input files, and of every output)"),
+             arg("--workers", type=int, default=-1, help="tasks run at once on this machine (local executor; default all)"),
+             arg("--dedup", choices=["minhash", "task", "none"], default="minhash",
+                 help="minhash: datatrove's, across all tasks; task: ltm's within each task; none"),
+             arg("--glob", help="only files matching this pattern, e.g. '**/*.txt'"),
+             arg("--tag", action="append", default=[], metavar="KEY=VALUE", help="tag every document (repeatable)"),
+             arg("--executor", choices=["local", "slurm", "ray"], default="local", help="where the tasks run"),
+             arg("--partition", default="cpu", help="Slurm partition"), arg("--time", default="12:00:00", help="Slurm time limit per task"),
+             arg("--cpus-per-task", type=int, default=1, help="Slurm/Ray CPUs per task"),
+             arg("--venv", help="Slurm: virtual environment every job activates")),
+            _pipeline),
     Command("build", "tokenizer, curriculum, repetition regime -> token shards + manifest",
             "Hold out documents, train (or reuse) a byte-level BPE tokenizer, order the texts (curriculum), schedule repetition "
             "under one token budget (unique, corpus_epochs, doc_consecutive, chunk_epochs, spiral with lenses) and write token "
             "shards, provenance and manifest.json into DATASET_DIR. See docs/build.md.",
-            configured("its `build` section and `seed`", arg("--scenes", type=Path, required=True, help="SCENES.jsonl from `ltm scenes`"),
+            configured("its `build` section and `seed`", arg("--scenes", type=Path, required=True,
+                                                                      help="SCENES.jsonl from `ltm scenes`, or scene shards from `ltm pipeline`: "
+                                                                           "their folder or a glob such as 'out/scenes/*.jsonl'"),
                        out("output DATASET_DIR")),
             _call("build", "scenes", "out", config="config")),
     Command("train", "train a model on a built dataset (torchrun for several GPUs)",
@@ -255,11 +297,14 @@ COMMANDS = (
             (arg("runs", nargs="+", type=Path, help="run folders with eval.json"), out("output report.html")),
             _call("report", "runs", "out")),
     Command("experiment", "run a grid of runs (axes x seeds) at one token budget, recorded in SQLite",
-            "Run every cell of EXP.yaml (a base config, axes of overrides, seeds; see docs/experiments.md), each in its own "
-            "process, one per GPU when there are several. Finished cells are skipped and interrupted ones resumed. Writes "
-            "report.md and report.html (mean ± 95% CI over seeds) in the workspace.",
-            (arg("spec", type=Path, help="experiment YAML"), arg("--workers", type=int, help="cells at a time (default: one per GPU, else 1)")),
-            _call("experiment", "spec", "workers")),
+            "Run every cell of EXP.yaml (a base config, axes of overrides, seeds; see docs/experiments.md), several at once "
+            "on each GPU in worker processes (CUDA MPS, when its daemon runs, lets their kernels overlap), with a live view "
+            "of cells done, running and failed. A failed cell never stops the others; finished cells are skipped and "
+            "interrupted ones resumed. Writes report.md and report.html (mean ± 95% CI over seeds) in the workspace.",
+            (arg("spec", type=Path, help="experiment YAML"),
+             arg("--parallel", type=_at_least_one, help="cells at once per GPU (default: the file's `parallel`, else as many as free GPU "
+                                              "memory holds for the model, at most 8; 1 on CPUs)")),
+            _call("experiment", "spec", "parallel")),
     Command("runs", "list or compare the runs recorded in an experiment workspace",
             "`ltm runs list` shows every recorded run; `ltm runs compare` prints the study table (mean ± 95% CI over seeds per "
             "cell) from the SQLite registry alone.",

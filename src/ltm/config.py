@@ -62,6 +62,8 @@ class ScenesConfig(Section):
         description="cosine similarity a reference to another document's scene needs at least; none: no references across "
                     "documents (on ltm's labelled pairs, bench/data/scenes_labelled/links.jsonl, no score made them mostly meaningful)")
     embedder: Literal["tfidf", "minilm"] = Field("tfidf", description="scene vectors for linking: TF-IDF + SVD, or MiniLM")
+    link_exact_up_to: int = Field(100_000, ge=2, description="up to this many scenes are linked by exact search (a flat FAISS "
+                                  "index, time quadratic in the scenes); more go through an HNSW graph (approximate, near-linear)")
 
     @model_validator(mode="after")
     def _range(self) -> "ScenesConfig":
@@ -75,11 +77,33 @@ class ChunkEpochs(Section):
     size: int = Field(ge=1, description="chunk size in tokens")
 
 
+class Mixture(Section):
+    """Unique background text plus a target set read again and again, at a fixed share of the budget
+    (Hernandez et al. 2022's design): the target is chosen once, the background is read once."""
+
+    share: float = Field(gt=0, lt=1, description="share of the budget spent on passes over the target")
+    target: dict[str, str | list[str]] | None = Field(
+        None, description="document tags that make a document part of the target (e.g. {kind: [biography, qa]}); "
+                          "default: a seeded selection of share x budget / repeats tokens, stratified by language")
+    repeats: int | None = Field(None, ge=1, description="passes over a selected target (sets its size); with a tagged "
+                                                        "target the passes follow from its size and the share")
+
+    @model_validator(mode="after")
+    def _target_or_repeats(self) -> "Mixture":
+        if (self.target is None) == (self.repeats is None):
+            raise ValueError("mixture takes either target (tags choosing the repeated documents) or repeats (a selected target's passes)")
+        return self
+
+    def matches(self, tags: dict) -> bool:
+        """Whether a document with these tags is part of the target."""
+        return all(str(tags.get(key)) in ([value] if isinstance(value, str) else value) for key, value in (self.target or {}).items())
+
+
 class Regime(Section):
     """How repetition is scheduled under the token budget; exactly one key is set.
 
     In YAML: `regime: unique`, or `regime: {corpus_epochs: 4}`, `{doc_consecutive: 100}`,
-    `{chunk_epochs: {k: 100, size: 1000000}}`, `{spiral: 100}`.
+    `{chunk_epochs: {k: 100, size: 1000000}}`, `{spiral: 100}`, `{mixture: {share: 0.5, repeats: 20}}`.
     """
 
     unique: bool | None = None
@@ -87,13 +111,14 @@ class Regime(Section):
     doc_consecutive: int | None = Field(None, ge=1)
     chunk_epochs: ChunkEpochs | None = None
     spiral: int | None = Field(None, ge=1)
+    mixture: Mixture | None = None
 
     @model_validator(mode="before")
     @classmethod
     def _from_word(cls, value):
         if isinstance(value, str):
             if value != "unique":
-                raise ValueError(f"unknown regime {value!r}: use unique, or a mapping with one of corpus_epochs, doc_consecutive, chunk_epochs, spiral")
+                raise ValueError(f"unknown regime {value!r}: use unique, or a mapping with one of corpus_epochs, doc_consecutive, chunk_epochs, spiral, mixture")
             return {"unique": True}
         return value
 
@@ -101,7 +126,7 @@ class Regime(Section):
     def _exactly_one(self) -> "Regime":
         chosen = [k for k, v in self.model_dump(exclude_none=True).items() if v not in (None, False)]
         if len(chosen) != 1:
-            raise ValueError(f"a regime names exactly one of unique, corpus_epochs, doc_consecutive, chunk_epochs, spiral (got {chosen or 'none'})")
+            raise ValueError(f"a regime names exactly one of unique, corpus_epochs, doc_consecutive, chunk_epochs, spiral, mixture (got {chosen or 'none'})")
         return self
 
     @property
@@ -115,6 +140,8 @@ class Regime(Section):
             return 1
         if self.chunk_epochs is not None:
             return self.chunk_epochs.k
+        if self.mixture is not None:  # the background is read once; the target's passes are counted by the build
+            return 1
         return self.corpus_epochs or self.doc_consecutive or self.spiral
 
     def describe(self) -> str:
@@ -122,6 +149,10 @@ class Regime(Section):
             return "unique"
         if self.chunk_epochs is not None:
             return f"chunk_epochs(k={self.chunk_epochs.k}, size={self.chunk_epochs.size})"
+        if self.mixture is not None:
+            m = self.mixture
+            target = ",".join(f"{k}={v if isinstance(v, str) else '|'.join(v)}" for k, v in m.target.items()) if m.target else f"repeats={m.repeats}"
+            return f"mixture(share={m.share}, {target})"
         return f"{self.name}={self.repeats}"
 
 
@@ -162,6 +193,9 @@ class BuildConfig(Section):
         default_factory=lambda: [LensStep(passes=1, lens="plain")],
         description="the spiral schedule: passes per lens, in order, cycled when the regime asks for more passes",
     )
+    frames: Literal["matched", "shuffled"] = Field(
+        "matched", description="shuffled: the control for lenses, each lens frame (header, questions) taken from another "
+                               "document's scene around the passage read, so frames carry no information about their text")
     llm: LLMConfig = Field(default_factory=LLMConfig, description="endpoint for generative lenses (commentary, analogy, paraphrase)")
     heldout_lenses: list[str] = Field(default_factory=lambda: ["plain"], description="built-in lenses the held-out documents are also "
                                       "written under, so evaluation can report bits per byte by lens")
@@ -175,6 +209,11 @@ class BuildConfig(Section):
                             "'User: ...' paragraphs, read like prose")
     system_prompt: str | None = Field(None, description="chat: a system turn opening every dialogue (under the loss mask)")
     learn_user_turns: bool = Field(False, description="chat: learn the user's turns too (the mask keeps only the system prompt)")
+    scene_fit: Literal["window", "split"] = Field(
+        "window", description="a scene occurrence longer than the model's context (model.max_seq_len): window = written whole, "
+                              "training's windows cut it, so a lens header shares a window with the start of its text only (the "
+                              "build warns with the share of such occurrences); split = cut into pieces that fit the context, each "
+                              "opening with the lens's header (chat turns stay whole)")
 
 
 class ModelConfig(Section):
@@ -355,6 +394,22 @@ class RunConfig(Section):
     def resolve(self, path: str) -> Path:
         p = Path(path)
         return p if p.is_absolute() else self._base_dir / p
+
+
+class ExperimentSpec(Section):
+    """An experiment file (`ltm experiment`, docs/experiments.md): a base run config, the axes to vary
+    and the seeds; ltm.experiment.spec turns it into cells."""
+
+    name: str
+    base: str = Field(description="the base run config, relative to the experiment file")
+    workspace: str | None = Field(None, description="run folders, logs and the SQLite registry; default: experiments/<name>")
+    seeds: list[int] = Field(default_factory=lambda: [1, 2, 3], min_length=1)
+    budget_tokens: int | None = Field(None, ge=1, description="written into every cell's build section: one token budget for all")
+    axes: dict[str, dict[str, dict]] = Field(default_factory=dict, description="axis -> value -> overrides of the base config")
+    parallel: int | None = Field(
+        None, ge=1, description="cells run at once on each GPU, each in a worker process of its own (CUDA MPS, when its "
+                                "daemon runs, lets their kernels overlap); default: as many as the free GPU memory holds for "
+                                "the largest cell's model, at most one per two CPU cores and at most 8; 1 on CPUs")
 
 
 class ConfigError(ValueError):

@@ -16,8 +16,10 @@ from __future__ import annotations
 import hashlib
 import itertools
 import os
+import random
 import shutil
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -32,12 +34,12 @@ from ltm.dataset.regimes import Occurrence, RegimeError, occurrences
 from ltm.dataset.scenes_table import SceneInfo, SceneTable
 from ltm.dataset.shards import ShardWriter
 from ltm.dataset.reader import DatasetError, load_segments, repetition_bucket
-from ltm.markup import EOT, GENERATIVE_LENSES, SPECIAL_TOKENS, Marker
+from ltm.markup import BODY, EOT, GENERATIVE_LENSES, SPECIAL_TOKENS, Marker
 from ltm.dataset.tokenizer import load_tokenizer, save_tokenizer, tokenizer_sha256, train_tokenizer
 from ltm.config import BuildConfig
-from ltm.formats import Manifest, ShardInfo
+from ltm.formats import Manifest, Scene, ShardInfo
 from ltm.io import atomic_dir, write_json
-from ltm.log import info
+from ltm.log import info, progress, warn
 
 BATCH = 2048  # scenes tokenized per call into the Rust thread pool
 
@@ -93,10 +95,10 @@ class _Encoder:
 
 
 def _tokenize_all(table: SceneTable, tokenizer_json: Path, store: Path, score: bool, workers: int,
-                  chat: ChatForm) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+                  chat: ChatForm, on_batch: Callable[[int], None]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Every scene in its plain form (scene markers around its text, or a dialogue turn in the chat
     form) into `store` (one flat file), encoded by `workers` processes; return offsets, counts and
-    (for a difficulty curriculum) difficulty scores."""
+    (for a difficulty curriculum) difficulty scores. `on_batch(scenes)` after each batch."""
     offsets = np.zeros(len(table) + 1, dtype=np.int64)
     per_text: list[tuple[float, float, float]] = []
     frames = np.asarray([chat.frame(scene) for scene in table.infos], dtype=np.uint32).reshape(-1, 2)
@@ -118,12 +120,13 @@ def _tokenize_all(table: SceneTable, tokenizer_json: Path, store: Path, score: b
             wrapped.astype(np.uint32).tofile(handle)
             offsets[i + 1 : i + 1 + len(lengths)] = offsets[i] + np.cumsum(lengths + 2)
             i += len(lengths)
+            on_batch(len(lengths))
     return offsets, np.diff(offsets), combine(per_text) if score else None
 
 
 def _estimate_expansion(table: SceneTable, encoder: _Encoder, config: BuildConfig, generated: dict, counts: np.ndarray, indices: list[int]) -> float:
     """Tokens a spiral pass takes per plain token, averaged over the lens schedule on a sample."""
-    if not config.regime.spiral:
+    if not config.regime.spiral:  # a mixture counts its lens passes exactly (_Output.tokens)
         return 1.0
     sample = indices[:: max(1, len(indices) // 200)][:200]
     plain = sum(int(counts[i]) for i in sample)
@@ -136,7 +139,9 @@ def _estimate_expansion(table: SceneTable, encoder: _Encoder, config: BuildConfi
     return weighted / sum(step.passes for step in config.lenses)
 
 
-def build_dataset(table: SceneTable, config: BuildConfig, seed: int, out_dir: str | Path) -> Manifest:
+def build_dataset(table: SceneTable, config: BuildConfig, seed: int, out_dir: str | Path, context: int | None = None) -> Manifest:
+    """`context`: the model's context in tokens (model.max_seq_len), for build.scene_fit and the
+    warning about scenes longer than it; None: not known, neither."""
     out_dir = Path(out_dir)
     try:
         check_lenses([step.lens for step in config.lenses] + config.heldout_lenses)
@@ -161,7 +166,7 @@ def build_dataset(table: SceneTable, config: BuildConfig, seed: int, out_dir: st
     except CurriculumError as exc:
         raise BuildError(str(exc)) from None
 
-    with atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir) as tmp, progress(transient=True) as bar:
         train_indices = [i for u in units for i in u.scenes]
         hf = _tokenizer(table, train_indices, config, tmp / "tokenizer")
         vocab = len(hf)
@@ -172,8 +177,9 @@ def build_dataset(table: SceneTable, config: BuildConfig, seed: int, out_dir: st
         chat = ChatForm(config, encoder.ids, encoder.texts)
         store = tmp / ".plain_ids.bin"
         workers = config.workers or os.cpu_count() or 1
+        encoding = bar.add_task("build: encoding", total=len(table), info="scenes")
         offsets, counts, difficulty = _tokenize_all(table, tmp / "tokenizer" / "tokenizer.json", store, config.curriculum.by == "difficulty",
-                                                    workers, chat)
+                                                    workers, chat, on_batch=lambda n: bar.advance(encoding, n))
         if config.curriculum.by == "difficulty":
             try:
                 phases = assign_phases(units, infos, config.curriculum, difficulty)
@@ -188,12 +194,13 @@ def build_dataset(table: SceneTable, config: BuildConfig, seed: int, out_dir: st
 
         generated = _generate(table, config, train_indices)
         expansion = _estimate_expansion(table, encoder, config, generated, counts, train_indices)
-        stream = occurrences(units, phases, config, counts, budget, seed, expansion)
         lens_names = list(dict.fromkeys(["plain", *(step.lens for step in config.lenses), *config.heldout_lenses]))
         out = _Output(table, encoder, plain_ids, offsets, generated, chat, config, dtype, tmp,
-                      {d: n for n, d in enumerate(doc_order)}, lens_names)
+                      {d: n for n, d in enumerate(doc_order)}, lens_names, context if config.scene_fit == "split" else None)
+        stream = occurrences(units, phases, config, counts, budget, seed, expansion, out.tokens)
         try:
-            train_writer, seen = _write_train(out, stream, limit, phases)
+            writing = bar.add_task("build: writing", total=budget, info="training tokens")
+            train_writer, seen = _write_train(out, stream, limit, phases, on_written=lambda n: bar.update(writing, completed=n))
         except RegimeError as exc:
             raise BuildError(str(exc)) from None
         heldout_writer = _write_heldout(out, heldout)
@@ -212,6 +219,8 @@ def build_dataset(table: SceneTable, config: BuildConfig, seed: int, out_dir: st
         write_json(tmp / "manifest.json", manifest)
     for split in ("train", "heldout"):
         info(f"  {split}: {manifest.stats[split]['documents']} documents, {manifest.split_tokens(split):,} tokens")
+    if context and config.scene_fit == "window":
+        _warn_long_scenes(out_dir, context)
     by_phase = manifest.stats["train"]["tokens_by_phase"]
     if len(by_phase) > 1:
         written = max(1, sum(by_phase.values()))
@@ -235,6 +244,8 @@ class _Output:
     folder: Path
     doc_index: dict[str, int]
     lens_names: list[str]
+    split_at: int | None  # build.scene_fit split: occurrences longer than this many tokens are cut into pieces
+    frame_pool: dict[str, list[int]] = field(default_factory=dict)
 
     def writer(self, split: str, limit: int | None = None) -> ShardWriter:
         return ShardWriter(self.folder, split, self.dtype, self.config.shard_tokens, limit=limit)
@@ -242,26 +253,66 @@ class _Output:
     def plain(self, i: int) -> np.ndarray:
         return self.plain_ids[self.offsets[i] : self.offsets[i + 1]]
 
+    def lensed(self, o: Occurrence) -> bool:
+        """Whether the occurrence is written under its lens; a chat turn, or a generative lens without
+        its text, reads plain."""
+        return o.lens != "plain" and not self.chat.applies(self.table.infos[o.scene]) and _lens_text_ready(o, self)
+
+    def rendering(self, o: Occurrence) -> list[str]:
+        return render(self.framed(o), o.lens, o.pass_index, self.generated.get(o.lens, {}).get(self.table.infos[o.scene].scene_id))
+
+    def tokens(self, o: Occurrence) -> int:
+        """What writing the occurrence costs, exactly (its end-of-text token included)."""
+        body = len(self.encoder.pieces([self.rendering(o)])[0]) if self.lensed(o) else int(self.offsets[o.scene + 1] - self.offsets[o.scene])
+        return int(o.unit_start) + body
+
+    def framed(self, o: Occurrence) -> Scene:
+        """The scene a lens frames: itself, or under `frames: shuffled` the annotation of a scene of
+        another document in the same language (drawn by scene and pass) around this scene's text."""
+        scene = self.table.scene(o.scene)
+        if self.config.frames == "matched":
+            return scene
+        infos = self.table.infos
+        pool = self.frame_pool.setdefault(scene.lang, [i for i, s in enumerate(infos) if s.lang == scene.lang])
+        start = random.Random(o.scene * 1_000_003 + o.pass_index).randrange(len(pool))
+        for k in range(len(pool)):
+            other = pool[(start + k) % len(pool)]
+            if infos[other].doc_id != scene.doc_id:
+                return self.table.scene(other).model_copy(update={"text": scene.text, "lang": scene.lang})
+        return scene  # a language with one document: no other frame to lend
+
     def eot(self) -> np.ndarray:
         return np.asarray([self.encoder.ids[EOT]])
+
+    def pieces(self, scene: SceneInfo, ids: np.ndarray) -> list[np.ndarray]:
+        """The occurrence whole, or (scene_fit split) cut into pieces of at most `split_at` tokens,
+        each with the occurrence's opening (scene marker, lens, header, up to <|body|>) and its
+        closing marker; the body is cut by tokens. A chat turn stays whole."""
+        if self.split_at is None or len(ids) <= self.split_at or self.chat.applies(scene):
+            return [ids]
+        at_body = np.flatnonzero(ids == self.encoder.ids[BODY])
+        head = ids[: at_body[0] + 1] if len(at_body) else ids[:1]  # a plain occurrence opens with <|scene|> alone
+        room = max(self.split_at - len(head) - 1, self.split_at // 4)  # a header longer than the context still gets a body
+        body, tail = ids[len(head) : -1], ids[-1:]
+        return [np.concatenate([head, body[start : start + room], tail]) for start in range(0, len(body), room)]
 
     def provenance(self, scene: SceneInfo, lens: str, pass_index: int, times_seen: int, phase: int) -> dict[str, int]:
         return {"doc": self.doc_index[scene.doc_id], "scene": scene.index, "lens": self.lens_names.index(lens),
                 "pass_index": pass_index, "times_seen": times_seen, "phase": phase}
 
 
-def _write_train(out: _Output, stream, limit: int | None, phases: list[str]) -> tuple[ShardWriter, Counter]:
-    """The regime's stream of occurrences, each rendered under its lens, until the budget is spent."""
+def _write_train(out: _Output, stream, limit: int | None, phases: list[str],
+                 on_written: Callable[[int], None]) -> tuple[ShardWriter, Counter]:
+    """The regime's stream of occurrences, each rendered under its lens, until the budget is spent;
+    `on_written(tokens)` after each batch."""
     writer, seen, infos = out.writer("train", limit), Counter(), out.table.infos
     phase_index = {p: n for n, p in enumerate(phases)}
     while not writer.full:
         batch: list[Occurrence] = list(itertools.islice(stream, BATCH))
         if not batch:
             break
-        lensed = [o for o in batch if o.lens != "plain" and not out.chat.applies(infos[o.scene]) and _lens_text_ready(o, out)]
-        rendered = dict(zip((id(o) for o in lensed), out.encoder.pieces(
-            [render(out.table.scene(o.scene), o.lens, o.pass_index, out.generated.get(o.lens, {}).get(infos[o.scene].scene_id))
-             for o in lensed])))
+        lensed = [o for o in batch if out.lensed(o)]
+        rendered = dict(zip((id(o) for o in lensed), out.encoder.pieces([out.rendering(o) for o in lensed])))
         for o in batch:
             if writer.full:
                 break
@@ -270,9 +321,10 @@ def _write_train(out: _Output, stream, limit: int | None, phases: list[str]) -> 
             ids = rendered.get(id(o))
             lens = o.lens if ids is not None else "plain"  # a chat turn, or a generative lens without its text, reads plain
             scene = infos[o.scene]
-            out.chat.add(writer, scene, out.plain(o.scene) if ids is None else ids,
-                         out.provenance(scene, lens, o.pass_index, seen[o.scene], phase_index[o.phase]))
+            for piece in out.pieces(scene, out.plain(o.scene) if ids is None else ids):
+                out.chat.add(writer, scene, piece, out.provenance(scene, lens, o.pass_index, seen[o.scene], phase_index[o.phase]))
             seen[o.scene] += 1
+        on_written(writer.written)
     writer.close()
     return writer, seen
 
@@ -292,6 +344,19 @@ def _write_heldout(out: _Output, heldout: set[str]) -> ShardWriter:
             out.chat.add(writer, scene, out.plain(i) if rendered is None else rendered[n], out.provenance(scene, lens, 0, 0, -1))
     writer.close()
     return writer
+
+
+def _warn_long_scenes(folder: Path, context: int) -> None:
+    """Say how many training occurrences are longer than the context (whole, a lens header shares a
+    window with the start of its text only), and what to change."""
+    seg = load_segments(folder, "train")
+    lengths = seg["end"] - seg["start"]
+    over = lengths > context
+    if over.any():
+        warn(f"build: {over.mean():.0%} of scene occurrences are longer than the {context}-token context (mean {lengths.mean():.0f} "
+             f"tokens, the longest {lengths.max()}): training's windows cut them, so a lens header shares a window with the start "
+             "of its text only. build.scene_fit: split repeats the header in pieces that fit; or lower scenes.max_tokens, or "
+             "raise model.max_seq_len")
 
 
 # The build settings a trained tokenizer depends on, besides the scenes and the seed (which choose the
@@ -335,7 +400,7 @@ def _tokenizer(table: SceneTable, indices: list[int], config: BuildConfig, folde
 def _generate(table: SceneTable, config: BuildConfig, indices: list[int]) -> dict[str, dict[str, str]]:
     """Texts of the generative lenses in the schedule, from the LLM endpoint (cached on disk)."""
     wanted = [step.lens for step in config.lenses if step.lens in GENERATIVE_LENSES]
-    if not wanted or not (config.regime.spiral or config.lenses[0].lens in GENERATIVE_LENSES):
+    if not wanted or not (config.regime.spiral or config.regime.mixture or config.lenses[0].lens in GENERATIVE_LENSES):
         return {}
     from ltm.dataset.generate import generate_lens_texts
 

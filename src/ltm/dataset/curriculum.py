@@ -14,7 +14,7 @@ units drawn from earlier phases, about `replay` of its own tokens, spread throug
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -37,6 +37,8 @@ class Unit:
     doc_id: str
     phase: str = "all"
     replayed: bool = False
+    lang: str = ""
+    tags: dict = field(default_factory=dict)  # the document's tags (its scenes' meta)
 
     def tokens(self, counts: np.ndarray) -> int:
         return int(counts[self.scenes].sum())
@@ -73,7 +75,8 @@ def make_units(scenes: list[SceneInfo], doc_ids: list[str], whole_documents: boo
         indices = sorted(by_doc[doc_id], key=lambda i: scenes[i].index)
         dialogue = whole_dialogues and bool(indices) and scenes[indices[0]].turn_role is not None
         groups = [indices] if whole_documents or dialogue else group_loops(scenes, indices)
-        units.extend(Unit(g, doc_id) for g in groups if g)
+        first = scenes[indices[0]] if indices else None
+        units.extend(Unit(g, doc_id, lang=first.lang, tags=first.meta) for g in groups if g)
     return units
 
 
@@ -117,7 +120,7 @@ def order(units: list[Unit], phases: list[str], config: Curriculum, counts: np.n
             replayed, total = [], 0
             while total < budget and earlier:
                 pick = rng.choice(earlier)
-                replayed.append(Unit(pick.scenes, pick.doc_id, phase, replayed=True))
+                replayed.append(Unit(pick.scenes, pick.doc_id, phase, replayed=True, lang=pick.lang, tags=pick.tags))
                 total += pick.tokens(counts)
             for unit in replayed:
                 members.insert(rng.randrange(len(members) + 1), unit)

@@ -15,12 +15,21 @@ text are selected (stratified by phase, seeded), then:
   row before the next chunk.
 - `spiral: K`: K passes over the selection, pass p under the lens the schedule gives for p.
 When the passes run out before the budget (lenses shorter than expected), they go on cycling.
+- `mixture: {share, target | repeats}`: a target set read pass after pass (under the lens schedule)
+  for `share` of the budget, woven through a background read once, whole, for the rest. The target
+  is the documents whose tags match `target`, or a seeded selection of share x B / repeats plain
+  tokens stratified by language; either way it does not depend on the lenses, so arms that differ
+  only in lenses read the same distinct text. Each target occurrence is counted at its exact
+  rendered size, so the background always ends before the budget and the cut falls on the target.
+
+A schedule of one pass per lens (`lenses: [{passes: 1, lens: plain}, {passes: 1, lens: scene}, ...]`)
+interleaves the lenses: pass i reads under lens i mod L.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,10 +62,10 @@ def lens_for_pass(schedule: list[LensStep], pass_index: int) -> str:
     raise AssertionError("unreachable: position is below the period")
 
 
-def select(units: list[Unit], counts: np.ndarray, target: float, seed: int) -> list[Unit]:
+def select(units: list[Unit], counts: np.ndarray, target: float, seed: int, by_language: bool = False) -> list[Unit]:
     """At least `target` tokens of units (each with its end-of-text token), chosen at random (seeded),
-    every phase as close to its share of the data as whole units allow; the writer cuts the surplus
-    (under one unit) from the last phase read."""
+    every phase (and language, with `by_language`) as close to its share of the data as whole units
+    allow; the writer cuts the surplus (under one unit) from the last phase read."""
     size = {id(u): u.tokens(counts) + 1 for u in units}
     total = sum(size.values())
     if target >= total:
@@ -66,8 +75,9 @@ def select(units: list[Unit], counts: np.ndarray, target: float, seed: int) -> l
     left: dict[str, list[Unit]] = {}
     share: dict[str, float] = {}
     taken: dict[str, int] = {}
-    for phase in dict.fromkeys(u.phase for u in units):
-        members = [u for u in units if u.phase == phase]
+    stratum = (lambda u: (u.phase, u.lang)) if by_language else (lambda u: u.phase)
+    for phase in dict.fromkeys(stratum(u) for u in units):
+        members = [u for u in units if stratum(u) == phase]
         share[phase] = target * sum(size[id(u)] for u in members) / total
         rng.shuffle(members)
         taken[phase], left[phase] = 0, []
@@ -93,12 +103,12 @@ def _scenes_of(unit: Unit, lens: str, pass_index: int) -> Iterator[Occurrence]:
 
 def occurrences(
     units: list[Unit], phases: list[str], config: BuildConfig, counts: np.ndarray, budget: int, seed: int,
-    expansion: float = 1.0,
+    expansion: float = 1.0, cost: Callable[[Occurrence], int] | None = None,
 ) -> Iterator[Occurrence]:
     """The stream, endless for repeating regimes (the writer stops at the budget).
 
-    `expansion` is how many tokens a lens pass takes per plain token on average (spiral only), so
-    that the selection leaves room for K passes.
+    `expansion` is how many tokens a lens pass takes per plain token on average (spiral), so that
+    the selection leaves room for K passes; `cost` is what writing one occurrence takes (mixture).
     """
     regime = config.regime
     curriculum = config.curriculum
@@ -115,6 +125,9 @@ def occurrences(
             units = select(units, counts, budget / (1 + curriculum.replay * later), seed)
         for unit in order(units, phases, curriculum, counts, seed):
             yield from _scenes_of(unit, first_lens, 0)
+        return
+    if regime.mixture:
+        yield from _mixture(units, phases, config, counts, budget, seed, cost or (lambda o: int(counts[o.scene]) + o.unit_start))
         return
     selected = select(units, counts, budget / (regime.repeats * expansion), seed)
     ordered = order(selected, phases, curriculum, counts, seed)
@@ -149,6 +162,50 @@ def occurrences(
             lens = lens_for_pass(config.lenses, pass_index)
             for unit in ordered:
                 yield from _scenes_of(unit, lens, pass_index)
+
+
+def _mixture(units: list[Unit], phases: list[str], config: BuildConfig, counts: np.ndarray, budget: int, seed: int,
+             cost: Callable[[Occurrence], int]) -> Iterator[Occurrence]:
+    """The background once and the target's passes, woven so each keeps its share of what is written
+    so far; a target unit waits while it would overrun the target's part, so the background is read whole."""
+    mix = config.regime.mixture
+    if mix.target is not None:
+        target = [u for u in units if mix.matches(u.tags)]
+        if not target:
+            raise RegimeError(f"mixture.target {mix.target}: no training document has these tags")
+    else:  # chosen on plain tokens, so lenses change how often the target is read, not what it is
+        target = select(units, counts, mix.share * budget / mix.repeats, seed + 7, by_language=True)
+    chosen = {id(u) for u in target}
+    rest = [u for u in units if id(u) not in chosen]
+    wanted = (1 - mix.share) * budget
+    available = sum(u.tokens(counts) + 1 for u in rest)
+    if available < wanted:
+        raise RegimeError(f"mixture: the background has {available:,} tokens, less than its {wanted:,.0f} "
+                          f"({1 - mix.share:.0%} of budget_tokens={budget:,}); it is read once: lower the budget or the share")
+    background = order(select(rest, counts, wanted, seed), phases, config.curriculum, counts, seed)
+    target = order(target, phases, config.curriculum, counts, seed)
+    if not any(u.tokens(counts) for u in target):
+        raise RegimeError("mixture: the target has no text")
+    background_tokens = sum(u.tokens(counts) + 1 for u in background)
+    target_tokens = max(1, budget - background_tokens)
+    passes = ([list(_scenes_of(unit, lens_for_pass(config.lenses, p), p)) for unit in target] for p in _count())
+    pending = iter(())
+    written_background = written_target = 0
+    background_left = iter(background)
+    following = next(background_left, None)
+    while True:
+        step = next(pending, None)
+        if step is None:
+            pending = iter(next(passes))
+            continue
+        size = sum(map(cost, step))
+        while following is not None and (written_background / background_tokens <= written_target / target_tokens
+                                         or written_target + size > target_tokens):
+            written_background += following.tokens(counts) + 1
+            yield from _scenes_of(following, "plain", 0)
+            following = next(background_left, None)
+        written_target += size
+        yield from step
 
 
 def _count() -> Iterator[int]:

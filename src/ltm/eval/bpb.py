@@ -39,9 +39,10 @@ def token_nll(model, tokens: np.ndarray, seq_len: int, batch_size: int = 16, dev
     return nll
 
 
-def unigram_nll(train_tokens: np.ndarray, tokens: np.ndarray, vocab: int) -> np.ndarray:
-    """The same per-token loss for a unigram model fitted on the training tokens (add-one smoothing)."""
-    counts = np.bincount(np.asarray(train_tokens, dtype=np.int64), minlength=vocab).astype(np.float64) + 1.0
+def unigram_nll(train_counts: np.ndarray, tokens: np.ndarray) -> np.ndarray:
+    """The same per-token loss for a unigram model fitted on the training tokens' counts per id
+    (SplitTokens.counts), with add-one smoothing."""
+    counts = np.asarray(train_counts, dtype=np.float64) + 1.0
     nll = -np.log(counts / counts.sum())[np.asarray(tokens, dtype=np.int64)]
     nll[0] = np.nan
     return nll

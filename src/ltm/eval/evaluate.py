@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import yaml
 
-from ltm.dataset.reader import load_manifest, load_segments, load_split
+from ltm.dataset.reader import load_manifest, load_segments, load_split, open_split, training_reads
 from ltm.dataset.tokenizer import load_tokenizer, token_byte_lengths, tokenizer_sha256
 from ltm.config import RunConfig
 from ltm.eval.bpb import bits_per_byte, range_mask, token_nll, unigram_nll
@@ -27,7 +27,7 @@ from ltm.eval.diversity import diversity
 from ltm.eval.memorization import extraction, sample_sequences, summarize
 from ltm.eval.sample import sample
 from ltm.formats import Baselines, EvalResult, GroupBpb, ProbeRate
-from ltm.log import info
+from ltm.log import info, progress
 from ltm.model.factory import load_model, new_model, pick_device
 
 
@@ -60,7 +60,7 @@ def evaluate(config: RunConfig, dataset_dir: str | Path, checkpoint: str | Path,
     heldout = load_split(dataset_dir, manifest, "heldout")
     if len(heldout) < 2:
         raise EvalError(f"{dataset_dir}: the held-out split is empty")
-    train_tokens = load_split(dataset_dir, manifest, "train")
+    train_tokens = open_split(dataset_dir, manifest, "train")
     lengths = token_byte_lengths(tokenizer)
     seq_len = model.config.max_position_embeddings
     untrained = new_model(config.model, tokenizer, config.seed).to(device).eval()
@@ -68,37 +68,53 @@ def evaluate(config: RunConfig, dataset_dir: str | Path, checkpoint: str | Path,
     segments = load_segments(dataset_dir, "heldout")
     plain = segments["lens"] == manifest.lenses.index("plain")
     plain_mask = range_mask(len(heldout), segments["start"][plain], segments["end"][plain])
-    nll = token_nll(model, heldout, seq_len, device=device)
-    bpb, n_tokens, n_bytes = bits_per_byte(nll, heldout, lengths, plain_mask)
-    untrained_bpb = bits_per_byte(token_nll(untrained, heldout, seq_len, device=device), heldout, lengths, plain_mask)[0]
-    unigram = bits_per_byte(unigram_nll(train_tokens, heldout, manifest.vocab_size), heldout, lengths, plain_mask)[0]
-    info(f"held-out bits per byte: model {bpb:.3f}, unigram {unigram:.3f}, untrained {untrained_bpb:.3f} ({n_bytes:,} bytes)")
+    with progress(transient=True) as bar:  # the parts in order, each named while it runs
+        task = bar.add_task("eval", total=8, info="held-out loss of the model")
 
-    control_model = untrained
-    if control:
-        control_model = load_model(control).to(device).eval()
-    memorization = _memorization(model, control_model, train_tokens, dataset_dir, ec.memorization_per_bucket, config.seed, device)
-    memorization["control"] = str(control) if control else "untrained"
+        def done(next_part: str) -> None:
+            bar.update(task, advance=1, info=next_part)
 
-    generated, langs = _generate(model, tokenizer, prompts, ec, config.seed)
-    texts = [tokenizer.decode(ids, skip_special_tokens=True) for ids in generated]
-    raw = [tokenizer.decode(ids) for ids in generated]  # markers kept, for the scene-structure check
-    probe_fields = _probes(texts, raw, langs, train_tokens, manifest, dataset_dir, tokenizer, ec.data_sample_tokens, config.seed)
-    if ec.judge is not None:
-        from ltm.eval.judge import judge
+        nll = token_nll(model, heldout, seq_len, device=device)
+        bpb, n_tokens, n_bytes = bits_per_byte(nll, heldout, lengths, plain_mask)
+        done("held-out loss of the untrained model")
+        untrained_bpb = bits_per_byte(token_nll(untrained, heldout, seq_len, device=device), heldout, lengths, plain_mask)[0]
+        unigram = bits_per_byte(unigram_nll(train_tokens.counts(manifest.vocab_size), heldout), heldout, lengths, plain_mask)[0]
+        info(f"held-out bits per byte: model {bpb:.3f}, unigram {unigram:.3f}, untrained {untrained_bpb:.3f} ({n_bytes:,} bytes)")
+        done("memorization")
+        control_model = untrained
+        if control:
+            control_model = load_model(control).to(device).eval()
+        windows_read = config.train.steps * config.train.batch_size  # what pretraining read (ltm.train.data)
+        memorization = _memorization(model, control_model, train_tokens, dataset_dir, ec.memorization_per_bucket, config.seed, device,
+                                     seq_len, windows_read)
+        memorization["control"] = str(control) if control else "untrained"
+        done("generation for the probes")
+        generated, langs = _generate(model, tokenizer, prompts, ec, config.seed)
+        texts = [tokenizer.decode(ids, skip_special_tokens=True) for ids in generated]
+        raw = [tokenizer.decode(ids) for ids in generated]  # markers kept, for the scene-structure check
+        done("probes")
+        probe_fields = _probes(texts, raw, langs, train_tokens, manifest, dataset_dir, tokenizer, ec.data_sample_tokens, config.seed)
+        if ec.judge is not None:
+            from ltm.eval.judge import judge
 
-        judge_config = ec.judge.model_copy(update={"cache_dir": str(config.resolve(ec.judge.cache_dir))})
-        probe_fields["judge"] = judge(texts, langs, judge_config)
-    qa_result = _qa(model, tokenizer, qa, ec, config.seed) if qa is not None else None
+            judge_config = ec.judge.model_copy(update={"cache_dir": str(config.resolve(ec.judge.cache_dir))})
+            probe_fields["judge"] = judge(texts, langs, judge_config)
+        done("WikiText")
+        wikitext = _wikitext(model, tokenizer, lengths, config, device)
+        done("samples")
+        samples = [{"prompt": p, "text": sample(model, tokenizer, p, ec.sample_tokens, seed=config.seed)} for p in ec.samples]
+        done("questions about the fact set")
+        qa_result = _qa(model, tokenizer, qa, ec, config.seed) if qa is not None else None
+        done("")
     return EvalResult(
         model=str(checkpoint),
         heldout_bpb=bpb, heldout_tokens=n_tokens, heldout_bytes=n_bytes,
         baselines=Baselines(unigram_bpb=unigram, untrained_bpb=untrained_bpb),
         heldout_by=_groups(nll, heldout, lengths, segments, manifest),
-        wikitext=_wikitext(model, tokenizer, lengths, config, device),
+        wikitext=wikitext,
         memorization=memorization,
         diversity=diversity(generated),
-        samples=[{"prompt": p, "text": sample(model, tokenizer, p, ec.sample_tokens, seed=config.seed)} for p in ec.samples],
+        samples=samples,
         qa=qa_result,
         **probe_fields,
     )
@@ -153,8 +169,10 @@ def _wikitext(model, tokenizer, lengths, config: RunConfig, device) -> dict:
     return {"bpb": bpb, "tokens": n_tokens, "bytes": n_bytes, "source": str(path)}
 
 
-def _memorization(model, control, train_tokens, dataset_dir, per_bucket: int, seed: int, device) -> dict:
-    drawn = sample_sequences(train_tokens, load_segments(dataset_dir, "train"), per_bucket, seed)
+def _memorization(model, control, train_tokens, dataset_dir, per_bucket: int, seed: int, device, seq_len: int, windows_read: int) -> dict:
+    segments = load_segments(dataset_dir, "train")
+    reads = training_reads(segments["start"], len(train_tokens), seq_len, windows_read)
+    drawn = sample_sequences(train_tokens, segments, per_bucket, seed, reads)
     exact, matched = extraction(model, drawn.sequences, device=device)
     control_exact, control_matched = extraction(control, drawn.sequences, device=device)
     result = summarize(drawn, exact, matched, control_exact, control_matched)

@@ -2,9 +2,11 @@
 a 32-token prefix taken from the training data, greedy decoding, and whether the model reproduces
 the exact 32-token continuation (also: the fraction of the 32 tokens it gets right).
 
-Sequences are sampled by *times seen* — how many times the build put that scene into the training
-stream (from the manifest's provenance) — so memorization can be read against repetition, and the
-same sequences go to a control model (the same network untrained, or another run's model).
+Sequences are sampled by *times seen* — how many times training read that scene: each time the
+build put it into the training stream (the manifest's provenance) counted once per pass training
+made over that stream (a unique build trained for 24 epochs reads each text 24 times) — so
+memorization can be read against repetition, and the same sequences go to a control model (the
+same network untrained, or another run's model).
 """
 
 from __future__ import annotations
@@ -26,21 +28,23 @@ class Sample:
     buckets: list[str]  # the times-seen bucket of each sequence
 
 
-def sample_sequences(tokens: np.ndarray, segments: dict[str, np.ndarray], per_bucket: int, seed: int) -> Sample:
+def sample_sequences(tokens: np.ndarray, segments: dict[str, np.ndarray], per_bucket: int, seed: int,
+                     reads: np.ndarray | None = None) -> Sample:
     """Up to `per_bucket` sequences of 64 tokens per times-seen bucket, each from the start of a
     scene occurrence long enough to hold one (the first occurrence of its scene, so every bucket
-    samples distinct texts)."""
+    samples distinct texts). `reads`: how many times training read each segment (training_reads);
+    None: once each."""
     key = segments["doc"] * 100_000 + segments["scene"]
-    reads = defaultdict(int)
-    for k in key:
-        reads[int(k)] += 1
+    times: defaultdict[int, int] = defaultdict(int)
+    for k, n in zip(key, np.ones(len(key), dtype=np.int64) if reads is None else reads):
+        times[int(k)] += int(n)
     first: dict[int, int] = {}
     for row, k in enumerate(key):
         if segments["end"][row] - segments["start"][row] >= PREFIX + SUFFIX:
             first.setdefault(int(k), row)
     by_bucket: dict[str, list[int]] = defaultdict(list)
     for k, row in first.items():
-        by_bucket[repetition_bucket(reads[k])].append(row)
+        by_bucket[repetition_bucket(times[k])].append(row)
     rng = np.random.default_rng(seed)
     rows, labels = [], []
     for name in sorted(by_bucket, key=lambda b: int(b.split("-")[0])):

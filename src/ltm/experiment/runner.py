@@ -1,28 +1,39 @@
-"""`ltm experiment EXP.yaml`: run every cell of the grid, each in its own process, and record it.
+"""`ltm experiment EXP.yaml`: run every cell of the grid and record it, several at once.
 
-Finished cells (same config hash, status done) are skipped; an interrupted or failed cell is run
-again with `ltm run --resume`, which keeps the stages it already finished and continues training
-from its last checkpoint. Cells share their data stages through WORKSPACE/shared (`ltm run --shared`,
-ltm.experiment.shared): each distinct ingest, scenes, tokenizer and build is made once. With several GPUs, one cell runs per GPU (CUDA_VISIBLE_DEVICES); on one
-GPU or on CPUs, cells run one after another.
+Cells run in worker processes (ltm.experiment.worker), `parallel` of them per GPU (the experiment
+file's setting, else ltm.experiment.parallel's choice from free memory and the model's size; 1 on
+CPUs), each worker taking the next cell when its last is done. With several GPUs each worker is
+given one (CUDA_VISIBLE_DEVICES); on CPUs each gets its share of the cores. Processes sharing a GPU
+take turns on it; with NVIDIA's MPS daemon running (`nvidia-cuda-mps-control -d`) their kernels
+also overlap, which pays for small models. A failed cell is recorded and the others go on; a worker
+that dies is replaced. Finished cells (same config hash, status done) are skipped; an interrupted
+or failed cell is run again with resume, which keeps the stages it already finished and continues
+training from its last checkpoint. Cells share their data stages through WORKSPACE/shared (`ltm run
+--shared`, ltm.experiment.shared): each distinct ingest, scenes, tokenizer and build is made once,
+under a lock, also when cells that need it start at the same moment.
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import os
-import subprocess
-import sys
+import queue
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from multiprocessing.connection import wait
 from pathlib import Path
 
 import yaml
 
+from ltm.config import RunConfig
 from ltm.experiment.metrics import run_metrics
+from ltm.experiment.parallel import default_parallel, free_gpu_bytes
+from ltm.experiment.progress import GridProgress
 from ltm.experiment.registry import Registry
 from ltm.experiment.report import write_experiment_report
 from ltm.experiment.spec import Cell, cells, load_spec
-from ltm.log import error, info
+from ltm.experiment.worker import Job, serve
+from ltm.log import info
 
 
 class ExperimentError(ValueError):
@@ -42,64 +53,124 @@ def _gpus() -> int:
         return 0
 
 
-def run_experiment(path: Path, workers: int | None = None) -> Path:
+def run_experiment(path: Path, parallel: int | None = None) -> Path:
+    """Run the grid of PATH, `parallel` cells at once per GPU (default: the file's `parallel`, else
+    chosen from free GPU memory; 1 on CPUs); return the workspace."""
     spec, folder = load_spec(path)
     grid = cells(spec, folder)  # every config is validated before anything runs
     workspace = workspace_of(spec, folder)
     registry = Registry(workspace / "ltm.sqlite")
-    todo: list[tuple[int, Cell, Path]] = []
+    todo = queue.Queue()
+    waiting: list[tuple[int, Cell, Path]] = []
     for cell in grid:
         run_dir = workspace / "runs" / cell.run_name
         row = registry.register(spec.name, cell.name, cell.seed, cell.config_hash, cell.config, run_dir)
         if row["status"] == "done":
             info(f"skip {cell.name} seed {cell.seed}: done ({run_dir})")
             continue
-        todo.append((row["id"], cell, run_dir))
+        waiting.append((row["id"], cell, run_dir))
+        todo.put(waiting[-1])
     gpus = _gpus()
-    workers = workers or max(gpus, 1)
-    info(f"experiment {spec.name}: {len(grid)} runs, {len(grid) - len(todo)} done, {len(todo)} to run, {workers} at a time -> {workspace}")
-    slots = list(range(workers))
+    per_gpu = parallel or spec.parallel or default_parallel([RunConfig.model_validate(c.config) for _, c, _ in waiting],
+                                                            free_gpu_bytes() if gpus else None)
+    slots = max(1, min(per_gpu * max(gpus, 1), len(waiting)))
+    where = f"{gpus} GPU(s), {per_gpu} per GPU" if gpus else "CPUs"
+    info(f"experiment {spec.name}: {len(grid)} runs, {len(grid) - len(waiting)} done, {len(waiting)} to run, "
+         f"{slots} at a time on {where} -> {workspace}")
     started = time.perf_counter()
-
-    def one(job: tuple[int, Cell, Path]) -> None:
-        run_id, cell, run_dir = job
-        slot = slots.pop()
-        try:
-            env = dict(os.environ)
-            if gpus > 1:
-                env["CUDA_VISIBLE_DEVICES"] = str(slot % gpus)
-            _run_cell(registry_path=workspace / "ltm.sqlite", run_id=run_id, cell=cell, run_dir=run_dir, env=env)
-        finally:
-            slots.append(slot)
-
-    with ThreadPoolExecutor(workers) as pool:
-        list(pool.map(one, todo))
+    with GridProgress(len(waiting)) as shown:
+        threads = [threading.Thread(target=_slot, args=(workspace, todo, shown, str(i % gpus) if gpus > 1 else None,
+                                                        _cores(i, slots) if not gpus and slots > 1 else None))
+                   for i in range(slots)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
     registry = Registry(workspace / "ltm.sqlite")
     report = write_experiment_report(registry, spec.name, workspace)
     info(f"experiment {spec.name}: finished in {time.perf_counter() - started:.0f}s; report: {report}")
-    failed = [f"{cell.name} seed {cell.seed}" for _, cell, _ in todo if registry.get(spec.name, cell.config_hash)["status"] != "done"]
+    failed = [f"{cell.name} seed {cell.seed}" for _, cell, _ in waiting if registry.get(spec.name, cell.config_hash)["status"] != "done"]
     if failed:  # the report holds the rest, but the command must not look like a success
         raise ExperimentError(f"experiment {spec.name}: {len(failed)} of {len(grid)} runs failed ({', '.join(failed)}); "
                               f"their logs are in {workspace / 'logs'}")
     return workspace
 
 
-def _run_cell(registry_path: Path, run_id: int, cell: Cell, run_dir: Path, env: dict) -> None:
-    registry = Registry(registry_path)  # one connection per thread
-    config_path = run_dir.parent.parent / "configs" / f"{cell.run_name}.yaml"
-    config_path.parent.mkdir(parents=True, exist_ok=True)
-    config_path.write_text(yaml.safe_dump(cell.config, allow_unicode=True, sort_keys=False), encoding="utf-8")
-    registry.mark(run_id, "running")
-    info(f"run {cell.name} seed {cell.seed} -> {run_dir}")
-    log = run_dir.parent.parent / "logs" / f"{cell.run_name}.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "a", encoding="utf-8") as handle:
-        code = subprocess.call([sys.executable, "-m", "ltm.cli", "run", str(config_path), "--run-dir", str(run_dir), "--resume",
-                                "--shared", str(run_dir.parent.parent / "shared")],
-                               stdout=handle, stderr=subprocess.STDOUT, env=env)
-    if code == 0 and (run_dir / "eval.json").exists():
-        registry.mark(run_id, "done", metrics=run_metrics(run_dir))
-    else:
-        tail = log.read_text(encoding="utf-8")[-1500:]
-        registry.mark(run_id, "failed", error=tail)
-        error(f"{cell.name} seed {cell.seed} failed (exit {code}); log: {log}")
+def _cores(slot: int, slots: int) -> list[int]:
+    """The CPU cores of worker `slot` of `slots`: a contiguous share, so their threads do not fight."""
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+    share = cores[slot * len(cores) // slots : (slot + 1) * len(cores) // slots]
+    return share or [cores[slot % len(cores)]]
+
+
+class WorkerDied(RuntimeError):
+    pass
+
+
+class Worker:
+    """One worker process (ltm.experiment.worker.serve) and the pipe that gives it cells."""
+
+    def __init__(self, gpu: str | None, cores: list[int] | None):
+        spawn = multiprocessing.get_context("spawn")  # a fresh interpreter: no CUDA state inherited
+        self.conn, theirs = spawn.Pipe()
+        self.process = spawn.Process(target=serve, args=(theirs, gpu, cores), name="ltm-experiment-worker")
+        self.process.start()
+        theirs.close()
+
+    def run(self, job: Job) -> str | None:
+        """run_job's answer; WorkerDied when the process ends before giving one."""
+        self.conn.send(job)
+        if self.conn in wait([self.conn, self.process.sentinel]):
+            try:
+                return self.conn.recv()
+            except EOFError:
+                pass
+        self.process.join()
+        raise WorkerDied(f"the worker process died (exit code {self.process.exitcode})")
+
+    def close(self) -> None:
+        if self.process.is_alive():
+            try:
+                self.conn.send(None)
+            except OSError:
+                pass
+            self.process.join(timeout=60)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join()
+
+
+def _slot(workspace: Path, todo: queue.Queue, shown: GridProgress, gpu: str | None, cores: list[int] | None) -> None:
+    """One place in the grid: a worker that runs cells from `todo` until none is left."""
+    registry = Registry(workspace / "ltm.sqlite")  # one connection per thread
+    worker: Worker | None = None
+    try:
+        while True:
+            try:
+                run_id, cell, run_dir = todo.get_nowait()
+            except queue.Empty:
+                return
+            config_path = workspace / "configs" / f"{cell.run_name}.yaml"
+            config_path.parent.mkdir(parents=True, exist_ok=True)
+            config_path.write_text(yaml.safe_dump(cell.config, allow_unicode=True, sort_keys=False), encoding="utf-8")
+            log = workspace / "logs" / f"{cell.run_name}.log"
+            label = f"{cell.name} seed {cell.seed}"
+            registry.mark(run_id, "running")
+            shown.cell_started(label)
+            began = time.perf_counter()
+            worker = worker or Worker(gpu, cores)
+            try:
+                problem = worker.run(Job(config_path, run_dir, workspace / "shared", log))
+            except WorkerDied as died:
+                problem, worker = str(died), None
+                with open(log, "a", encoding="utf-8") as handle:
+                    handle.write(f"\n{problem}\n")
+            if problem is None and (run_dir / "eval.json").exists():
+                registry.mark(run_id, "done", metrics=run_metrics(run_dir))
+                shown.cell_finished(label, True, time.perf_counter() - began)
+            else:
+                registry.mark(run_id, "failed", error=log.read_text(encoding="utf-8")[-1500:] if log.exists() else problem)
+                shown.cell_finished(label, False, time.perf_counter() - began, f"{problem or 'no eval.json'}; log: {log}")
+    finally:
+        if worker is not None:
+            worker.close()

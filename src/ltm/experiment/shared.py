@@ -55,7 +55,9 @@ def data_keys(config: RunConfig) -> dict[str, str]:
     scenes = _hash({"ingest": ingest, "scenes": c["scenes"], "seed": config.build_seed if config.scenes.link_k else None})
     tokenizer = _hash({"scenes": scenes, "seed": config.build_seed, **{k: c["build"][k] for k in TOKENIZER_SETTINGS}})
     build = _hash({"scenes": scenes, "seed": config.build_seed,
-                   "build": {k: v for k, v in c["build"].items() if k not in _BUILD_SPEED_ONLY}})
+                   "build": {k: v for k, v in c["build"].items() if k not in _BUILD_SPEED_ONLY},
+                   # scene_fit split cuts occurrences to the context: the model's context is then an input of the build
+                   **({"context": config.model.max_seq_len} if config.build.scene_fit == "split" else {})})
     return {"ingest": ingest, "scenes": scenes, "tokenizer": tokenizer, "build": build}
 
 

@@ -6,6 +6,7 @@ token budget.
     workspace: ../experiments/repetition    # runs and the SQLite registry (default: experiments/<name>)
     seeds: [1, 2, 3]
     budget_tokens: 400000                   # written into every cell's build section
+    parallel: 4                             # cells at once per GPU (default: from free memory; 1 on CPUs)
     axes:
       regime:
         unique: {build: {regime: unique}}
@@ -28,21 +29,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
-from ltm.config import ConfigError, RunConfig
+from ltm.config import ConfigError, ExperimentSpec, RunConfig
 from ltm.preflight import problems
-
-
-class ExperimentSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    name: str
-    base: str
-    workspace: str | None = None
-    seeds: list[int] = Field(default_factory=lambda: [1, 2, 3], min_length=1)
-    budget_tokens: int | None = Field(None, ge=1)
-    axes: dict[str, dict[str, dict]] = Field(default_factory=dict)
 
 
 @dataclass

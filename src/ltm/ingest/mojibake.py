@@ -3,7 +3,11 @@
 `–¥–æ–ø—É—Å—Ç–∏–º` is `допустим` whose UTF-8 bytes were read as Mac Roman. Each line is tried
 alone (so a file damaged in places is repaired in places): re-encode the line with the suspected
 code page, decode the bytes as UTF-8, and keep the result when it decodes cleanly and reads better.
-ftfy 6.3.1 does not repair the Mac Roman case, which is why this module exists.
+A line that does not decode whole (a clean arrow beside the damage) is repaired word by word, since
+UTF-8 never puts an ASCII space inside a character. Lines are composed (NFC) first: macOS tools
+store text decomposed, and Mac Roman's 'Ä' as 'A' + a combining mark is in no code page.
+ftfy 6.3.1 does not repair the Mac Roman case, which is why this module exists. What still looks
+like mojibake after the repair is counted by `mojibake_pairs`, so ingest can warn about it.
 """
 
 from __future__ import annotations
@@ -49,7 +53,20 @@ def _badness(text: str) -> int:
 
 def repair_line(line: str) -> tuple[str, str | None]:
     """Return (line, code page it was repaired from) or (line, None) when it needs no repair."""
-    best, best_page, best_score = line, None, _badness(line)
+    composed = unicodedata.normalize("NFC", line)
+    fixed, page = _repair_whole(composed)
+    if page is None and " " in composed:
+        # A word that decodes as UTF-8 into fewer characters is damage even where it reads no
+        # better by the count of suspect characters ('‚Äî' -> '—').
+        words = [_repair_whole(word, ties=True) for word in composed.split(" ")]
+        pages = [page for _, page in words if page]
+        if pages:
+            return " ".join(word for word, _ in words), max(set(pages), key=pages.count)
+    return (fixed, page) if page else (line, None)
+
+
+def _repair_whole(line: str, ties: bool = False) -> tuple[str, str | None]:
+    best, best_page, best_score = line, None, _badness(line) + ties
     for page in CODEPAGES:
         raw = _encode_sloppy(line, page)
         if raw is None or raw.isascii():
@@ -64,7 +81,7 @@ def repair_line(line: str) -> tuple[str, str | None]:
             best, best_page, best_score = fixed, page, score
     if best_page is not None:
         # Twice-mangled text needs a second pass.
-        again, page2 = repair_line(best)
+        again, page2 = _repair_whole(best)
         if page2 is not None:
             return again, best_page
     return best, best_page
@@ -82,3 +99,23 @@ def repair(text: str) -> tuple[str, list[str]]:
 
     text = _CANDIDATE_LINE.sub(fix, text)
     return text, [f"mojibake:{page} ({n} lines)" for page, n in sorted(counts.items())]
+
+
+def _pairs(codepage: str, exclude: str = "") -> re.Pattern:
+    """A UTF-8 lead byte (Cyrillic's 0xD0/0xD1, Latin-1's 0xC2/0xC3, punctuation's 0xE2) followed by
+    a continuation byte (0x80-0xBF), both as `codepage` shows them."""
+    lead = bytes([0xC2, 0xC3, 0xD0, 0xD1, 0xE2]).decode(codepage)
+    follow = "".join(ch for ch in bytes(range(0x80, 0xC0)).decode(codepage, errors="ignore") if ch not in exclude)
+    return re.compile(f"[{re.escape(lead)}][{re.escape(follow)}]")
+
+
+# cp1251 shows the leads as Russian letters (В, Г, Р, С, в) and the continuations include Russian
+# typography, so its clean-text pairs (letter + guillemet, dash, ё) are left out.
+_LEFT_PAIRS = re.compile("|".join(p.pattern for p in (
+    _pairs("mac_roman"), _pairs("cp1252"), _pairs("latin_1"), _pairs("cp1251", exclude="«»—–…“”„‘’ \u00a0№ёЁ"))))
+MOJIBAKE_WARN_PAIRS = 5  # a handful could be real text (a name, a formula); more is damage
+
+
+def mojibake_pairs(text: str) -> int:
+    """How many character pairs of `text` read like a UTF-8 character shown in a single-byte code page."""
+    return len(_LEFT_PAIRS.findall(text))

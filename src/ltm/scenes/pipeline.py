@@ -52,6 +52,7 @@ def make_scenes(
     documents: list[Document], config: ScenesConfig, errors: list[str], seed: int = 0,
     on_document: Callable[[Document], None] | None = None,
     on_llm_progress: Callable[[int, int], None] | None = None,
+    on_link_progress: Callable[[int, int], None] | None = None,
 ) -> list[Scene]:
     out: list[Scene] = []
     for doc in documents:
@@ -65,4 +66,5 @@ def make_scenes(
         from ltm.scenes.llm_annotate import annotate_with_llm
 
         out = annotate_with_llm(out, config.llm, on_llm_progress)
-    return link(out, config.link_k, config.link_min_score, config.embedder, seed, config.link_cross_min_score)
+    return link(out, config.link_k, config.link_min_score, config.embedder, seed, config.link_cross_min_score, on_link_progress,
+                exact_up_to=config.link_exact_up_to)

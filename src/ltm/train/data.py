@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ltm.dataset.reader import eval_windows
+from ltm.dataset.reader import eval_windows, training_windows
 from ltm.model.modeling import IGNORE_INDEX
 
 
@@ -52,8 +52,7 @@ class ShardBatches:
         self.seq_len = seq_len
         self.batch_size, self.micro_batch, self.rank, self.world = batch_size, micro_batch, rank, world
         self.accumulation = batch_size // (micro_batch * world)
-        # One window fewer than would fit, so every pass can start at its own offset.
-        self.windows = (len(tokens) - seq_len) // seq_len
+        self.windows = training_windows(len(tokens), seq_len)
         if self.windows < 1:
             raise ValueError(f"{len(tokens)} tokens are too few for windows of {seq_len + 1}")
 

@@ -4,7 +4,9 @@ across ranks. A single process (plain `ltm train`) goes through the same calls a
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -55,7 +57,7 @@ def wrap(model: torch.nn.Module, world: World, strategy: str) -> torch.nn.Module
 def full_state(model: torch.nn.Module, optimizers: list, world: World) -> tuple[dict, list[dict]]:
     """The model's and optimizers' full states; under FSDP2 the shards are gathered (every rank
     must call this), otherwise they are the plain state dicts."""
-    if world.size > 1 and any(hasattr(p, "device_mesh") for p in model.parameters()):
+    if world.size > 1 and is_sharded(model):
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_optimizer_state_dict
 
         options = StateDictOptions(full_state_dict=True, cpu_offload=True)
@@ -64,8 +66,46 @@ def full_state(model: torch.nn.Module, optimizers: list, world: World) -> tuple[
     return model.state_dict(), [o.state_dict() for o in optimizers]
 
 
+def is_sharded(model: torch.nn.Module) -> bool:
+    """Whether FSDP2 shards the model's parameters (DTensors) in this world."""
+    return any(hasattr(p, "device_mesh") for p in model.parameters())
+
+
+def save_sharded(folder: Path, model: torch.nn.Module, optimizers: list) -> None:
+    """The model's and optimizers' states through torch.distributed.checkpoint: every rank writes
+    its own shards into `folder` (on storage every node sees), nothing is gathered. Every rank calls this."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    model_state, optimizer_state = get_state_dict(model, optimizers)
+    dcp.save({"model": model_state, "optimizers": optimizer_state}, checkpoint_id=str(folder), no_dist=not dist.is_initialized())
+
+
+def load_sharded(folder: Path, model: torch.nn.Module, optimizers: list) -> None:
+    """Load a save_sharded checkpoint into this world's model and optimizers, resharded to however
+    many processes (one included, unwrapped) run now."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+    model_state, optimizer_state = get_state_dict(model, optimizers)
+    state = {"model": model_state, "optimizers": optimizer_state}
+    with warnings.catch_warnings():  # loading into one process is meant here, not a fallback to warn about
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        dcp.load(state, checkpoint_id=str(folder), no_dist=not dist.is_initialized())
+    set_state_dict(model, optimizers, model_state_dict=state["model"], optim_state_dict=state["optimizers"])
+
+
+def shared_path(path: Path | None, world: World) -> Path:
+    """Rank 0's `path` on every rank (a temporary folder it made)."""
+    if world.size == 1:
+        return path
+    sent = [str(path) if world.main else None]
+    dist.broadcast_object_list(sent, src=0)
+    return Path(sent[0])
+
+
 def load_optimizer_states(model: torch.nn.Module, optimizers: list, states: list[dict], world: World) -> None:
-    if world.size > 1 and any(hasattr(p, "device_mesh") for p in model.parameters()):
+    if world.size > 1 and is_sharded(model):
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 
         for optimizer, state in zip(optimizers, states):

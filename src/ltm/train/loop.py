@@ -6,8 +6,9 @@ this hardware (ltm.train.speed) is made and the model's numerics set before anyt
 autocast, torch.compile (CUDA graphs where they pay), SDPA attention, fused AdamW (or Muon), warmup
 + cosine or warmup-stable-decay, gradient accumulation and clipping, the loss as a mean over the
 targets the dataset's loss mask leaves learned, a held-out loss every `eval_every` steps, metrics
-and a progress bar (ltm.train.record), atomic checkpoints every `checkpoint_every` steps, DDP or
-FSDP2 under torchrun. The final model goes to OUT/checkpoint (save_pretrained + tokenizer).
+and a progress bar (ltm.train.record), atomic checkpoints every `checkpoint_every` steps (sharded
+through torch.distributed.checkpoint under FSDP), DDP or FSDP2 under torchrun on one node or
+several. The final model goes to OUT/checkpoint (save_pretrained + tokenizer).
 """
 
 from __future__ import annotations
@@ -104,7 +105,8 @@ def fit(run: Training, on_step=None) -> None:
     (a profiler's step marker, say)."""
     model, tc, world, batches, speed = run.model, run.tc, run.world, run.batches, run.speed
     seq_len, device = batches.seq_len, world.device
-    torch.set_num_threads(tc.threads or os.cpu_count() or 1)
+    # The cores this process may use: an experiment's workers on CPUs each hold a share of them.
+    torch.set_num_threads(tc.threads or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()) or 1)
     flops = model.flops_per_token(seq_len)
     if world.main:
         info(f"model: {model.num_parameters():,} parameters ({model.non_embedding_parameters():,} non-embedding), "
@@ -129,7 +131,10 @@ def fit(run: Training, on_step=None) -> None:
     compiled = torch.compile(wrapped, mode=speed.compile_mode, dynamic=False) if speed.compile else wrapped
     optimizers = make_optimizers(model, tc, device)
     if run.state is not None:
-        distributed.load_optimizer_states(model, optimizers, run.state["optimizers"], world)
+        if "sharded" in run.state:
+            distributed.load_sharded(run.state["sharded"], model, optimizers)
+        else:
+            distributed.load_optimizer_states(model, optimizers, run.state["optimizers"], world)
         torch.set_rng_state(run.state["torch_rng"])
         if run.state.get("cuda_rng") is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(run.state["cuda_rng"])
@@ -223,6 +228,9 @@ def _to(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 
 def _save(run: Training, step: int, optimizers) -> None:
+    if run.world.size > 1 and distributed.is_sharded(run.model):  # FSDP: shards written where they are, not gathered
+        ckpt.save_sharded(run.out_dir, step, run.model, optimizers, run.world, run.fingerprint, run.tc.keep_checkpoints)
+        return
     model_state, optimizer_states = distributed.full_state(run.model, optimizers, run.world)  # every rank takes part
     if run.world.main:
         ckpt.save(run.out_dir, step, run.model, model_state, optimizer_states, run.fingerprint, run.tc.keep_checkpoints)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ltm.config import RunConfig, TrainConfig
-from ltm.dataset.reader import load_manifest, load_masked, load_split
+from ltm.dataset.reader import load_manifest, load_masked, load_split, open_split
 from ltm.dataset.tokenizer import load_tokenizer, tokenizer_sha256
 from ltm.log import info
 from ltm.model.factory import load_model, new_model
@@ -49,7 +49,8 @@ def train(config: RunConfig, dataset_dir: str | Path, out_dir: str | Path, resum
             if meta["fingerprint"] != fingerprint:
                 raise TrainError(f"--resume: {found} was written by a different config or dataset (fingerprint "
                                  f"{meta['fingerprint']} != {fingerprint}); resume with the config it was started with")
-            model = load_model(found)
+            if not meta.get("sharded"):  # a sharded checkpoint's weights are loaded once the model is wrapped
+                model = load_model(found)
             start = meta["step"]
             info(f"resuming from {found} at step {start}")
         batches, windows = dataset_batches(dataset_dir, manifest, model.config.max_position_embeddings, tc, world)
@@ -70,7 +71,7 @@ def shard_batches(tokens, seq_len: int, tc: TrainConfig, world, source, mask: Lo
 
 def dataset_batches(dataset_dir: str | Path, manifest, seq_len: int, tc: TrainConfig, world) -> tuple[ShardBatches, list]:
     """A built dataset's training batches and held-out loss windows, each under the split's loss mask."""
-    batches = shard_batches(load_split(dataset_dir, manifest, "train"), seq_len, tc, world, dataset_dir,
+    batches = shard_batches(open_split(dataset_dir, manifest, "train"), seq_len, tc, world, dataset_dir,
                             LossMask(*load_masked(dataset_dir, "train")))
     windows = loss_windows(load_split(dataset_dir, manifest, "heldout"), seq_len, tc.eval_batches * tc.batch_size,
                            LossMask(*load_masked(dataset_dir, "heldout")))

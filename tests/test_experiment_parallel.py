@@ -1,0 +1,86 @@
+"""The experiment scheduler on CPU: several cells at once in worker processes, one build for the cells
+that share it however many start together, a failing cell that stops none of the others, finished
+cells skipped on a rerun, and a cell's result the same in a worker as in a run of its own."""
+
+import json
+import sqlite3
+
+import yaml
+
+from conftest import TINY_CONFIG
+from ltm.cli import main
+from ltm.config import RunConfig
+from ltm.experiment.parallel import cell_bytes, default_parallel
+from ltm.formats import StageTimes
+
+
+def test_cells_run_at_once_share_one_build_and_a_failure_stops_none(tmp_path, corpus, capsys):
+    base = dict(TINY_CONFIG, ingest={"paths": [str(corpus)]}, out_dir=str(tmp_path / "unused"), data_seed=5)
+    base["train"] = dict(base["train"], steps=8, eval_every=4, logger="none")
+    base["eval"] = {"memorization_per_bucket": 4, "samples_per_prompt": 1, "sample_tokens": 8, "data_sample_tokens": 1000}
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
+    spec = {"name": "at-once", "base": "base.yaml", "workspace": "ws", "seeds": [1, 2], "budget_tokens": 3000, "parallel": 2,
+            "axes": {"regime": {"epochs_2": {"build": {"regime": {"corpus_epochs": 2}}},
+                                # the same build; training refuses a micro-batch that does not divide the batch
+                                "broken": {"build": {"regime": {"corpus_epochs": 2}}, "train": {"micro_batch_size": 3}}}}}
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    assert main(["experiment", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert "2 at a time on CPUs" in err and "2 of 4 runs failed (regime=broken seed 1, regime=broken seed 2)" in err.replace("\n", " ")
+    assert "[4/4: 2 done, 0 running, 2 failed" in err  # the plain progress lines of a run without a terminal
+
+    ws = tmp_path / "ws"
+    db = sqlite3.connect(ws / "ltm.sqlite")
+    rows = {(cell, seed): (status, started, finished, error) for cell, seed, status, started, finished, error in
+            db.execute("SELECT cell, seed, status, started, finished, error FROM runs")}
+    assert {key: row[0] for key, row in rows.items()} == {("regime=epochs_2", 1): "done", ("regime=epochs_2", 2): "done",
+                                                          ("regime=broken", 1): "failed", ("regime=broken", 2): "failed"}
+    assert "is not a multiple of micro_batch_size" in rows[("regime=broken", 1)][3]
+    first, second = rows[("regime=epochs_2", 1)], rows[("regime=epochs_2", 2)]
+    assert first[1] < second[2] and second[1] < first[2]  # the two ran at the same time
+    # Four cells started two at a time, one build: each data stage made once, under its lock.
+    assert sorted(p.name.split("-")[0] for p in (ws / "shared").iterdir() if p.is_dir()) == ["build", "ingest", "scenes", "tokenizer"]
+    logs = [p.read_text() for p in (ws / "logs").iterdir()]
+    assert sum("tokenizer trained once" in log for log in logs) == 1
+
+    # Rerunning skips the finished cells and tries the failed ones again.
+    assert main(["experiment", str(path), "--parallel", "1"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("skip regime=epochs_2") == 2 and "2 to run, 1 at a time" in err
+
+
+def test_a_cell_computes_the_same_in_a_worker_after_others_as_alone(tmp_path, corpus):
+    base = dict(TINY_CONFIG, ingest={"paths": [str(corpus)]}, out_dir=str(tmp_path / "unused"), data_seed=5)
+    base["train"] = dict(base["train"], steps=8, eval_every=4, logger="none")
+    base["eval"] = {"memorization_per_bucket": 4, "samples_per_prompt": 2, "sample_tokens": 8, "data_sample_tokens": 1000}
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
+    spec = {"name": "in-turn", "base": "base.yaml", "workspace": "ws", "seeds": [1, 2], "budget_tokens": 3000,
+            "axes": {"regime": {"epochs_2": {"build": {"regime": {"corpus_epochs": 2}}}}}}
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    assert main(["experiment", str(path)]) == 0  # one worker on CPUs: seed 2 runs in the process seed 1 ran in
+    ws = tmp_path / "ws"
+    (config,) = [p for p in (ws / "configs").iterdir() if "-s2-" in p.name]
+    assert main(["run", str(config), "--run-dir", str(tmp_path / "alone")]) == 0
+    in_worker = json.loads((ws / "runs" / config.stem / "eval.json").read_text())
+    alone = json.loads((tmp_path / "alone" / "eval.json").read_text())
+    for key in ("heldout_bpb", "memorization", "diversity", "wikitext"):
+        assert in_worker[key] == alone[key], key
+    # Each run says where its time went: the shared data stages, or the stages it made alone.
+    shared_times = StageTimes.model_validate_json((ws / "runs" / config.stem / "times.json").read_text())
+    alone_times = StageTimes.model_validate_json((tmp_path / "alone" / "times.json").read_text())
+    assert list(shared_times.stages) == ["ingest", "scenes", "build", "link", "train", "eval", "report"]
+    assert list(alone_times.stages) == ["ingest", "scenes", "build", "train", "eval", "report"]
+    assert alone_times.total_s >= sum(alone_times.stages.values()) > 0
+
+
+def test_the_default_is_what_free_gpu_memory_holds_and_one_on_cpus():
+    study = RunConfig.model_validate({"build": {"vocab_size": 8192}, "train": {"batch_size": 32},
+                                      "model": {"d_model": 384, "n_layers": 6, "n_heads": 6, "n_kv_heads": 6, "max_seq_len": 512}})
+    assert 1 * 2**30 < cell_bytes(study) < 8 * 2**30
+    assert default_parallel([study], None) == 1  # no GPU
+    assert default_parallel([study], 140 * 2**30, cores=16) == 8  # an H200 holds many; 16 cores feed 8
+    assert default_parallel([study], 140 * 2**30, cores=4) == 2
+    assert default_parallel([study], cell_bytes(study) * 3 + 6 * 2**30, cores=64) == 3
+    assert default_parallel([study], 2**30, cores=64) == 1  # never none
