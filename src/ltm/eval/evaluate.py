@@ -69,7 +69,7 @@ def evaluate(config: RunConfig, dataset_dir: str | Path, checkpoint: str | Path,
     plain = segments["lens"] == manifest.lenses.index("plain")
     plain_mask = range_mask(len(heldout), segments["start"][plain], segments["end"][plain])
     with progress(transient=True) as bar:  # the parts in order, each named while it runs
-        task = bar.add_task("eval", total=8, info="held-out loss of the model")
+        task = bar.add_task("eval", total=7 + (qa is not None), info="held-out loss of the model")
 
         def done(next_part: str) -> None:
             bar.update(task, advance=1, info=next_part)
@@ -103,8 +103,10 @@ def evaluate(config: RunConfig, dataset_dir: str | Path, checkpoint: str | Path,
         wikitext = _wikitext(model, tokenizer, lengths, config, device)
         done("samples")
         samples = [{"prompt": p, "text": sample(model, tokenizer, p, ec.sample_tokens, seed=config.seed)} for p in ec.samples]
-        done("questions about the fact set")
-        qa_result = _qa(model, tokenizer, qa, ec, config.seed) if qa is not None else None
+        qa_result = None
+        if qa is not None:
+            done("questions about the fact set")
+            qa_result = _qa(model, tokenizer, qa, ec, config.seed)
         done("")
     return EvalResult(
         model=str(checkpoint),
