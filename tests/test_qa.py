@@ -13,7 +13,6 @@ from ltm.dataset import load_manifest
 from ltm.dataset.reader import load_segments
 from ltm.eval.likelihood import continuation_logprobs
 from ltm.eval.qa import exact_match, wilson
-from ltm.eval.sample import greedy_continuations
 from ltm.model import LtmConfig, LtmForCausalLM
 
 
@@ -40,12 +39,6 @@ def test_the_batched_scorer_equals_one_pair_at_a_time_and_the_chain_rule(model):
     assert continuation_logprobs(model, [[3, 4]], [[5]])[0][0] == pytest.approx(torch.log_softmax(logits, -1)[5].item(), abs=1e-5)
     # Too long for the context: the oldest context tokens go, the continuation stays whole.
     assert continuation_logprobs(model, [list(range(1, 30))], [[7, 8]])[1][0] == 2
-
-
-def test_greedy_answers_in_batches_equal_one_at_a_time(model):
-    contexts = [[1, 2, 3], [4, 5], [6, 7, 8], [9, 10]]
-    batched = greedy_continuations(model, contexts, 4, batch_size=8)
-    assert batched == [greedy_continuations(model, [c], 4)[0] for c in contexts] and all(len(r) == 4 for r in batched)
 
 
 def test_exact_match_needs_the_whole_answer_then_a_boundary():

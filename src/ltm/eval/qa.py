@@ -25,7 +25,7 @@ import numpy as np
 
 from ltm.config import QAEvalConfig
 from ltm.eval.likelihood import continuation_logprobs
-from ltm.eval.sample import greedy_continuations
+from ltm.eval.sample import continuations
 from ltm.formats import QAGroup, QAPair, QAResult, QAScore
 from ltm.io import iter_jsonl
 from ltm.log import error
@@ -113,7 +113,7 @@ def evaluate_qa(model, tokenizer, path: Path, config: QAEvalConfig, batch_size: 
         score = (logprob / count if config.scoring == "mean" else logprob).reshape(len(pairs), OPTIONS)
         mc = score[:, 0] > score[:, 1:].max(axis=1)
         longest = max(len(row[0]) for row in options)
-        generated = greedy_continuations(model, contexts, longest + 2, tokenizer.eos_token_id, batch_size)
+        generated = continuations(model, contexts, longest + 2, 0.0, None, tokenizer.eos_token_id, seed)
         texts = [tokenizer.decode(next((ids[:k] for k, t in enumerate(ids) if t in special), ids)) for ids in generated]
         em = np.asarray([exact_match(t, p.answer) for t, p in zip(texts, pairs)])
         names = np.asarray([group_of(p) for p in pairs])
