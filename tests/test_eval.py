@@ -91,8 +91,7 @@ def memorizing_run(tmp_path, steps: int, name: str):
         "build": {"vocab_size": 300, "heldout_docs": 0.3, "heldout_lenses": ["plain", "scene"]},
         "model": {"d_model": 64, "n_layers": 2, "n_heads": 4, "n_kv_heads": 2, "max_seq_len": 96},
         "train": {"steps": steps, "batch_size": 4, "lr": 1e-2, "warmup_steps": 5, "eval_every": max(steps, 1), "logger": "none"},
-        "eval": {"memorization_per_bucket": 16, "samples_per_prompt": 1, "sample_tokens": 16, "data_sample_tokens": 2000,
-                 "wikitext": str(tmp_path / "missing-wikitext.txt")},
+        "eval": {"memorization_per_bucket": 16, "samples_per_prompt": 1, "sample_tokens": 16, "data_sample_tokens": 2000},
     }
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config, allow_unicode=True))
@@ -113,7 +112,7 @@ def test_a_model_trained_to_memorize_continues_its_training_text_and_the_untrain
     assert result["schema"] == "ltm.eval/2" and isinstance(result["heldout_bpb"], float)
     assert set(result["heldout_by"]) == {"document", "author", "phase", "lens"}
     assert set(result["heldout_by"]["lens"]) == {"plain", "scene"}
-    assert result["wikitext"]["skipped"].endswith("not found")
+    assert result["wikitext"]["skipped"] == "eval.wikitext is not set"
     assert set(result["probes"]) and all(set(v) == {"model_rate", "data_rate"} for v in result["probes"].values())
     assert {"distinct_1", "distinct_2", "repetition_rate"} <= set(result["diversity"])
     html = (run_dir / "report.html").read_text()
@@ -144,6 +143,12 @@ def test_bad_input_is_named(tmp_path, capsys):
     (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
     assert main(["eval", str(run_dir)]) == 1
     assert "no prompts" in capsys.readouterr().err
+    # A missing evaluation text is named before a run folder is made.
+    config["eval"] = {"wikitext": str(tmp_path / "missing-wikitext.txt")}
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(config))
+    assert main(["run", str(bad), "--run-dir", str(tmp_path / "runs" / "bad")]) == 1
+    assert "missing-wikitext.txt does not exist" in capsys.readouterr().err and not (tmp_path / "runs" / "bad").exists()
 
 
 def test_diversity_and_buckets():
@@ -170,3 +175,24 @@ def test_times_seen_counts_every_pass_training_made_over_the_stream():
     stream = np.arange(4 * 64, dtype=np.int64)
     assert set(sample_sequences(stream, segments, 8, 0).buckets) == {"1"}
     assert set(sample_sequences(stream, segments, 8, 0, np.full(4, 24)).buckets) == {"16-31"}
+
+
+def test_prompts_sampled_together_continue_as_each_sampled_alone():
+    from ltm.eval.sample import continuations
+    from ltm.model import LtmConfig, LtmForCausalLM
+
+    torch.manual_seed(0)
+    model = LtmForCausalLM(LtmConfig(vocab_size=97, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                     num_key_value_heads=2, max_position_embeddings=24)).eval()
+    prompts = [[1, 5, 9], [1, 7], list(range(1, 21)), [1, 5, 9]]
+    together = continuations(model, prompts, 8, temperature=1.0, top_k=20, eos_token_id=None, seed=3)
+    alone = [continuations(model, [p], 8, 1.0, 20, None, seed=3, first_row=i)[0] for i, p in enumerate(prompts)]
+    assert together == alone
+    assert [len(row) for row in together] == [8, 8, 4, 8]  # the long prompt stops where the context ends
+    assert together[0] != together[3]  # the same prompt twice: two draws
+    # Greedy, the static cache decodes as generate_ids does with its growing one.
+    greedy = continuations(model, prompts, 8, temperature=0.0, top_k=None, eos_token_id=None, seed=3)
+    for prompt, row in zip(prompts, greedy):
+        assert row == model.generate_ids(torch.tensor([prompt]), 8)[0].tolist()
+    eos = greedy[0][2]  # a row ends with its first end of text
+    assert continuations(model, prompts[:1], 8, 0.0, None, eos, seed=3)[0] == greedy[0][: greedy[0].index(eos) + 1]

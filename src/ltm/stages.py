@@ -391,10 +391,10 @@ def run(config_path: Path, run_dir: Path | None = None, resume: bool = False, ov
         with watch("build"):
             build(resolved, run_dir / SCENES, run_dir / DATASET)
     if stage("train", run_dir / TRAIN / "checkpoint"):
-        from ltm.train.checkpoint import latest
+        with watch("train"):  # torch's import, the first to need it, counts here
+            from ltm.train.checkpoint import latest
 
-        # Not resuming, the run folder's stages are all written again: so is training's.
-        with watch("train"):
+            # Not resuming, the run folder's stages are all written again: so is training's.
             train(resolved, run_dir / DATASET, run_dir / TRAIN, resume=resume and latest(run_dir / TRAIN) is not None, overwrite=True)
     if initiating and stage("initiation", run_dir / INITIATION / "checkpoint"):
         with watch("initiation"):
