@@ -91,7 +91,8 @@ def memorizing_run(tmp_path, steps: int, name: str):
         "build": {"vocab_size": 300, "heldout_docs": 0.3, "heldout_lenses": ["plain", "scene"]},
         "model": {"d_model": 64, "n_layers": 2, "n_heads": 4, "n_kv_heads": 2, "max_seq_len": 96},
         "train": {"steps": steps, "batch_size": 4, "lr": 1e-2, "warmup_steps": 5, "eval_every": max(steps, 1), "logger": "none"},
-        "eval": {"memorization_per_bucket": 16, "samples_per_prompt": 1, "sample_tokens": 16, "data_sample_tokens": 2000},
+        "eval": {"memorization_per_bucket": 16, "samples_per_prompt": 1, "sample_tokens": 16, "data_sample_tokens": 2000,
+                 "wikitext": str(tmp_path / "missing-wikitext.txt")},
     }
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config, allow_unicode=True))
@@ -112,7 +113,7 @@ def test_a_model_trained_to_memorize_continues_its_training_text_and_the_untrain
     assert result["schema"] == "ltm.eval/2" and isinstance(result["heldout_bpb"], float)
     assert set(result["heldout_by"]) == {"document", "author", "phase", "lens"}
     assert set(result["heldout_by"]["lens"]) == {"plain", "scene"}
-    assert result["wikitext"]["skipped"] == "eval.wikitext is not set"
+    assert result["wikitext"]["skipped"].endswith("not found")
     assert set(result["probes"]) and all(set(v) == {"model_rate", "data_rate"} for v in result["probes"].values())
     assert {"distinct_1", "distinct_2", "repetition_rate"} <= set(result["diversity"])
     html = (run_dir / "report.html").read_text()
@@ -143,12 +144,6 @@ def test_bad_input_is_named(tmp_path, capsys):
     (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
     assert main(["eval", str(run_dir)]) == 1
     assert "no prompts" in capsys.readouterr().err
-    # A missing evaluation text is named before a run folder is made.
-    config["eval"] = {"wikitext": str(tmp_path / "missing-wikitext.txt")}
-    bad = tmp_path / "bad.yaml"
-    bad.write_text(yaml.safe_dump(config))
-    assert main(["run", str(bad), "--run-dir", str(tmp_path / "runs" / "bad")]) == 1
-    assert "missing-wikitext.txt does not exist" in capsys.readouterr().err and not (tmp_path / "runs" / "bad").exists()
 
 
 def test_diversity_and_buckets():
