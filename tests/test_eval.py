@@ -111,7 +111,14 @@ def test_a_model_trained_to_memorize_continues_its_training_text_and_the_untrain
     assert set(memo["by_times_seen"]) and all(b.split("-")[0].isdigit() for b in memo["by_times_seen"])
     # The rest of the contract, on the same run.
     assert result["schema"] == "ltm.eval/2" and isinstance(result["heldout_bpb"], float)
-    assert set(result["heldout_by"]) == {"document", "author", "phase", "lens"}
+    assert set(result["heldout_by"]) == {"document", "author", "phase", "language", "lens"}
+    assert set(result["heldout_by"]["language"]) == {"en", "ru"}
+    # The loss gap: the memorized training sequences are far easier than their held-out matches.
+    gap = memo["gap_by_times_seen"]
+    assert set(gap) == set(memo["by_times_seen"]) and all(g["gap"] > 1.0 and g["train_nll"] < 1.0 for g in gap.values())
+    cloze = result["cloze"]
+    assert set(cloze["by_split"]) == {"heldout", "train"} and cloze["paraphrased"].startswith("not measured")
+    assert cloze["by_split"]["train"]["accuracy"] > cloze["by_split"]["train"]["chance"]
     assert set(result["heldout_by"]["lens"]) == {"plain", "scene"}
     assert result["wikitext"]["skipped"].endswith("not found")
     assert set(result["probes"]) and all(set(v) == {"model_rate", "data_rate"} for v in result["probes"].values())

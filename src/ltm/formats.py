@@ -262,6 +262,26 @@ class QAResult(Record):
                                                  "biographies trained, pair not; qa_trained: the pair trained too; heldout: never trained) -> scores")
 
 
+class ClozeScore(Record):
+    n: int = Field(description="sentences asked")
+    accuracy: float = Field(description="share where the true word ranks first")
+    accuracy_ci95: list[float] = Field(description="Wilson 95% interval of accuracy")
+    mrr: float = Field(description="mean reciprocal rank of the true word")
+    chance: float = Field(description="1 / candidates")
+
+
+class ClozeGroup(ClozeScore):
+    by_language: dict[str, ClozeScore]
+
+
+class ClozeResult(Record):
+    candidates: int
+    min_word_chars: int
+    by_split: dict[str, ClozeGroup] = Field(description="heldout: sentences of documents never trained; train: sentences read "
+                                                        "verbatim in training")
+    paraphrased: str = Field(description="why paraphrased sentences are not measured")
+
+
 class EvalResult(Record):
     schema_: Literal["ltm.eval/2"] = Field(EVAL_SCHEMA, alias="schema")
     model: str = Field("", description="the checkpoint evaluated")
@@ -279,6 +299,7 @@ class EvalResult(Record):
     judge: dict = Field(default_factory=dict, description="LLM judge: samples_judged, model, mean_per_sample of four behaviours")
     samples: list[dict] = Field(default_factory=list)
     qa: QAResult | None = Field(None, description="questions about a fact set's people; none without a QA file")
+    cloze: ClozeResult | None = Field(None, description="cloze on real text; none when the run has no real text")
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 

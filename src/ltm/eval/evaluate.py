@@ -23,7 +23,7 @@ from ltm.dataset.tokenizer import load_tokenizer, token_byte_lengths, tokenizer_
 from ltm.config import RunConfig
 from ltm.eval.bpb import bits_per_byte, range_mask, token_nll, unigram_nll
 from ltm.eval.diversity import diversity
-from ltm.eval.memorization import extraction, sample_sequences, summarize
+from ltm.eval.memorization import extraction, loss_gap, sample_sequences, summarize
 from ltm.eval.sample import continuations, sample
 from ltm.formats import Baselines, EvalResult, GroupBpb, ProbeRate
 from ltm.log import info, progress
@@ -68,7 +68,7 @@ def evaluate(config: RunConfig, dataset_dir: str | Path, checkpoint: str | Path,
     plain = segments["lens"] == manifest.lenses.index("plain")
     plain_mask = range_mask(len(heldout), segments["start"][plain], segments["end"][plain])
     with progress(transient=True) as bar:  # the parts in order, each named while it runs
-        task = bar.add_task("eval", total=7 + (qa is not None), info="held-out loss of the model")
+        task = bar.add_task("eval", total=8 + (qa is not None), info="held-out loss of the model")
 
         def done(next_part: str) -> None:
             bar.update(task, advance=1, info=next_part)
@@ -85,7 +85,7 @@ def evaluate(config: RunConfig, dataset_dir: str | Path, checkpoint: str | Path,
             control_model = load_model(control).to(device).eval()
         windows_read = config.train.steps * config.train.batch_size  # what pretraining read (ltm.train.data)
         memorization = _memorization(model, control_model, train_tokens, dataset_dir, ec.memorization_per_bucket, config.seed, device,
-                                     seq_len, windows_read)
+                                     seq_len, windows_read, (heldout, segments, manifest, ec.batch_size))
         memorization["control"] = str(control) if control else "untrained"
         done("generation for the probes")
         generated, langs = _generate(model, tokenizer, prompts, ec, config.seed)
@@ -106,6 +106,9 @@ def evaluate(config: RunConfig, dataset_dir: str | Path, checkpoint: str | Path,
         if qa is not None:
             done("questions about the fact set")
             qa_result = _qa(model, tokenizer, qa, ec, config.seed)
+        done("cloze")
+        cloze = _cloze(model, tokenizer, manifest, {"heldout": (heldout, segments), "train": (train_tokens, load_segments(dataset_dir, "train"))},
+                       ec, config.seed)
         done("")
     return EvalResult(
         model=str(checkpoint),
@@ -117,8 +120,22 @@ def evaluate(config: RunConfig, dataset_dir: str | Path, checkpoint: str | Path,
         diversity=diversity(generated),
         samples=samples,
         qa=qa_result,
+        cloze=cloze,
         **probe_fields,
     )
+
+
+def _cloze(model, tokenizer, manifest, splits: dict[str, tuple], ec, seed: int):
+    from ltm.eval.cloze import evaluate_cloze, real_texts
+
+    plain = manifest.lenses.index("plain")
+    want = 400 * ec.cloze.items  # characters of text: a few sentences per item, to draw from
+    texts = {name: real_texts(tokens, segments, manifest, tokenizer, plain, want, seed) for name, (tokens, segments) in splits.items()}
+    result = evaluate_cloze(model, tokenizer, texts, ec.cloze, ec.batch_size, seed)
+    if not result.by_split:
+        return None
+    info("cloze: " + ", ".join(f"{name} text {g.accuracy:.1%} of {g.n} (chance {g.chance:.0%})" for name, g in result.by_split.items()))
+    return result
 
 
 def _qa(model, tokenizer, path: Path, ec, seed: int):
@@ -143,6 +160,7 @@ def _groups(nll, tokens, lengths, segments, manifest) -> dict[str, dict[str, Gro
         "document": [manifest.docs[d] for d in segments["doc"]],
         "author": [str(manifest.doc_tags.get(manifest.docs[d], {}).get("author", "unknown")) for d in segments["doc"]],
         "phase": [str(manifest.doc_tags.get(manifest.docs[d], {}).get("phase", "untagged")) for d in segments["doc"]],
+        "language": [str(manifest.doc_tags.get(manifest.docs[d], {}).get("lang", "other")) for d in segments["doc"]],
         "lens": [manifest.lenses[k] for k in segments["lens"]],
     }
     out: dict[str, dict[str, GroupBpb]] = {}
@@ -170,13 +188,18 @@ def _wikitext(model, tokenizer, lengths, config: RunConfig, device) -> dict:
     return {"bpb": bpb, "tokens": n_tokens, "bytes": n_bytes, "source": str(path)}
 
 
-def _memorization(model, control, train_tokens, dataset_dir, per_bucket: int, seed: int, device, seq_len: int, windows_read: int) -> dict:
+def _memorization(model, control, train_tokens, dataset_dir, per_bucket: int, seed: int, device, seq_len: int, windows_read: int,
+                  heldout_part: tuple) -> dict:
     segments = load_segments(dataset_dir, "train")
     reads = training_reads(segments["start"], len(train_tokens), seq_len, windows_read)
     drawn = sample_sequences(train_tokens, segments, per_bucket, seed, reads)
     exact, matched = extraction(model, drawn.sequences, device=device)
     control_exact, control_matched = extraction(control, drawn.sequences, device=device)
     result = summarize(drawn, exact, matched, control_exact, control_matched)
+    heldout, heldout_segments, manifest, batch_size = heldout_part
+    lang = [str(manifest.doc_tags.get(d, {}).get("lang", "other")) for d in manifest.docs]
+    result["gap_by_times_seen"] = loss_gap(model, drawn, [lang[segments["doc"][r]] for r in drawn.rows], heldout, heldout_segments,
+                                           np.asarray(lang)[heldout_segments["doc"]], manifest.lenses.index("plain"), seed, batch_size)
     info(f"memorization: {result['overall']['exact']:.1%} of {len(exact)} training prefixes continued exactly "
          f"(control {result['overall']['control_exact']:.1%})")
     return result
