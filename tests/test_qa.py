@@ -104,3 +104,19 @@ def test_cloze_masks_a_content_word_and_draws_distractors_of_its_language():
         source = next(t for t, lg in texts if lg == lang)
         assert f"{prefix} {words[0]}{suffix}" in source
         assert all(w in source for w in words[1:])  # distractors come from the same language's text
+
+
+def test_poisson_interval_and_frame_overlap_of_probe_hits():
+    from ltm.eval.samples import poisson_ci, probe_hits
+
+    assert poisson_ci(0) == (0.0, pytest.approx(3.689, abs=1e-3))
+    low, high = poisson_ci(10)
+    assert low == pytest.approx(4.795, abs=1e-3) and high == pytest.approx(18.39, abs=1e-2)
+    # A lens frame's own words fire self_questioning: flagged; a question of the text's own is not.
+    counts, hits = probe_hits("The questions this passage asks: I wonder whether the river remembers.", "en")
+    assert counts["self_questioning"] >= 1
+    assert any(not h.frame_overlap and h.probe == "self_questioning" for h in hits)
+    counts, framed = probe_hits("The critic asks: what did it take for granted? And yet the river flows.", "en")
+    flags = {h.text.strip(): h.frame_overlap for h in framed}
+    assert flags["what did it take for granted?"] and flags["And yet"]
+    assert counts["tension"] >= 1 and counts["self_questioning"] >= 1

@@ -26,6 +26,7 @@ from ltm.eval.diversity import diversity
 from ltm.eval.memorization import extraction, loss_gap, sample_sequences, summarize
 from ltm.eval.sample import continuations, sample
 from ltm.formats import Baselines, EvalResult, GroupBpb, ProbeRate
+from ltm.io import write_jsonl
 from ltm.log import info, progress
 from ltm.model.factory import load_model, new_model, pick_device
 
@@ -43,7 +44,8 @@ def load_prompts(path: str | Path | None) -> dict[str, list[str]]:
 
 
 def evaluate(config: RunConfig, dataset_dir: str | Path, checkpoint: str | Path, control: str | Path | None = None,
-             qa: Path | None = None) -> EvalResult:
+             qa: Path | None = None, samples_out: Path | None = None) -> EvalResult:
+    """The run's evaluation; with `samples_out`, the probes' generated samples are kept there (ltm.sample/1)."""
     dataset_dir, ec = Path(dataset_dir), config.eval
     manifest = load_manifest(dataset_dir)
     tokenizer_dir = dataset_dir / manifest.tokenizer
@@ -88,11 +90,12 @@ def evaluate(config: RunConfig, dataset_dir: str | Path, checkpoint: str | Path,
                                      seq_len, windows_read, (heldout, segments, manifest, ec.batch_size))
         memorization["control"] = str(control) if control else "untrained"
         done("generation for the probes")
-        generated, langs = _generate(model, tokenizer, prompts, ec, config.seed)
+        generated, langs, asked = _generate(model, tokenizer, prompts, ec, config.seed)
         texts = [tokenizer.decode(ids, skip_special_tokens=True) for ids in generated]
         raw = [tokenizer.decode(ids) for ids in generated]  # markers kept, for the scene-structure check
         done("probes")
-        probe_fields = _probes(texts, raw, langs, train_tokens, manifest, dataset_dir, tokenizer, ec.data_sample_tokens, config.seed)
+        probe_fields = _probes(texts, raw, langs, asked, train_tokens, manifest, dataset_dir, tokenizer, ec.data_sample_tokens, config.seed,
+                               samples_out)
         if ec.judge is not None:
             from ltm.eval.judge import judge
 
@@ -205,20 +208,23 @@ def _memorization(model, control, train_tokens, dataset_dir, per_bucket: int, se
     return result
 
 
-def _generate(model, tokenizer, prompts: dict[str, list[str]], ec, seed: int) -> tuple[list[list[int]], list[str]]:
-    """Continuations of every prompt (several per prompt), with their languages, all decoded together."""
+def _generate(model, tokenizer, prompts: dict[str, list[str]], ec, seed: int) -> tuple[list[list[int]], list[str], list[str]]:
+    """Continuations of every prompt (several per prompt), with their languages and prompts, all decoded together."""
     keep = model.config.max_position_embeddings // 2
-    encoded, langs = [], []
+    encoded, langs, asked = [], [], []
     for lang, items in prompts.items():
         for prompt in items:
             ids = ([tokenizer.bos_token_id] + tokenizer.encode(prompt, add_special_tokens=False))[-keep:]
             encoded += [ids] * ec.samples_per_prompt
             langs += [lang] * ec.samples_per_prompt
-    return continuations(model, encoded, ec.sample_tokens, ec.temperature, 50, tokenizer.eos_token_id, seed), langs
+            asked += [prompt] * ec.samples_per_prompt
+    return continuations(model, encoded, ec.sample_tokens, ec.temperature, 50, tokenizer.eos_token_id, seed), langs, asked
 
 
-def _probes(texts, raw, langs, train_tokens, manifest, dataset_dir, tokenizer, data_tokens: int, seed: int) -> dict:
+def _probes(texts, raw, langs, asked, train_tokens, manifest, dataset_dir, tokenizer, data_tokens: int, seed: int,
+            samples_out: Path | None) -> dict:
     from ltm.eval.probes import rates_per_1k_tokens, valid_structure_fraction, validate
+    from ltm.eval.samples import probe_counts, sample_records
 
     def count(text: str) -> int:
         return len(tokenizer.encode(text, add_special_tokens=False))
@@ -233,10 +239,15 @@ def _probes(texts, raw, langs, train_tokens, manifest, dataset_dir, tokenizer, d
         data_texts.append(tokenizer.decode(train_tokens[start:end].tolist(), skip_special_tokens=True))
         data_langs.append(str(manifest.doc_tags.get(manifest.docs[segments["doc"][row]], {}).get("lang", "en")))
         total += end - start
-    model_rates = rates_per_1k_tokens(texts, langs, count)
+    records = sample_records(asked, langs, texts, raw, count)
+    if samples_out is not None:
+        write_jsonl(samples_out, records)
+    model = probe_counts(records)
     data_rates = rates_per_1k_tokens(data_texts, data_langs, count)
     return {
-        "probes": {name: ProbeRate(model_rate=model_rates[name], data_rate=data_rates[name]) for name in model_rates},
+        "probes": {name: ProbeRate(model_rate=m["rate"], data_rate=data_rates[name], model_events=m["events"], model_tokens=m["tokens"],
+                                   model_rate_ci95=m["rate_ci95"], model_hits_in_frames=m["hits_in_frames"])
+                   for name, m in model.items()},
         "probe_validation": validate(),
         "valid_scene_structure": valid_structure_fraction(raw),
     }
