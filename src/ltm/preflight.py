@@ -38,6 +38,7 @@ def problems(config: RunConfig) -> list[str]:
     # absent (the examples name the shared corpora's copy, which a fresh clone lacks).
     for key in ("prompts", "control"):
         found += _missing(f"eval.{key}", config, [getattr(config.eval, key)] if getattr(config.eval, key) else [])
+    found += _missing("eval.qa.path", config, [config.eval.qa.path] if config.eval.qa.path else [])
     if build.tokenizer and not (config.resolve(build.tokenizer) / "tokenizer.json").exists():
         found.append(f"build.tokenizer: {config.resolve(build.tokenizer)} holds no tokenizer.json")
     return found
