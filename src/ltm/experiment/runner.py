@@ -78,14 +78,21 @@ def run_experiment(path: Path, parallel: int | None = None) -> Path:
     info(f"experiment {spec.name}: {len(grid)} runs, {len(grid) - len(waiting)} done, {len(waiting)} to run, "
          f"{slots} at a time on {where} -> {workspace}")
     started = time.perf_counter()
+    stop = threading.Event()
     with GridProgress(len(waiting)) as shown:
-        threads = [threading.Thread(target=_slot, args=(workspace, todo, shown, str(i % gpus) if gpus > 1 else None,
+        threads = [threading.Thread(target=_slot, args=(workspace, todo, shown, stop, str(i % gpus) if gpus > 1 else None,
                                                         _cores(i, slots) if not gpus and slots > 1 else None))
                    for i in range(slots)]
         for thread in threads:
             thread.start()
-        for thread in threads:
-            thread.join()
+        try:
+            for thread in threads:
+                thread.join()
+        except KeyboardInterrupt:  # the workers got it too; no cell starts after them, a rerun resumes theirs
+            stop.set()
+            for thread in threads:
+                thread.join()
+            raise
     registry = Registry(workspace / "ltm.sqlite")
     report = write_experiment_report(registry, spec.name, workspace)
     info(f"experiment {spec.name}: finished in {time.perf_counter() - started:.0f}s; report: {report}")
@@ -143,12 +150,13 @@ class Worker:
             self.process.join()
 
 
-def _slot(workspace: Path, todo: queue.Queue, shown: GridProgress, gpu: str | None, cores: list[int] | None) -> None:
-    """One place in the grid: a worker that runs cells from `todo` until none is left."""
+def _slot(workspace: Path, todo: queue.Queue, shown: GridProgress, stop: threading.Event, gpu: str | None,
+          cores: list[int] | None) -> None:
+    """One place in the grid: a worker that runs cells from `todo` until none is left or `stop` is set."""
     registry = Registry(workspace / "ltm.sqlite")  # one connection per thread
     worker: Worker | None = None
     try:
-        while True:
+        while not stop.is_set():
             try:
                 run_id, cell, run_dir = todo.get_nowait()
             except queue.Empty:
