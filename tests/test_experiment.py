@@ -131,3 +131,17 @@ def test_mean_and_confidence_interval():
     assert (mean, n) == (2.0, 3) and half == pytest.approx(4.302653 * 1.0 / math.sqrt(3), rel=1e-5)
     assert math.isnan(mean_ci([5.0])[1]) and format_ci(*mean_ci([5.0])[:2]) == "5.000"
     assert format_ci(2.0, 0.5, digits=2) == "2.00 ± 0.50"
+
+
+def test_run_metrics_carry_the_fact_set_questions_by_group(tmp_path):
+    from ltm.experiment.metrics import run_metrics
+
+    score = lambda mc, em: {"n": 10, "mc": mc, "mc_ci95": [0, 1], "em": em, "by_attribute": {}, "by_language": {}}  # noqa: E731
+    ev = {"heldout_bpb": 2.0, "baselines": {"unigram_bpb": 3.0, "untrained_bpb": 4.0},
+          "qa": {"forms": {"question": {"train": score(0.4, 0.1), "qa_trained": score(0.9, 0.7), "heldout": score(0.25, 0.0)},
+                           "statement": {"train": score(0.5, 0.2)}}}}
+    (tmp_path / "eval.json").write_text(json.dumps(ev))
+    metrics = run_metrics(tmp_path)
+    assert (metrics["qa_mc"], metrics["qa_em"], metrics["qa_trained_mc"], metrics["qa_heldout_mc"]) == (0.4, 0.1, 0.9, 0.25)
+    (tmp_path / "eval.json").write_text(json.dumps(ev | {"qa": None}))
+    assert "qa_mc" not in run_metrics(tmp_path)
