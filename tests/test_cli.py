@@ -57,6 +57,12 @@ def test_ingest_and_scenes_load_neither_torch_nor_transformers(tmp_path):
     assert "torch" not in lines[1] and "transformers" not in lines[1]
 
 
+def test_off_a_terminal_the_hugging_face_progress_bars_are_off():
+    script = "import os, ltm.cli, transformers.utils.logging as l; print(os.environ.get('HF_HUB_DISABLE_PROGRESS_BARS'), l.is_progress_bar_enabled())"
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)  # stderr a pipe, as in `ltm run > log 2>&1`
+    assert done.stdout.split() == ["1", "False"], done.stderr
+
+
 def test_run_refuses_a_missing_ingest_folder_before_making_its_run_folder(tmp_path, capsys):
     config = tmp_path / "c.yaml"
     config.write_text(yaml.safe_dump({"ingest": {"paths": ["no-such-books"]}, "build": {"lenses": [{"passes": 1, "lens": "critc"}]}}))

@@ -4,6 +4,7 @@ at the end of a turn, and a server that says when a conversation outgrew the con
 
 from __future__ import annotations
 
+import io
 import json
 import zipfile
 import unicodedata
@@ -27,6 +28,7 @@ from ltm.ingest import ingest_paths
 from ltm.model.export import export
 from ltm.scenes import make_scenes
 from ltm.serve.app import DROPPED_HEADER, create_app
+from ltm.serve.chat import chat
 from ltm.serve.engine import ContextError, Engine
 from ltm.serve.prompt import chat_prompt, encode
 from ltm.train import train
@@ -304,3 +306,16 @@ def test_text_that_still_looks_like_mojibake_after_repair_is_kept_with_a_warning
     warnings = [e for e in result.errors if e.kind == "warning"]
     assert [Path(e.path).name for e in warnings] == ["chat.md"]
     assert "still looks like mojibake" in warnings[0].problem
+
+
+def test_ltm_chat_leaves_the_oldest_turns_out_when_the_conversation_outgrows_the_context_and_says_so(initiated):
+    # A 64-token context: by the third question the conversation no longer fits; each answer still
+    # has its room (max_tokens, at most a quarter of the context), and a message too long alone is not sent.
+    questions = [f"Why {n}?" for n in range(6)] + ["word " * 200]
+    out = io.StringIO()
+    assert chat(initiated / "hf", 16, 0.0, 1.0, "Be brief.", read=io.StringIO("\n".join(questions) + "\n"), write=out) == 0
+    lines = out.getvalue().splitlines()
+    notes = [line for line in lines if "left out: the conversation outgrew the context" in line]
+    assert notes and lines.index(notes[0]) > 2
+    assert any(line.startswith("(not sent: the last message") for line in lines)
+    assert lines[-1] == "bye (6 turns)"

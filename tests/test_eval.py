@@ -170,3 +170,24 @@ def test_times_seen_counts_every_pass_training_made_over_the_stream():
     stream = np.arange(4 * 64, dtype=np.int64)
     assert set(sample_sequences(stream, segments, 8, 0).buckets) == {"1"}
     assert set(sample_sequences(stream, segments, 8, 0, np.full(4, 24)).buckets) == {"16-31"}
+
+
+def test_prompts_sampled_together_continue_as_each_sampled_alone():
+    from ltm.eval.sample import continuations
+    from ltm.model import LtmConfig, LtmForCausalLM
+
+    torch.manual_seed(0)
+    model = LtmForCausalLM(LtmConfig(vocab_size=97, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                     num_key_value_heads=2, max_position_embeddings=24)).eval()
+    prompts = [[1, 5, 9], [1, 7], list(range(1, 21)), [1, 5, 9]]
+    together = continuations(model, prompts, 8, temperature=1.0, top_k=20, eos_token_id=None, seed=3)
+    alone = [continuations(model, [p], 8, 1.0, 20, None, seed=3, first_row=i)[0] for i, p in enumerate(prompts)]
+    assert together == alone
+    assert [len(row) for row in together] == [8, 8, 4, 8]  # the long prompt stops where the context ends
+    assert together[0] != together[3]  # the same prompt twice: two draws
+    # Greedy, the static cache decodes as generate_ids does with its growing one.
+    greedy = continuations(model, prompts, 8, temperature=0.0, top_k=None, eos_token_id=None, seed=3)
+    for prompt, row in zip(prompts, greedy):
+        assert row == model.generate_ids(torch.tensor([prompt]), 8)[0].tolist()
+    eos = greedy[0][2]  # a row ends with its first end of text
+    assert continuations(model, prompts[:1], 8, 0.0, None, eos, seed=3)[0] == greedy[0][: greedy[0].index(eos) + 1]

@@ -11,6 +11,7 @@ from conftest import TINY_CONFIG
 from ltm.cli import main
 from ltm.config import RunConfig
 from ltm.experiment.parallel import cell_bytes, default_parallel
+from ltm.formats import StageTimes
 
 
 def test_cells_run_at_once_share_one_build_and_a_failure_stops_none(tmp_path, corpus, capsys):
@@ -66,6 +67,12 @@ def test_a_cell_computes_the_same_in_a_worker_after_others_as_alone(tmp_path, co
     alone = json.loads((tmp_path / "alone" / "eval.json").read_text())
     for key in ("heldout_bpb", "memorization", "diversity", "wikitext"):
         assert in_worker[key] == alone[key], key
+    # Each run says where its time went: the shared data stages, or the stages it made alone.
+    shared_times = StageTimes.model_validate_json((ws / "runs" / config.stem / "times.json").read_text())
+    alone_times = StageTimes.model_validate_json((tmp_path / "alone" / "times.json").read_text())
+    assert list(shared_times.stages) == ["ingest", "scenes", "build", "link", "train", "eval", "report"]
+    assert list(alone_times.stages) == ["ingest", "scenes", "build", "train", "eval", "report"]
+    assert alone_times.total_s >= sum(alone_times.stages.values()) > 0
 
 
 def test_the_default_is_what_free_gpu_memory_holds_and_one_on_cpus():

@@ -92,3 +92,17 @@ def test_a_run_adds_the_fact_set_to_the_ingested_documents(tmp_path, corpus):
 def test_facts_config_refuses_negative_sizes(field):
     with pytest.raises(ValueError):
         FactsConfig(**{field: -1})
+
+
+def test_each_rendering_has_its_own_qa_document_stating_every_answer():
+    made = make_facts(FactsConfig(people=8, renderings=3, permute=True, qa_train_share=1.0, heldout_share=0.25))
+    trained = [p for p in made.people if p.qa_trained]
+    qa_docs = [d for d in made.documents if d.meta["kind"] == "qa"]
+    assert len(qa_docs) == 3 * len(trained)
+    answers = {p.id: [q.answer for q in made.qa if q.person == p.id] for p in trained}
+    by_person: dict[str, list[str]] = {}
+    for doc in qa_docs:
+        assert all(answer in doc.text for answer in answers[doc.meta["person"]])
+        by_person.setdefault(doc.meta["person"], []).append(doc.text)
+    # The first is what QA.jsonl asks; the others word or order it differently for most people.
+    assert sum(len(set(texts)) > 1 for texts in by_person.values()) > len(trained) // 2

@@ -20,6 +20,10 @@ from ltm import __version__
 # Nothing is ever fetched from a model hub at run time; loading stays local.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
+# Off a terminal ltm's progress is plain lines (ltm.log); the Hugging Face libraries' tqdm bars
+# ("Loading weights", "Writing model shards") would put carriage-return debris in the log.
+if not sys.stderr.isatty():
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
 def _tags(pairs: list[str]) -> dict[str, str]:

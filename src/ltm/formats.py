@@ -17,6 +17,7 @@ MANIFEST_SCHEMA = "ltm.manifest/2"
 EVAL_SCHEMA = "ltm.eval/2"
 MEMORY_SCHEMA = "ltm.memory/1"
 QA_SCHEMA = "ltm.qa/1"
+TIMES_SCHEMA = "ltm.times/1"
 
 
 class Record(BaseModel):
@@ -261,6 +262,19 @@ class EvalResult(Record):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
+class StageTimes(Record):
+    """RUN/times.json: where the wall time of a run's last `ltm run` went (ltm.stages.run)."""
+
+    schema_: Literal["ltm.times/1"] = Field(TIMES_SCHEMA, alias="schema")
+    stages: dict[str, float] = Field(description="seconds per stage, in the order run: ingest, facts, scenes, build (with "
+                                     "--shared: making the shared stage or waiting for the run that makes it), link (--shared: "
+                                     "hard-linking the shared stages in), train, initiation, eval, report; a stage kept from "
+                                     "an earlier run is absent")
+    total_s: float = Field(ge=0, description="seconds from the start of `ltm run` (after its imports) to the end")
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
 # --- scene memory (serve) ----------------------------------------------------------------------------
 
 
@@ -285,6 +299,7 @@ SCHEMAS: dict[str, type[BaseModel]] = {
     "eval": EvalResult,
     "memory": MemoryRecord,
     "qa": QAPair,
+    "times": StageTimes,
 }
 
 

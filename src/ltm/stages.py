@@ -9,6 +9,8 @@ neither torch nor transformers.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
@@ -17,8 +19,8 @@ from ltm.io import atomic_write, write_json, write_jsonl
 from ltm.log import error, info, progress, warn
 
 # Where each stage's output lives inside a run folder (docs/formats.md, "Run folder").
-DOCS, SCENES, DATASET, TRAIN, EVAL, REPORT, CONFIG, QA = (
-    "documents.jsonl", "scenes.jsonl", "dataset", "train", "eval.json", "report.html", "config.yaml", "qa.jsonl",
+DOCS, SCENES, DATASET, TRAIN, EVAL, REPORT, CONFIG, QA, TIMES = (
+    "documents.jsonl", "scenes.jsonl", "dataset", "train", "eval.json", "report.html", "config.yaml", "qa.jsonl", "times.json",
 )
 # The initiation stage's own documents, scenes and dataset, and its output (docs/training.md).
 INITIATION_DOCS, INITIATION_SCENES, INITIATION_DATASET, INITIATION = (
@@ -28,6 +30,21 @@ INITIATION_DOCS, INITIATION_SCENES, INITIATION_DATASET, INITIATION = (
 
 class StageError(ValueError):
     """A stage that cannot go on; the message says what to change."""
+
+
+class Stopwatch:
+    """Seconds per stage (RUN/times.json): `with watch("train"): ...` adds the block's time to "train"."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        began = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - began
 
 
 def ingest(paths: list[str | Path], out: Path, tags: dict | None = None) -> int:
@@ -277,26 +294,28 @@ def runs(workspace: Path, action: str, experiment_name: str | None = None, basel
     return "\n".join(out)
 
 
-def shared_data(config: RunConfig, shared: Path, run_dir: Path) -> None:
+def shared_data(config: RunConfig, shared: Path, run_dir: Path, watch: Stopwatch | None = None) -> None:
     """The data stages of `config` (paths absolute) from the cache folder `shared`, each made there
-    once by whichever run needs it first (ltm.experiment.shared), hard-linked into RUN_DIR."""
+    once by whichever run needs it first (ltm.experiment.shared), hard-linked into RUN_DIR; the
+    time of each (made, or waited for) goes to `watch`."""
     from ltm.dataset import SceneTable
     from ltm.dataset.build import build_tokenizer
     from ltm.experiment.shared import claimed, data_keys, link_into
 
     keys = data_keys(config)
+    watch = watch or Stopwatch()
     docs, scenes_path = shared / f"ingest-{keys['ingest']}" / DOCS, shared / f"scenes-{keys['scenes']}" / SCENES
     tokenizer, dataset = shared / f"tokenizer-{keys['tokenizer']}", shared / f"build-{keys['build']}" / DATASET
-    with claimed(docs.parent):
+    with watch("ingest"), claimed(docs.parent):
         if not docs.exists():
             if config.ingest.paths:
                 ingest(config.ingest.paths, docs, config.ingest.tags)
             if config.facts.people:
                 facts(config, docs, docs.parent / QA, append=bool(config.ingest.paths))
-    with claimed(scenes_path.parent):
+    with watch("scenes"), claimed(scenes_path.parent):
         if not scenes_path.exists():
             scenes(docs, scenes_path, config)
-    with claimed(dataset.parent):
+    with watch("build"), claimed(dataset.parent):
         if not (dataset / "manifest.json").exists():
             if not config.build.tokenizer:  # one tokenizer per distinct training text, reused by the builds that read it
                 with claimed(tokenizer):
@@ -305,8 +324,9 @@ def shared_data(config: RunConfig, shared: Path, run_dir: Path) -> None:
                         info(f"build: tokenizer trained once for every build of this text -> {tokenizer}")
                 config = config.model_copy(update={"build": config.build.model_copy(update={"tokenizer": str(tokenizer)})})
             build(config, scenes_path, dataset)
-    for source, name in ((docs, DOCS), (scenes_path, SCENES), (dataset, DATASET), *([(docs.parent / QA, QA)] if config.facts.people else [])):
-        link_into(source, run_dir / name)
+    with watch("link"):
+        for source, name in ((docs, DOCS), (scenes_path, SCENES), (dataset, DATASET), *([(docs.parent / QA, QA)] if config.facts.people else [])):
+            link_into(source, run_dir / name)
 
 
 def run(config_path: Path, run_dir: Path | None = None, resume: bool = False, overrides: list[str] | None = None,
@@ -354,27 +374,39 @@ def run(config_path: Path, run_dir: Path | None = None, resume: bool = False, ov
         info(f"[bold]{names.index(name) + 1}/{len(names)} {name}")
         return True
 
+    watch = Stopwatch()
     if shared is not None:
-        shared_data(resolved, shared, run_dir)
+        shared_data(resolved, shared, run_dir, watch)
     keep_data = resume or shared is not None
     if resolved.ingest.paths and stage("ingest", run_dir / DOCS, keep_data):
-        ingest(resolved.ingest.paths, run_dir / DOCS, resolved.ingest.tags)
+        with watch("ingest"):
+            ingest(resolved.ingest.paths, run_dir / DOCS, resolved.ingest.tags)
     if with_facts and stage("facts", run_dir / QA, keep_data):
-        facts(resolved, run_dir / DOCS, run_dir / QA, append=bool(resolved.ingest.paths))
+        with watch("facts"):
+            facts(resolved, run_dir / DOCS, run_dir / QA, append=bool(resolved.ingest.paths))
     if stage("scenes", run_dir / SCENES, keep_data):
-        scenes(run_dir / DOCS, run_dir / SCENES, resolved)
+        with watch("scenes"):
+            scenes(run_dir / DOCS, run_dir / SCENES, resolved)
     if stage("build", run_dir / DATASET / "manifest.json", keep_data):
-        build(resolved, run_dir / SCENES, run_dir / DATASET)
+        with watch("build"):
+            build(resolved, run_dir / SCENES, run_dir / DATASET)
     if stage("train", run_dir / TRAIN / "checkpoint"):
-        from ltm.train.checkpoint import latest
+        with watch("train"):  # torch's import, the first to need it, counts here
+            from ltm.train.checkpoint import latest
 
-        # Not resuming, the run folder's stages are all written again: so is training's.
-        train(resolved, run_dir / DATASET, run_dir / TRAIN, resume=resume and latest(run_dir / TRAIN) is not None, overwrite=True)
+            # Not resuming, the run folder's stages are all written again: so is training's.
+            train(resolved, run_dir / DATASET, run_dir / TRAIN, resume=resume and latest(run_dir / TRAIN) is not None, overwrite=True)
     if initiating and stage("initiation", run_dir / INITIATION / "checkpoint"):
-        initiation(resolved, run_dir)
+        with watch("initiation"):
+            initiation(resolved, run_dir)
     if stage("eval", run_dir / EVAL):
-        evaluate_run(run_dir)
+        with watch("eval"):
+            evaluate_run(run_dir)
     stage("report")
-    report([run_dir], run_dir / REPORT)
+    with watch("report"):
+        report([run_dir], run_dir / REPORT)
+    from ltm.formats import StageTimes
+
+    write_json(run_dir / TIMES, StageTimes(stages=watch.seconds, total_s=time.perf_counter() - started))
     info(f"done in {time.perf_counter() - started:.0f}s. Run folder: {run_dir}")
     return run_dir

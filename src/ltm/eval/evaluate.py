@@ -16,7 +16,6 @@ from importlib import resources
 from pathlib import Path
 
 import numpy as np
-import torch
 import yaml
 
 from ltm.dataset.reader import load_manifest, load_segments, load_split, open_split, training_reads
@@ -25,7 +24,7 @@ from ltm.config import RunConfig
 from ltm.eval.bpb import bits_per_byte, range_mask, token_nll, unigram_nll
 from ltm.eval.diversity import diversity
 from ltm.eval.memorization import extraction, sample_sequences, summarize
-from ltm.eval.sample import sample
+from ltm.eval.sample import continuations, sample
 from ltm.formats import Baselines, EvalResult, GroupBpb, ProbeRate
 from ltm.log import info, progress
 from ltm.model.factory import load_model, new_model, pick_device
@@ -163,19 +162,15 @@ def _memorization(model, control, train_tokens, dataset_dir, per_bucket: int, se
 
 
 def _generate(model, tokenizer, prompts: dict[str, list[str]], ec, seed: int) -> tuple[list[list[int]], list[str]]:
-    """Continuations of every prompt (several per prompt), with their languages."""
-    generator = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
-    out, langs = [], []
+    """Continuations of every prompt (several per prompt), with their languages, all decoded together."""
+    keep = model.config.max_position_embeddings // 2
+    encoded, langs = [], []
     for lang, items in prompts.items():
         for prompt in items:
-            ids = torch.tensor([[tokenizer.bos_token_id] + tokenizer.encode(prompt, add_special_tokens=False)])
-            ids = ids[:, -(model.config.max_position_embeddings // 2) :].to(next(model.parameters()).device)
-            for _ in range(ec.samples_per_prompt):
-                new = model.generate_ids(ids, ec.sample_tokens, temperature=ec.temperature, top_k=50,
-                                         eos_token_id=tokenizer.eos_token_id, generator=generator)
-                out.append(new[0].tolist())
-                langs.append(lang)
-    return out, langs
+            ids = ([tokenizer.bos_token_id] + tokenizer.encode(prompt, add_special_tokens=False))[-keep:]
+            encoded += [ids] * ec.samples_per_prompt
+            langs += [lang] * ec.samples_per_prompt
+    return continuations(model, encoded, ec.sample_tokens, ec.temperature, 50, tokenizer.eos_token_id, seed), langs
 
 
 def _probes(texts, raw, langs, train_tokens, manifest, dataset_dir, tokenizer, data_tokens: int, seed: int) -> dict:

@@ -8,7 +8,10 @@ bioS; written for ltm, in English and Russian).
 - `qa_train_share` of the train people also have their question-answer pairs written as a training
   document (the Allen-Zhu protocol); questions are then asked about the other train people.
 - Each person has `renderings` biographies; each draws one template per attribute anew, and with
-  `permute` its sentences in a new order.
+  `permute` its sentences in a new order. A person whose QA pairs are trained has as many QA
+  documents, the first with the questions QA.jsonl asks, the others with their wordings drawn anew
+  (and with `permute` in a new order), so K renderings read once cover each fact as often as one
+  rendering read K times.
 """
 
 from __future__ import annotations
@@ -122,9 +125,17 @@ def _pairs(person: Person, people: list[Person], pools: dict[str, list[str]], rn
     return pairs
 
 
-def qa_text(pairs: list[QAPair]) -> str:
-    """A person's question-answer pairs as a training document reads them."""
-    return "\n\n".join(f"{pair.prompts['question']} {pair.answer}" for pair in pairs)
+def qa_text(pairs: list[QAPair], person: Person | None = None, rng: random.Random | None = None, permute: bool = False) -> str:
+    """A person's question-answer pairs as a training document reads them; given the person and a
+    random source, with each question's wording drawn anew (and with `permute` the pairs shuffled)."""
+    lines = [f"{pair.prompts['question']} {pair.answer}" for pair in pairs]
+    if person is not None and rng is not None:
+        data = language_data(person.lang)
+        lines = [f"{data['qa']['question']} {fill(rng.choice(data['attributes'][pair.attribute]['questions']), person)}\n"
+                 f"{data['qa']['answer']} {pair.answer}" for pair in pairs]
+        if permute:
+            rng.shuffle(lines)
+    return "\n\n".join(lines)
 
 
 def make_facts(config: FactsConfig) -> FactSet:
@@ -145,4 +156,7 @@ def make_facts(config: FactsConfig) -> FactSet:
         qa.extend(pairs)
         if person.qa_trained:
             documents.append(_document(f"{person.id}-qa", person, qa_text(pairs), "qa", config.seed))
+            for r in range(1, config.renderings):
+                text = qa_text(pairs, person, random.Random(f"{config.seed}:{person.id}:qa{r}"), config.permute)
+                documents.append(_document(f"{person.id}-qa{r}", person, text, "qa", config.seed))
     return FactSet(people, documents, qa)

@@ -114,6 +114,8 @@ def load_table(path: Path, columns: dict[str, str], problems: list[str], require
                 continue
             tags[key.strip()] = value.strip()
         rows[name] = tags
+    if lines and not rows and "file" not in columns:  # a mapping onto the wrong column matches nothing, silently otherwise
+        problems.append(f"{path}: no row's title ({columns['title']!r} column) names a file here, as it is or in Latin letters")
     return rows
 
 

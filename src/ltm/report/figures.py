@@ -23,11 +23,17 @@ def _png(fig) -> bytes:
     return buffer.getvalue()
 
 
-def loss_curves(runs: dict[str, list[dict]]) -> bytes:
-    """Training loss per step and held-out loss where measured."""
+def loss_curves(runs: dict[str, list[dict]], phase_starts: dict[str, list[tuple[float, str]]] | None = None) -> bytes:
+    """Training loss per step and held-out loss where measured; a dotted line, labelled, where a run
+    begins to read a curriculum phase."""
     fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
     for (name, metrics), colour in zip(runs.items(), COLOURS * 10):
-        ax.plot([m["step"] for m in metrics], [m["loss"] for m in metrics], color=colour, alpha=0.6, lw=1, label=f"{name} train")
+        for step, phase in (phase_starts or {}).get(name, []):
+            if step > 0:
+                ax.axvline(step, color=colour, ls=":", lw=1)
+                ax.annotate(phase, (step, 1), xycoords=("data", "axes fraction"), rotation=90, va="top", ha="right", fontsize=7, color=colour)
+        trained = [m for m in metrics if m.get("loss") is not None]  # a step 0 holds the held-out loss alone
+        ax.plot([m["step"] for m in trained], [m["loss"] for m in trained], color=colour, alpha=0.6, lw=1, label=f"{name} train")
         held = [(m["step"], m["heldout_loss"]) for m in metrics if m.get("heldout_loss") is not None]
         if held:
             ax.plot(*zip(*held), "o-", color=colour, lw=2, label=f"{name} held-out")

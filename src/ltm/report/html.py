@@ -1,6 +1,7 @@
-"""The HTML report: runs side by side in one table, then figures (loss curves, bits per byte by
-phase, memorization against times seen, probe rates model vs data) and samples. One file, figures
-inlined."""
+"""The HTML report: runs side by side in one table, what each run was (config, regime, curriculum,
+passes over its data, the config file itself), flags (overfitting), then figures (loss curves with
+the curriculum's phase changes, bits per byte by phase, memorization against times seen, probe rates
+model vs data) and samples. One file, figures inlined."""
 
 from __future__ import annotations
 
@@ -8,7 +9,10 @@ import html
 import json
 from pathlib import Path
 
+import yaml
+
 from ltm.io import atomic_write
+from ltm.report.diagnosis import overfitting, passes, phase_starts
 from ltm.report.figures import data_uri, grouped_bars, loss_curves, memorization_curves
 
 COLUMNS = ["run", "held-out bpb", "unigram bpb", "untrained bpb", "WikiText-2 bpb", "memorized (exact)", "control", "distinct-2",
@@ -21,7 +25,19 @@ def _read_run(run: Path) -> dict:
         raise FileNotFoundError(f"{run}: no eval.json; run `ltm eval {run}` first")
     metrics_path = run / "train" / "metrics.jsonl"
     metrics = [json.loads(line) for line in metrics_path.read_text(encoding="utf-8").splitlines() if line.strip()] if metrics_path.exists() else []
-    return {"name": run.name, "metrics": metrics, "eval": json.loads(eval_path.read_text(encoding="utf-8"))}
+    config_text = (run / "config.yaml").read_text(encoding="utf-8") if (run / "config.yaml").exists() else ""
+    manifest_path = run / "dataset" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8")) if manifest_path.exists() else {}
+    config = yaml.safe_load(config_text) or {}
+    train, model = config.get("train", {}), config.get("model", {})
+    seq_len, steps = model.get("max_seq_len"), (metrics[-1]["step"] if metrics else train.get("steps"))
+    tokens_per_step = (train.get("batch_size") or 0) * (seq_len or 0)
+    starts, read = [], None
+    if tokens_per_step and steps:
+        starts = phase_starts(run / "dataset", manifest.get("phases", []), tokens_per_step, seq_len, steps)
+        read = passes(run / "dataset", tokens_per_step, seq_len, steps)
+    return {"name": run.name, "metrics": metrics, "eval": json.loads(eval_path.read_text(encoding="utf-8")), "config": config,
+            "config_text": config_text, "manifest": manifest, "phase_starts": starts, "passes": read}
 
 
 def _fmt(value, spec: str = ".3f") -> str:
@@ -43,6 +59,44 @@ def _figure(title: str, png: bytes) -> str:
     return f'<h2>{html.escape(title)}</h2><img alt="{html.escape(title)}" src="{data_uri(png)}">'
 
 
+def _setup(runs: list[dict]) -> str:
+    """What each run was: data regime, curriculum, tokens, passes, model and training settings, and
+    its config file whole."""
+    rows, files = [], []
+    for run in runs:
+        config, manifest = run["config"], run["manifest"]
+        model, train, initiation = config.get("model", {}), config.get("train", {}), config.get("initiation", {})
+        train_stats = manifest.get("stats", {}).get("train", {})
+        cells = [run["name"], manifest.get("regime", "—"), manifest.get("curriculum", "—"), " → ".join(manifest.get("phases", [])) or "—",
+                 f"{train_stats.get('tokens', 0):,} of {train_stats.get('data_tokens', 0):,}" if train_stats else "—",
+                 _fmt(run["passes"], ".1f"),
+                 f"{model.get('d_model', '?')} x {model.get('n_layers', '?')}, context {model.get('max_seq_len', '?')}" if model else "—",
+                 f"{train.get('steps', '?')} x {train.get('batch_size', '?')}, lr {train.get('lr', '?')}" if train else "—",
+                 initiation.get("mode", "none") if config else "—", config.get("seed", "—")]
+        rows.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
+        if run["config_text"]:
+            files.append(f"<details><summary>{html.escape(run['name'])}: config.yaml</summary><pre>{html.escape(run['config_text'])}</pre></details>")
+    head = ["run", "regime", "curriculum", "phases", "train tokens (of the data's)", "passes over the data", "model (width x layers)",
+            "steps x batch", "initiation", "seed"]
+    return ("<h2>Runs</h2><table><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>" + "".join(rows) + "</table>" + "".join(files))
+
+
+def _flags(runs: list[dict]) -> str:
+    found = [(run["name"], overfitting(run["metrics"])) for run in runs]
+    return "".join(f'<p class="flag"><b>{html.escape(name)}</b>: {html.escape(text)}</p>' for name, text in found if text)
+
+
+def _phase_note(runs: list[dict]) -> str:
+    notes = []
+    for run in runs:
+        first = list(dict.fromkeys(name for _, name in run["phase_starts"]))
+        steps = {name: min(step for step, n in run["phase_starts"] if n == name) for name in first}
+        if len(first) > 1:
+            notes.append(f"{run['name']}: " + ", ".join(f"{name} from step {steps[name]:.0f}" for name in first))
+    return (f"<p>Dotted lines: where training begins to read a curriculum phase (on every pass over the data). "
+            f"{html.escape('; '.join(notes))}.</p>" if notes else "")
+
+
 def _probe_table(runs: list[dict]) -> str:
     rows = []
     for run in runs:
@@ -60,7 +114,8 @@ def _probe_table(runs: list[dict]) -> str:
 
 def write_report(runs: list[Path], out: Path) -> Path:
     loaded = [_read_run(Path(r)) for r in runs]
-    figures = [_figure("Loss", loss_curves({r["name"]: r["metrics"] for r in loaded}))]
+    figures = [_figure("Loss", loss_curves({r["name"]: r["metrics"] for r in loaded}, {r["name"]: r["phase_starts"] for r in loaded}))
+               + _phase_note(loaded)]
     phases = {r["name"]: {k: v["bpb"] for k, v in r["eval"].get("heldout_by", {}).get("phase", {}).items()} for r in loaded}
     if any(phases.values()):
         figures.append(_figure("Held-out bits per byte by phase", grouped_bars("Held-out bits per byte by phase", "bits per byte", phases)))
@@ -85,6 +140,7 @@ def write_report(runs: list[Path], out: Path) -> Path:
 body {{ font-family: system-ui, sans-serif; max-width: 64rem; margin: 2rem auto; padding: 0 1rem; color: #222; }}
 table {{ border-collapse: collapse; margin: 1rem 0; }} td, th {{ border: 1px solid #ccc; padding: .3rem .6rem; text-align: right; }}
 td:first-child, th:first-child {{ text-align: left; }} p {{ white-space: pre-wrap; }} img {{ max-width: 100%; }}
+.flag {{ color: #a40000; }}
 </style></head><body>
 <h1>ltm report</h1>
 <p>Bits per byte on held-out documents (lower is better) against a unigram model and the untrained network; memorization is the
@@ -92,6 +148,8 @@ share of 32-token training prefixes whose exact 32-token continuation the model 
 <table><tr>{''.join(f'<th>{h}</th>' for h in COLUMNS)}</tr>
 {''.join(_row(r) for r in loaded)}
 </table>
+{_flags(loaded)}
+{_setup(loaded)}
 {''.join(figures)}
 {_probe_table(loaded)}
 <h2>Samples</h2>
