@@ -337,6 +337,19 @@ class InitiationConfig(Section):
     target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
 
 
+class QAEvalConfig(Section):
+    """Questions about a fact set's people (docs/eval.md, "QA"): multiple choice by log-likelihood
+    and exact match of the greedy answer."""
+
+    path: str | None = Field(None, description="a QA JSONL (ltm.qa/1); default: the run folder's qa.jsonl, made with its fact set")
+    scoring: Literal["mean", "sum"] = Field("mean", description="multiple choice ranks the options by mean log-probability per "
+                                            "answer token (length-normalised) or by their sum")
+    forms: list[Literal["question", "statement"]] = Field(
+        default_factory=lambda: ["question", "statement"], min_length=1,
+        description="prompt forms asked: question ('Question: ...\\nAnswer:') and statement (the biography's sentence up to the value)")
+    max_pairs: int | None = Field(None, ge=1, description="at most this many pairs per group of people (train, qa_trained, heldout)")
+
+
 class EvalConfig(Section):
     samples: list[str] = Field(default_factory=list, description="prompts whose continuations the report shows")
     sample_tokens: int = Field(48, ge=1)
@@ -349,6 +362,8 @@ class EvalConfig(Section):
     wikitext_max_tokens: int = Field(20000, ge=100)
     data_sample_tokens: int = Field(200000, ge=1000, description="training tokens decoded to measure the probes' data rates")
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    batch_size: int = Field(64, ge=1, description="sequences per forward pass of the log-likelihood scorer and greedy answers")
+    qa: QAEvalConfig = Field(default_factory=QAEvalConfig)
     judge: LLMConfig | None = Field(None, description="an OpenAI-compatible endpoint that counts Gandhi et al.'s behaviours per sample")
 
 

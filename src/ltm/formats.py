@@ -242,6 +242,26 @@ class ProbeRate(Record):
     data_rate: float = Field(description="matches per 1,000 tokens of training text")
 
 
+class QAScore(Record):
+    n: int = Field(description="questions asked")
+    mc: float = Field(description="multiple-choice accuracy by log-likelihood (chance 0.25)")
+    mc_ci95: list[float] = Field(description="Wilson 95% interval of mc")
+    em: float = Field(description="exact-match accuracy of the greedy answer")
+
+
+class QAGroup(QAScore):
+    by_attribute: dict[str, QAScore]
+    by_language: dict[str, QAScore]
+
+
+class QAResult(Record):
+    source: str = Field(description="the QA JSONL asked")
+    scoring: Literal["mean", "sum"] = Field(description="options ranked by mean or summed log-probability of their tokens")
+    chance_mc: float
+    forms: dict[str, dict[str, QAGroup]] = Field(description="prompt form (question, statement) -> group of people (train: "
+                                                 "biographies trained, pair not; qa_trained: the pair trained too; heldout: never trained) -> scores")
+
+
 class EvalResult(Record):
     schema_: Literal["ltm.eval/2"] = Field(EVAL_SCHEMA, alias="schema")
     model: str = Field("", description="the checkpoint evaluated")
@@ -258,6 +278,7 @@ class EvalResult(Record):
     diversity: dict[str, float] = Field(default_factory=dict)
     judge: dict = Field(default_factory=dict, description="LLM judge: samples_judged, model, mean_per_sample of four behaviours")
     samples: list[dict] = Field(default_factory=list)
+    qa: QAResult | None = Field(None, description="questions about a fact set's people; none without a QA file")
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 

@@ -34,8 +34,11 @@ def problems(config: RunConfig) -> list[str]:
         if not config.initiation.paths:
             found.append(f"initiation.mode is {config.initiation.mode} but initiation.paths is empty: name the dialogue texts to initiate on")
         found += _missing("initiation.paths", config, config.initiation.paths)
-    for key in ("wikitext", "prompts", "control"):
+    # eval.wikitext is not among them: an optional reference, skipped with a note in eval.json when
+    # absent (the examples name the shared corpora's copy, which a fresh clone lacks).
+    for key in ("prompts", "control"):
         found += _missing(f"eval.{key}", config, [getattr(config.eval, key)] if getattr(config.eval, key) else [])
+    found += _missing("eval.qa.path", config, [config.eval.qa.path] if config.eval.qa.path else [])
     if build.tokenizer and not (config.resolve(build.tokenizer) / "tokenizer.json").exists():
         found.append(f"build.tokenizer: {config.resolve(build.tokenizer)} holds no tokenizer.json")
     return found

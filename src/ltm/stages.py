@@ -201,7 +201,9 @@ def evaluate_run(run_dir: Path, out: Path | None = None, control: Path | None = 
     from ltm.eval.evaluate import evaluate
 
     control = control or (config.resolve(config.eval.control) if config.eval.control else None)
-    result = evaluate(config, run_dir / DATASET, checkpoint, final_checkpoint(control) if control else None)
+    qa = config.resolve(config.eval.qa.path) if config.eval.qa.path else run_dir / QA
+    result = evaluate(config, run_dir / DATASET, checkpoint, final_checkpoint(control) if control else None,
+                      qa if config.eval.qa.path or qa.exists() else None)
     out = out or run_dir / EVAL
     write_json(out, result)
     info(f"eval: held-out bpb {result.heldout_bpb:.3f} -> {out}")
@@ -355,6 +357,8 @@ def run(config_path: Path, run_dir: Path | None = None, resume: bool = False, ov
     for key in ("wikitext", "prompts", "control"):
         if getattr(config.eval, key):
             setattr(resolved.eval, key, str(config.resolve(getattr(config.eval, key)).resolve()))
+    if config.eval.qa.path:
+        resolved.eval.qa.path = str(config.resolve(config.eval.qa.path).resolve())
     written = dump_config(resolved)
     if resume and (run_dir / CONFIG).exists() and (run_dir / CONFIG).read_text(encoding="utf-8") != written:
         raise StageError(f"--resume: {run_dir / CONFIG} holds another config; resume with the same one or use a new run folder")

@@ -42,7 +42,8 @@ def load_prompts(path: str | Path | None) -> dict[str, list[str]]:
     return prompts
 
 
-def evaluate(config: RunConfig, dataset_dir: str | Path, checkpoint: str | Path, control: str | Path | None = None) -> EvalResult:
+def evaluate(config: RunConfig, dataset_dir: str | Path, checkpoint: str | Path, control: str | Path | None = None,
+             qa: Path | None = None) -> EvalResult:
     dataset_dir, ec = Path(dataset_dir), config.eval
     manifest = load_manifest(dataset_dir)
     tokenizer_dir = dataset_dir / manifest.tokenizer
@@ -67,7 +68,7 @@ def evaluate(config: RunConfig, dataset_dir: str | Path, checkpoint: str | Path,
     plain = segments["lens"] == manifest.lenses.index("plain")
     plain_mask = range_mask(len(heldout), segments["start"][plain], segments["end"][plain])
     with progress(transient=True) as bar:  # the parts in order, each named while it runs
-        task = bar.add_task("eval", total=7, info="held-out loss of the model")
+        task = bar.add_task("eval", total=7 + (qa is not None), info="held-out loss of the model")
 
         def done(next_part: str) -> None:
             bar.update(task, advance=1, info=next_part)
@@ -101,6 +102,10 @@ def evaluate(config: RunConfig, dataset_dir: str | Path, checkpoint: str | Path,
         wikitext = _wikitext(model, tokenizer, lengths, config, device)
         done("samples")
         samples = [{"prompt": p, "text": sample(model, tokenizer, p, ec.sample_tokens, seed=config.seed)} for p in ec.samples]
+        qa_result = None
+        if qa is not None:
+            done("questions about the fact set")
+            qa_result = _qa(model, tokenizer, qa, ec, config.seed)
         done("")
     return EvalResult(
         model=str(checkpoint),
@@ -111,8 +116,24 @@ def evaluate(config: RunConfig, dataset_dir: str | Path, checkpoint: str | Path,
         memorization=memorization,
         diversity=diversity(generated),
         samples=samples,
+        qa=qa_result,
         **probe_fields,
     )
+
+
+def _qa(model, tokenizer, path: Path, ec, seed: int):
+    from ltm.eval.qa import QAError, evaluate_qa
+
+    if not path.exists():
+        raise EvalError(f"{path}: no such QA file (eval.qa.path)")
+    try:
+        result = evaluate_qa(model, tokenizer, path, ec.qa, ec.batch_size, seed)
+    except QAError as exc:
+        raise EvalError(str(exc)) from None
+    for form, groups in result.forms.items():
+        info(f"QA ({form}): " + ", ".join(f"{name} people MC {g.mc:.1%} EM {g.em:.1%} (n={g.n})" for name, g in groups.items())
+             + f"; chance MC {result.chance_mc:.0%}")
+    return result
 
 
 def _groups(nll, tokens, lengths, segments, manifest) -> dict[str, dict[str, GroupBpb]]:

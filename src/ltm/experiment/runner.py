@@ -147,11 +147,14 @@ class Worker:
 
     def run(self, job: Job) -> str | None:
         """run_job's answer; WorkerDied when the process ends before giving one."""
-        self.conn.send(job)
+        try:
+            self.conn.send(job)
+        except OSError:  # it died between two cells
+            pass
         if self.conn in wait([self.conn, self.process.sentinel]):
             try:
                 return self.conn.recv()
-            except EOFError:
+            except (EOFError, OSError):  # the pipe closed with the process
                 pass
         self.process.join()
         raise WorkerDied(f"the worker process died (exit code {self.process.exitcode})")

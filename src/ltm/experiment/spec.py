@@ -79,6 +79,8 @@ def cells(spec: ExperimentSpec, folder: Path) -> list[Cell]:
     for key in ("wikitext", "prompts", "control"):
         if base.get("eval", {}).get(key):
             base["eval"][key] = str((base_path.parent / base["eval"][key]).resolve())
+    if (base.get("eval", {}).get("qa") or {}).get("path"):
+        base["eval"]["qa"]["path"] = str((base_path.parent / base["eval"]["qa"]["path"]).resolve())
     axes = list(spec.axes.items())
     out, refused = [], []
     for combo in itertools.product(*[list(values.items()) for _, values in axes]) if axes else [()]:
