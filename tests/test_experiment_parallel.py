@@ -5,6 +5,7 @@ cells skipped on a rerun, and a cell's result the same in a worker as in a run o
 import json
 import sqlite3
 
+import pytest
 import yaml
 
 from conftest import TINY_CONFIG
@@ -84,3 +85,14 @@ def test_the_default_is_what_free_gpu_memory_holds_and_one_on_cpus():
     assert default_parallel([study], 140 * 2**30, cores=4) == 2
     assert default_parallel([study], cell_bytes(study) * 3 + 6 * 2**30, cores=64) == 3
     assert default_parallel([study], 2**30, cores=64) == 1  # never none
+
+
+def test_a_worker_that_dies_is_reported_not_waited_for(tmp_path):
+    from ltm.experiment.runner import Worker, WorkerDied
+    from ltm.experiment.worker import Job
+
+    worker = Worker(gpu=None, cores=None)
+    worker.process.kill()  # as the kernel's out-of-memory killer would
+    with pytest.raises(WorkerDied, match="exit code -9"):
+        worker.run(Job(tmp_path / "c.yaml", tmp_path / "run", tmp_path / "shared", tmp_path / "log"))
+    worker.close()

@@ -202,6 +202,7 @@ def test_a_table_with_other_columns_is_mapped_in_metadata_yaml_and_matched_by_tr
     assert found == [("Бедные люди", "Фёдор Достоевский", 1846), ("Братья Карамазовы", "Фёдор Достоевский", 1881),
                      ("Записки из подполья", "Фёдор Достоевский", 1864)]
     assert not [e for e in result.errors if e.kind == "error"]  # rows for the 30 works not linked here are no error
+    assert result.skipped == []  # info.csv is the folder's metadata, not a file of another type
     # Mapped onto the wrong column, no row matches a file: said, not silent.
     (folder / "metadata.yaml").write_text(yaml.safe_dump({"table": {"path": "info.csv", "columns": {"title": "year"}}}), encoding="utf-8")
     problems = [e.line() for e in ingest_paths([folder]).errors if e.kind == "error"]

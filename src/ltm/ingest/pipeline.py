@@ -92,6 +92,7 @@ def _readable(name: str, head, result: IngestResult, where: str) -> bool:
 def _discover(paths: list[Path], result: IngestResult) -> tuple[list[Source], dict]:
     sources: list[Source] = []
     sidecars: dict[Path, tuple[dict, dict]] = {}
+    tables: list[Path] = []
     for root in paths:
         if not root.exists():
             result.errors.append(IngestError(str(root), "no such file or folder"))
@@ -103,7 +104,7 @@ def _discover(paths: list[Path], result: IngestResult) -> tuple[list[Source], di
             if path.name in (SIDECAR_NAME, TABLE_NAME):
                 problems: list[str] = []
                 try:
-                    defaults, files = load_sidecar(path, problems)
+                    defaults, files = load_sidecar(path, problems, tables)
                 except SidecarError as exc:
                     problems.append(str(exc))
                 else:  # metadata.csv sorts first; metadata.yaml's entries win
@@ -116,6 +117,7 @@ def _discover(paths: list[Path], result: IngestResult) -> tuple[list[Source], di
                 sources.extend(_zip_members(path, result))
             elif _readable(path.name, lambda path=path: _head(path), result, str(path)):
                 sources.append(Source(str(path), path, path.read_bytes))
+    result.skipped = [name for name in result.skipped if Path(name) not in tables]
     return sources, sidecars
 
 

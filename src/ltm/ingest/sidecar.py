@@ -46,9 +46,10 @@ def absolute(path: Path) -> Path:
     return Path(os.path.abspath(path))
 
 
-def load_sidecar(path: Path, problems: list[str]) -> tuple[dict, dict[str, dict]]:
+def load_sidecar(path: Path, problems: list[str], tables: list[Path]) -> tuple[dict, dict[str, dict]]:
     """(defaults, {relative file: tags}) of a metadata.yaml or metadata.csv; rows of a table that
-    cannot be used are appended to `problems` and the rest is kept."""
+    cannot be used are appended to `problems` and the rest is kept; a table a metadata.yaml names is
+    appended to `tables` (it is metadata, not a file of another type)."""
     if path.name == TABLE_NAME:
         return {}, load_table(path, {field: field for field in TABLE_FIELDS}, problems, required=False)
     try:
@@ -70,7 +71,8 @@ def load_sidecar(path: Path, problems: list[str]) -> tuple[dict, dict[str, dict]
         unknown = sorted(set(columns) - set(TABLE_FIELDS))
         if unknown:
             raise SidecarError(f"{path}: table.columns: {unknown} are not fields; map {', '.join(TABLE_FIELDS)} onto the table's columns")
-        rows = load_table(path.parent / table["path"], {str(k): str(v) for k, v in columns.items()}, problems, required=True)
+        tables.append(path.parent / table["path"])
+        rows = load_table(tables[-1], {str(k): str(v) for k, v in columns.items()}, problems, required=True)
     return defaults, {**rows, **{str(k): dict(v or {}) for k, v in files.items()}}
 
 
