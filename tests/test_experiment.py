@@ -145,6 +145,14 @@ def test_run_metrics_carry_the_fact_set_questions_by_group(tmp_path):
     assert (metrics["qa_mc"], metrics["qa_em"], metrics["qa_trained_mc"], metrics["qa_heldout_mc"]) == (0.4, 0.1, 0.9, 0.25)
     (tmp_path / "eval.json").write_text(json.dumps(ev | {"qa": None}))
     assert "qa_mc" not in run_metrics(tmp_path)
+    # bpb per language, the memorization gap and cloze, where eval.json has them.
+    ev |= {"heldout_by": {"language": {"en": {"bpb": 1.5, "bytes": 10}}},
+           "memorization": {"gap_by_times_seen": {"4-7": {"n": 3, "train_nll": 1.0, "heldout_nll": 3.0, "gap": 2.0}}},
+           "cloze": {"by_split": {"heldout": {"accuracy": 0.4}}}}
+    (tmp_path / "eval.json").write_text(json.dumps(ev))
+    metrics = run_metrics(tmp_path)
+    assert metrics["heldout_bpb_by_language"] == {"en": 1.5} and metrics["memorization_gap_by_times_seen"] == {"4-7": 2.0}
+    assert metrics["cloze_heldout_accuracy"] == 0.4 and "cloze_train_accuracy" not in metrics
 
 
 def test_submitted_cells_run_as_jobs_and_only_the_submitter_writes_its_local_registry(tmp_path, corpus, monkeypatch):
