@@ -121,7 +121,7 @@ def test_a_model_trained_to_memorize_continues_its_training_text_and_the_untrain
     assert cloze["by_split"]["train"]["accuracy"] > cloze["by_split"]["train"]["chance"]
     assert set(result["heldout_by"]["lens"]) == {"plain", "scene"}
     assert result["wikitext"]["skipped"].endswith("not found")
-    assert set(result["probes"]) and all(set(v) == {"model_rate", "data_rate"} for v in result["probes"].values())
+    assert set(result["probes"]) and all({"model_rate", "data_rate", "model_events", "model_rate_ci95"} <= set(v) for v in result["probes"].values())
     assert {"distinct_1", "distinct_2", "repetition_rate"} <= set(result["diversity"])
     html = (run_dir / "report.html").read_text()
     assert "Memorization vs times seen" in html and "Thinking-behaviour probes" in html
