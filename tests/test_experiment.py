@@ -133,6 +133,20 @@ def test_mean_and_confidence_interval():
     assert format_ci(2.0, 0.5, digits=2) == "2.00 ± 0.50"
 
 
+def test_run_metrics_carry_the_fact_set_questions_by_group(tmp_path):
+    from ltm.experiment.metrics import run_metrics
+
+    score = lambda mc, em: {"n": 10, "mc": mc, "mc_ci95": [0, 1], "em": em, "by_attribute": {}, "by_language": {}}  # noqa: E731
+    ev = {"heldout_bpb": 2.0, "baselines": {"unigram_bpb": 3.0, "untrained_bpb": 4.0},
+          "qa": {"forms": {"question": {"train": score(0.4, 0.1), "qa_trained": score(0.9, 0.7), "heldout": score(0.25, 0.0)},
+                           "statement": {"train": score(0.5, 0.2)}}}}
+    (tmp_path / "eval.json").write_text(json.dumps(ev))
+    metrics = run_metrics(tmp_path)
+    assert (metrics["qa_mc"], metrics["qa_em"], metrics["qa_trained_mc"], metrics["qa_heldout_mc"]) == (0.4, 0.1, 0.9, 0.25)
+    (tmp_path / "eval.json").write_text(json.dumps(ev | {"qa": None}))
+    assert "qa_mc" not in run_metrics(tmp_path)
+
+
 def test_submitted_cells_run_as_jobs_and_only_the_submitter_writes_its_local_registry(tmp_path, corpus, monkeypatch):
     pytest.importorskip("submitit")
     from ltm.experiment import submit

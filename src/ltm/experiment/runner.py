@@ -105,22 +105,30 @@ def run_experiment(path: Path, parallel: int | None = None) -> Path:
     todo = queue.Queue()
     for item in waiting:
         todo.put(item)
-    gpus = _gpus()
-    per_gpu = parallel or spec.parallel or default_parallel([RunConfig.model_validate(c.config) for _, c, _ in waiting],
-                                                            free_gpu_bytes() if gpus else None)
+    configs = [RunConfig.model_validate(c.config) for _, c, _ in waiting]
+    # Cells told to train on CPUs run there, GPU or not: they share the cores, not a GPU's memory.
+    gpus = 0 if configs and all(c.train.device == "cpu" for c in configs) else _gpus()
+    per_gpu = parallel or spec.parallel or default_parallel(configs, free_gpu_bytes() if gpus else None)
     slots = max(1, min(per_gpu * max(gpus, 1), len(waiting)))
     where = f"{gpus} GPU(s), {per_gpu} per GPU" if gpus else "CPUs"
     info(f"experiment {spec.name}: {len(grid)} runs, {len(grid) - len(waiting)} done, {len(waiting)} to run, "
          f"{slots} at a time on {where} -> {workspace}")
     started = time.perf_counter()
+    stop = threading.Event()
     with GridProgress(len(waiting)) as shown:
-        threads = [threading.Thread(target=_slot, args=(workspace, todo, shown, str(i % gpus) if gpus > 1 else None,
+        threads = [threading.Thread(target=_slot, args=(workspace, todo, shown, stop, str(i % gpus) if gpus > 1 else None,
                                                         _cores(i, slots) if not gpus and slots > 1 else None))
                    for i in range(slots)]
         for thread in threads:
             thread.start()
-        for thread in threads:
-            thread.join()
+        try:
+            for thread in threads:
+                thread.join()
+        except KeyboardInterrupt:  # the workers got it too; no cell starts after them, a rerun resumes theirs
+            stop.set()
+            for thread in threads:
+                thread.join()
+            raise
     return finish(spec, grid, waiting, workspace, workspace / "ltm.sqlite", started)
 
 
@@ -171,12 +179,13 @@ class Worker:
             self.process.join()
 
 
-def _slot(workspace: Path, todo: queue.Queue, shown: GridProgress, gpu: str | None, cores: list[int] | None) -> None:
-    """One place in the grid: a worker that runs cells from `todo` until none is left."""
+def _slot(workspace: Path, todo: queue.Queue, shown: GridProgress, stop: threading.Event, gpu: str | None,
+          cores: list[int] | None) -> None:
+    """One place in the grid: a worker that runs cells from `todo` until none is left or `stop` is set."""
     registry = Registry(workspace / "ltm.sqlite")  # one connection per thread
     worker: Worker | None = None
     try:
-        while True:
+        while not stop.is_set():
             try:
                 run_id, cell, run_dir = todo.get_nowait()
             except queue.Empty:
