@@ -67,7 +67,7 @@ def write_texts(folder: Path, documents: int, words: int, seed: int) -> Path:
     with Zipf's law from a fixed lexicon, so a model has something to learn and memorize."""
     rng = np.random.default_rng(seed)
     syllables = [c + v for c in "bdfgklmnprstvz" for v in "aeiou"]
-    lexicon = sorted({"".join(rng.choice(syllables, size=rng.integers(1, 4))) for _ in range(12000)})
+    lexicon = np.array(sorted({"".join(rng.choice(syllables, size=rng.integers(1, 4))) for _ in range(12000)}))
     phrases = [" ".join(rng.choice(lexicon, size=rng.integers(2, 7))) for _ in range(4000)]
     folder.mkdir(parents=True, exist_ok=True)
     for d in range(documents):
@@ -82,7 +82,7 @@ def write_grid(work: Path, tiny: bool) -> tuple[Path, Path]:
     """The base config and the experiment file (workspace set by the caller); returns (base, experiment)."""
     base = yaml.safe_load((ROOT / "experiments" / "repetition-base.yaml").read_text(encoding="utf-8"))
     study = yaml.safe_load((ROOT / "experiments" / "repetition.yaml").read_text(encoding="utf-8"))
-    documents, words = (12, 2000) if tiny else (60, 60000)
+    documents, words = (12, 2000) if tiny else (60, 46000)  # full: 3.5M training tokens for a budget of 3.08M
     base["ingest"] = {"paths": [str(write_texts(work / "corpus", documents, words, seed=0))]}
     other = write_texts(work / "reference", 1, 1000 if tiny else 40000, seed=1) / "book_000.txt"
     base["eval"]["wikitext"] = str(other)

@@ -131,3 +131,37 @@ def test_mean_and_confidence_interval():
     assert (mean, n) == (2.0, 3) and half == pytest.approx(4.302653 * 1.0 / math.sqrt(3), rel=1e-5)
     assert math.isnan(mean_ci([5.0])[1]) and format_ci(*mean_ci([5.0])[:2]) == "5.000"
     assert format_ci(2.0, 0.5, digits=2) == "2.00 ± 0.50"
+
+
+def test_run_metrics_carry_the_fact_set_questions_by_group(tmp_path):
+    from ltm.experiment.metrics import run_metrics
+
+    score = lambda mc, em: {"n": 10, "mc": mc, "mc_ci95": [0, 1], "em": em, "by_attribute": {}, "by_language": {}}  # noqa: E731
+    ev = {"heldout_bpb": 2.0, "baselines": {"unigram_bpb": 3.0, "untrained_bpb": 4.0},
+          "qa": {"forms": {"question": {"train": score(0.4, 0.1), "qa_trained": score(0.9, 0.7), "heldout": score(0.25, 0.0)},
+                           "statement": {"train": score(0.5, 0.2)}}}}
+    (tmp_path / "eval.json").write_text(json.dumps(ev))
+    metrics = run_metrics(tmp_path)
+    assert (metrics["qa_mc"], metrics["qa_em"], metrics["qa_trained_mc"], metrics["qa_heldout_mc"]) == (0.4, 0.1, 0.9, 0.25)
+    (tmp_path / "eval.json").write_text(json.dumps(ev | {"qa": None}))
+    assert "qa_mc" not in run_metrics(tmp_path)
+
+
+def test_submitted_cells_run_as_jobs_and_only_the_submitter_writes_its_local_registry(tmp_path, corpus, monkeypatch):
+    pytest.importorskip("submitit")
+    from ltm.experiment import submit
+
+    path = write_experiment(tmp_path, corpus, seeds=(1,))
+    spec = yaml.safe_load(path.read_text())
+    spec["axes"] = {"regime": {"epochs_2": {"build": {"regime": {"corpus_epochs": 2}}}}}
+    path.write_text(yaml.safe_dump(spec))
+    registry = tmp_path / "local-disk" / "registry.sqlite"
+    flags = ["--submit", "local", "--gpus-per-run", "0", "--cpus-per-run", "1", "--registry", str(registry)]
+    assert main(["experiment", str(path), *flags]) == 0
+    with sqlite3.connect(registry) as db:
+        status, metrics = db.execute("SELECT status, metrics FROM runs").fetchone()
+    assert status == "done" and json.loads(metrics)["heldout_bpb"] > 0
+    assert not (tmp_path / "ws" / "ltm.sqlite").exists() and (tmp_path / "ws" / "report.md").exists()
+    assert list((tmp_path / "ws" / "logs" / "submitit").glob("*_log.out"))  # the job's own output, beside the cell's log
+    monkeypatch.setattr(submit, "file_system", lambda path: "nfs")
+    assert main(["experiment", str(path), *flags]) == 1  # SQLite on NFS: refused before anything is submitted

@@ -5,6 +5,7 @@ cells skipped on a rerun, and a cell's result the same in a worker as in a run o
 import json
 import sqlite3
 
+import pytest
 import yaml
 
 from conftest import TINY_CONFIG
@@ -84,3 +85,37 @@ def test_the_default_is_what_free_gpu_memory_holds_and_one_on_cpus():
     assert default_parallel([study], 140 * 2**30, cores=4) == 2
     assert default_parallel([study], cell_bytes(study) * 3 + 6 * 2**30, cores=64) == 3
     assert default_parallel([study], 2**30, cores=64) == 1  # never none
+
+
+def test_a_worker_that_dies_is_reported_not_waited_for(tmp_path):
+    from ltm.experiment.runner import Worker, WorkerDied
+    from ltm.experiment.worker import Job
+
+    worker = Worker(gpu=None, cores=None)
+    worker.process.kill()  # as the kernel's out-of-memory killer would
+    with pytest.raises(WorkerDied, match="exit code -9"):
+        worker.run(Job(tmp_path / "c.yaml", tmp_path / "run", tmp_path / "shared", tmp_path / "log"))
+    worker.close()
+
+
+def test_the_grid_view_on_a_terminal_counts_cells_and_names_each_that_ends(monkeypatch):
+    import io
+    import re
+
+    from rich.console import Console
+
+    import ltm.experiment.progress as grid_progress
+    import ltm.log
+
+    screen = io.StringIO()
+    terminal = Console(force_terminal=True, file=screen, width=120, highlight=False)
+    monkeypatch.setattr(ltm.log, "console", terminal)
+    monkeypatch.setattr(grid_progress, "console", terminal)
+    with grid_progress.GridProgress(3) as shown:
+        shown.cell_started("regime=a seed 1")
+        shown.cell_started("regime=b seed 1")
+        shown.cell_finished("regime=a seed 1", True, 72.0)
+        shown.cell_finished("regime=b seed 1", False, 3.0, "BuildError: no text")
+    text = re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", screen.getvalue())
+    assert "done regime=a seed 1 in 1m12s" in text and "failed regime=b seed 1 after 3s: BuildError: no text" in text
+    assert "1 done, 0 running, 1 failed" in text and "2/3" in text  # the bar: cells ended of all, and the counts

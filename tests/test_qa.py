@@ -81,6 +81,12 @@ def test_a_model_trained_on_a_fact_set_answers_train_people_above_chance_and_nev
     assert set(train["by_language"]) == {"en"} and train["by_language"]["en"]["n"] == train["n"]
     assert train["mc"] > 0.25 and train["mc_ci95"][0] > 0.25 - 0.2  # 15 questions: well above a quarter
     assert qa["heldout"]["n"] == 2 * 5
+    # Every pair's outcome is kept, and the group figures recount from it.
+    items = result["qa"]["items"]["statement"]
+    assert len(items["ids"]) == len(items["mc"]) == len(items["em"]) == sum(g["n"] for g in qa.values())
+    by_id = {p["id"]: p for p in (json.loads(line) for line in (run_dir / "qa.jsonl").read_text(encoding="utf-8").splitlines())}
+    test_items = [c == "1" for i, c in zip(items["ids"], items["mc"]) if by_id[i]["split"] == "train" and not by_id[i]["in_training"]]
+    assert sum(test_items) / len(test_items) == pytest.approx(train["mc"])
     # The QA split: no test (held-out) person's text is in the train split.
     pairs = [json.loads(line) for line in (run_dir / "qa.jsonl").read_text(encoding="utf-8").splitlines()]
     test_people = {p["person"] for p in pairs if p["split"] == "heldout"}

@@ -112,6 +112,20 @@ def _pipeline(args) -> int:
     return 0
 
 
+def _experiment(args) -> int:
+    from ltm import stages
+
+    if args.submit is None:
+        stages.experiment(args.spec, args.parallel)
+        return 0
+    from ltm.experiment.submit import SubmitOptions, submit_experiment
+
+    submit_experiment(args.spec, args.submit, SubmitOptions(partition=args.partition, timeout_min=args.timeout_min,
+                                                            gpus_per_job=args.gpus_per_run, cpus_per_job=args.cpus_per_run,
+                                                            parallel=args.parallel, registry=args.registry))
+    return 0
+
+
 def _run(args) -> int:
     from ltm import stages
     from ltm.log import console
@@ -307,8 +321,16 @@ COMMANDS = (
             "interrupted ones resumed. Writes report.md and report.html (mean ± 95% CI over seeds) in the workspace.",
             (arg("spec", type=Path, help="experiment YAML"),
              arg("--parallel", type=_at_least_one, help="cells at once per GPU (default: the file's `parallel`, else as many as free GPU "
-                                              "memory holds for the model, at most 8; 1 on CPUs)")),
-            _call("experiment", "spec", "parallel")),
+                                              "memory holds for the model, at most 8; 1 on CPUs); with --submit, jobs at once"),
+             arg("--submit", choices=["slurm", "local"], help="run each cell as a cluster job through submitit (extra `scale`; "
+                                                            "local: the same jobs as local processes); see docs/scale.md"),
+             arg("--partition", help="--submit slurm: the partition"),
+             arg("--gpus-per-run", type=int, default=1, help="--submit: GPUs per cell's job"),
+             arg("--cpus-per-run", type=int, default=8, help="--submit: CPUs per cell's job"),
+             arg("--timeout-min", type=int, default=24 * 60, help="--submit: time limit per cell's job, minutes"),
+             arg("--registry", type=Path, help="--submit: the SQLite registry, on a local disk (default WORKSPACE/ltm.sqlite; "
+                                             "refused on NFS, Lustre, GPFS)")),
+            _experiment),
     Command("runs", "list or compare the runs recorded in an experiment workspace",
             "`ltm runs list` shows every recorded run; `ltm runs compare` prints the study table (mean ± 95% CI over seeds per "
             "cell) from the SQLite registry alone.",

@@ -254,12 +254,21 @@ class QAGroup(QAScore):
     by_language: dict[str, QAScore]
 
 
+class QAItems(Record):
+    """Every pair's outcome in one prompt form, so that intervals can resample the items."""
+
+    ids: list[str] = Field(description="pair ids (PERSON:ATTRIBUTE) in the order of the strings below")
+    mc: str = Field(description="one character per pair: 1 when multiple choice was right, else 0")
+    em: str = Field(description="one character per pair: 1 when the greedy answer matched exactly, else 0")
+
+
 class QAResult(Record):
     source: str = Field(description="the QA JSONL asked")
     scoring: Literal["mean", "sum"] = Field(description="options ranked by mean or summed log-probability of their tokens")
     chance_mc: float
     forms: dict[str, dict[str, QAGroup]] = Field(description="prompt form (question, statement) -> group of people (train: "
                                                  "biographies trained, pair not; qa_trained: the pair trained too; heldout: never trained) -> scores")
+    items: dict[str, QAItems] = Field(default_factory=dict, description="prompt form -> every pair's outcome")
 
 
 class EvalResult(Record):

@@ -26,7 +26,7 @@ import numpy as np
 from ltm.config import QAEvalConfig
 from ltm.eval.likelihood import continuation_logprobs
 from ltm.eval.sample import continuations
-from ltm.formats import QAGroup, QAPair, QAResult, QAScore
+from ltm.formats import QAGroup, QAItems, QAPair, QAResult, QAScore
 from ltm.io import iter_jsonl
 from ltm.log import error
 from ltm.markup import SCENE_BEGIN
@@ -104,7 +104,7 @@ def evaluate_qa(model, tokenizer, path: Path, config: QAEvalConfig, batch_size: 
     def encode(text: str) -> list[int]:
         return tokenizer.encode(text, add_special_tokens=False)
 
-    forms = {}
+    forms, items = {}, {}
     for form in config.forms:
         contexts = [opening + encode(p.prompts[form]) for p in pairs]
         options = [[encode(" " + o) for o in (p.answer, *p.distractors)] for p in pairs]
@@ -119,4 +119,5 @@ def evaluate_qa(model, tokenizer, path: Path, config: QAEvalConfig, batch_size: 
         names = np.asarray([group_of(p) for p in pairs])
         forms[form] = {name: _group([p for p, g in zip(pairs, names) if g == name], mc[names == name], em[names == name])
                        for name in ("train", "qa_trained", "heldout") if (names == name).any()}
-    return QAResult(source=str(path), scoring=config.scoring, chance_mc=1 / OPTIONS, forms=forms)
+        items[form] = QAItems(ids=[p.id for p in pairs], mc="".join("01"[bool(v)] for v in mc), em="".join("01"[bool(v)] for v in em))
+    return QAResult(source=str(path), scoring=config.scoring, chance_mc=1 / OPTIONS, forms=forms, items=items)

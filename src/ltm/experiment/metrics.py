@@ -32,6 +32,12 @@ def run_metrics(run_dir: Path) -> dict:
         "probes": {k: v["model_rate"] for k, v in ev.get("probes", {}).items()},
         "probes_data": {k: v["data_rate"] for k, v in ev.get("probes", {}).items()},
     }
+    # Questions about a fact set, question form: the test people's (biographies read, pairs not), the
+    # QA-trained people's and the never-read people's (chance).
+    qa_groups = (ev.get("qa") or {}).get("forms", {}).get("question", {})
+    for group, key in (("train", "qa"), ("qa_trained", "qa_trained"), ("heldout", "qa_heldout")):
+        if group in qa_groups:
+            metrics[f"{key}_mc"], metrics[f"{key}_em"] = qa_groups[group]["mc"], qa_groups[group]["em"]
     curve = run_dir / "train" / "metrics.jsonl"
     if curve.exists():
         rows = [json.loads(line) for line in curve.read_text(encoding="utf-8").splitlines() if line.strip()]

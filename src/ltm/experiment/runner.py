@@ -53,15 +53,9 @@ def _gpus() -> int:
         return 0
 
 
-def run_experiment(path: Path, parallel: int | None = None) -> Path:
-    """Run the grid of PATH, `parallel` cells at once per GPU (default: the file's `parallel`, else
-    chosen from free GPU memory; 1 on CPUs); return the workspace."""
-    spec, folder = load_spec(path)
-    grid = cells(spec, folder)  # every config is validated before anything runs
-    workspace = workspace_of(spec, folder)
-    registry = Registry(workspace / "ltm.sqlite")
-    todo = queue.Queue()
-    waiting: list[tuple[int, Cell, Path]] = []
+def pending(spec, grid: list[Cell], workspace: Path, registry: Registry) -> list[tuple[int, Cell, Path]]:
+    """Register every cell; return (run id, cell, run folder) of those not done yet."""
+    waiting = []
     for cell in grid:
         run_dir = workspace / "runs" / cell.run_name
         row = registry.register(spec.name, cell.name, cell.seed, cell.config_hash, cell.config, run_dir)
@@ -69,24 +63,29 @@ def run_experiment(path: Path, parallel: int | None = None) -> Path:
             info(f"skip {cell.name} seed {cell.seed}: done ({run_dir})")
             continue
         waiting.append((row["id"], cell, run_dir))
-        todo.put(waiting[-1])
-    gpus = _gpus()
-    per_gpu = parallel or spec.parallel or default_parallel([RunConfig.model_validate(c.config) for _, c, _ in waiting],
-                                                            free_gpu_bytes() if gpus else None)
-    slots = max(1, min(per_gpu * max(gpus, 1), len(waiting)))
-    where = f"{gpus} GPU(s), {per_gpu} per GPU" if gpus else "CPUs"
-    info(f"experiment {spec.name}: {len(grid)} runs, {len(grid) - len(waiting)} done, {len(waiting)} to run, "
-         f"{slots} at a time on {where} -> {workspace}")
-    started = time.perf_counter()
-    with GridProgress(len(waiting)) as shown:
-        threads = [threading.Thread(target=_slot, args=(workspace, todo, shown, str(i % gpus) if gpus > 1 else None,
-                                                        _cores(i, slots) if not gpus and slots > 1 else None))
-                   for i in range(slots)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-    registry = Registry(workspace / "ltm.sqlite")
+    return waiting
+
+
+def job_for(cell: Cell, run_dir: Path, workspace: Path) -> Job:
+    """The cell's config written into the workspace, and where its run and log go."""
+    config_path = workspace / "configs" / f"{cell.run_name}.yaml"
+    config_path.parent.mkdir(parents=True, exist_ok=True)
+    config_path.write_text(yaml.safe_dump(cell.config, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    return Job(config_path, run_dir, workspace / "shared", workspace / "logs" / f"{cell.run_name}.log")
+
+
+def record(registry: Registry, run_id: int, job: Job, problem: str | None) -> bool:
+    """Mark a finished cell done (with its metrics) or failed (with its log's tail); whether it is done."""
+    if problem is None and (job.run_dir / "eval.json").exists():
+        registry.mark(run_id, "done", metrics=run_metrics(job.run_dir))
+        return True
+    registry.mark(run_id, "failed", error=job.log.read_text(encoding="utf-8")[-1500:] if job.log.exists() else problem)
+    return False
+
+
+def finish(spec, grid: list[Cell], waiting: list[tuple[int, Cell, Path]], workspace: Path, registry_path: Path, started: float) -> Path:
+    """The experiment's report; ExperimentError naming the cells that failed."""
+    registry = Registry(registry_path)
     report = write_experiment_report(registry, spec.name, workspace)
     info(f"experiment {spec.name}: finished in {time.perf_counter() - started:.0f}s; report: {report}")
     failed = [f"{cell.name} seed {cell.seed}" for _, cell, _ in waiting if registry.get(spec.name, cell.config_hash)["status"] != "done"]
@@ -94,6 +93,43 @@ def run_experiment(path: Path, parallel: int | None = None) -> Path:
         raise ExperimentError(f"experiment {spec.name}: {len(failed)} of {len(grid)} runs failed ({', '.join(failed)}); "
                               f"their logs are in {workspace / 'logs'}")
     return workspace
+
+
+def run_experiment(path: Path, parallel: int | None = None) -> Path:
+    """Run the grid of PATH, `parallel` cells at once per GPU (default: the file's `parallel`, else
+    chosen from free GPU memory; 1 on CPUs); return the workspace."""
+    spec, folder = load_spec(path)
+    grid = cells(spec, folder)  # every config is validated before anything runs
+    workspace = workspace_of(spec, folder)
+    waiting = pending(spec, grid, workspace, Registry(workspace / "ltm.sqlite"))
+    todo = queue.Queue()
+    for item in waiting:
+        todo.put(item)
+    configs = [RunConfig.model_validate(c.config) for _, c, _ in waiting]
+    # Cells told to train on CPUs run there, GPU or not: they share the cores, not a GPU's memory.
+    gpus = 0 if configs and all(c.train.device == "cpu" for c in configs) else _gpus()
+    per_gpu = parallel or spec.parallel or default_parallel(configs, free_gpu_bytes() if gpus else None)
+    slots = max(1, min(per_gpu * max(gpus, 1), len(waiting)))
+    where = f"{gpus} GPU(s), {per_gpu} per GPU" if gpus else "CPUs"
+    info(f"experiment {spec.name}: {len(grid)} runs, {len(grid) - len(waiting)} done, {len(waiting)} to run, "
+         f"{slots} at a time on {where} -> {workspace}")
+    started = time.perf_counter()
+    stop = threading.Event()
+    with GridProgress(len(waiting)) as shown:
+        threads = [threading.Thread(target=_slot, args=(workspace, todo, shown, stop, str(i % gpus) if gpus > 1 else None,
+                                                        _cores(i, slots) if not gpus and slots > 1 else None))
+                   for i in range(slots)]
+        for thread in threads:
+            thread.start()
+        try:
+            for thread in threads:
+                thread.join()
+        except KeyboardInterrupt:  # the workers got it too; no cell starts after them, a rerun resumes theirs
+            stop.set()
+            for thread in threads:
+                thread.join()
+            raise
+    return finish(spec, grid, waiting, workspace, workspace / "ltm.sqlite", started)
 
 
 def _cores(slot: int, slots: int) -> list[int]:
@@ -119,11 +155,14 @@ class Worker:
 
     def run(self, job: Job) -> str | None:
         """run_job's answer; WorkerDied when the process ends before giving one."""
-        self.conn.send(job)
+        try:
+            self.conn.send(job)
+        except OSError:  # it died between two cells
+            pass
         if self.conn in wait([self.conn, self.process.sentinel]):
             try:
                 return self.conn.recv()
-            except EOFError:
+            except (EOFError, OSError):  # the pipe closed with the process
                 pass
         self.process.join()
         raise WorkerDied(f"the worker process died (exit code {self.process.exitcode})")
@@ -140,37 +179,31 @@ class Worker:
             self.process.join()
 
 
-def _slot(workspace: Path, todo: queue.Queue, shown: GridProgress, gpu: str | None, cores: list[int] | None) -> None:
-    """One place in the grid: a worker that runs cells from `todo` until none is left."""
+def _slot(workspace: Path, todo: queue.Queue, shown: GridProgress, stop: threading.Event, gpu: str | None,
+          cores: list[int] | None) -> None:
+    """One place in the grid: a worker that runs cells from `todo` until none is left or `stop` is set."""
     registry = Registry(workspace / "ltm.sqlite")  # one connection per thread
     worker: Worker | None = None
     try:
-        while True:
+        while not stop.is_set():
             try:
                 run_id, cell, run_dir = todo.get_nowait()
             except queue.Empty:
                 return
-            config_path = workspace / "configs" / f"{cell.run_name}.yaml"
-            config_path.parent.mkdir(parents=True, exist_ok=True)
-            config_path.write_text(yaml.safe_dump(cell.config, allow_unicode=True, sort_keys=False), encoding="utf-8")
-            log = workspace / "logs" / f"{cell.run_name}.log"
+            job = job_for(cell, run_dir, workspace)
             label = f"{cell.name} seed {cell.seed}"
             registry.mark(run_id, "running")
             shown.cell_started(label)
             began = time.perf_counter()
             worker = worker or Worker(gpu, cores)
             try:
-                problem = worker.run(Job(config_path, run_dir, workspace / "shared", log))
+                problem = worker.run(job)
             except WorkerDied as died:
                 problem, worker = str(died), None
-                with open(log, "a", encoding="utf-8") as handle:
+                with open(job.log, "a", encoding="utf-8") as handle:
                     handle.write(f"\n{problem}\n")
-            if problem is None and (run_dir / "eval.json").exists():
-                registry.mark(run_id, "done", metrics=run_metrics(run_dir))
-                shown.cell_finished(label, True, time.perf_counter() - began)
-            else:
-                registry.mark(run_id, "failed", error=log.read_text(encoding="utf-8")[-1500:] if log.exists() else problem)
-                shown.cell_finished(label, False, time.perf_counter() - began, f"{problem or 'no eval.json'}; log: {log}")
+            done = record(registry, run_id, job, problem)
+            shown.cell_finished(label, done, time.perf_counter() - began, "" if done else f"{problem or 'no eval.json'}; log: {job.log}")
     finally:
         if worker is not None:
             worker.close()
