@@ -96,3 +96,26 @@ def test_a_worker_that_dies_is_reported_not_waited_for(tmp_path):
     with pytest.raises(WorkerDied, match="exit code -9"):
         worker.run(Job(tmp_path / "c.yaml", tmp_path / "run", tmp_path / "shared", tmp_path / "log"))
     worker.close()
+
+
+def test_the_grid_view_on_a_terminal_counts_cells_and_names_each_that_ends(monkeypatch):
+    import io
+    import re
+
+    from rich.console import Console
+
+    import ltm.experiment.progress as grid_progress
+    import ltm.log
+
+    screen = io.StringIO()
+    terminal = Console(force_terminal=True, file=screen, width=120, highlight=False)
+    monkeypatch.setattr(ltm.log, "console", terminal)
+    monkeypatch.setattr(grid_progress, "console", terminal)
+    with grid_progress.GridProgress(3) as shown:
+        shown.cell_started("regime=a seed 1")
+        shown.cell_started("regime=b seed 1")
+        shown.cell_finished("regime=a seed 1", True, 72.0)
+        shown.cell_finished("regime=b seed 1", False, 3.0, "BuildError: no text")
+    text = re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", screen.getvalue())
+    assert "done regime=a seed 1 in 1m12s" in text and "failed regime=b seed 1 after 3s: BuildError: no text" in text
+    assert "1 done, 0 running, 1 failed" in text and "2/3" in text  # the bar: cells ended of all, and the counts

@@ -105,9 +105,10 @@ def run_experiment(path: Path, parallel: int | None = None) -> Path:
     todo = queue.Queue()
     for item in waiting:
         todo.put(item)
-    gpus = _gpus()
-    per_gpu = parallel or spec.parallel or default_parallel([RunConfig.model_validate(c.config) for _, c, _ in waiting],
-                                                            free_gpu_bytes() if gpus else None)
+    configs = [RunConfig.model_validate(c.config) for _, c, _ in waiting]
+    # Cells told to train on CPUs run there, GPU or not: they share the cores, not a GPU's memory.
+    gpus = 0 if configs and all(c.train.device == "cpu" for c in configs) else _gpus()
+    per_gpu = parallel or spec.parallel or default_parallel(configs, free_gpu_bytes() if gpus else None)
     slots = max(1, min(per_gpu * max(gpus, 1), len(waiting)))
     where = f"{gpus} GPU(s), {per_gpu} per GPU" if gpus else "CPUs"
     info(f"experiment {spec.name}: {len(grid)} runs, {len(grid) - len(waiting)} done, {len(waiting)} to run, "
@@ -203,6 +204,9 @@ def _slot(workspace: Path, todo: queue.Queue, shown: GridProgress, stop: threadi
                     handle.write(f"\n{problem}\n")
             done = record(registry, run_id, job, problem)
             shown.cell_finished(label, done, time.perf_counter() - began, "" if done else f"{problem or 'no eval.json'}; log: {job.log}")
+            if not done and worker is not None:  # what failed may have left the process unfit (a CUDA error stays): a fresh one
+                worker.close()
+                worker = None
     finally:
         if worker is not None:
             worker.close()

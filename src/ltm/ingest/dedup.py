@@ -30,7 +30,7 @@ class Duplicate:
     similarity: float  # 1.0 for an exact copy, else the estimated Jaccard similarity
 
 
-def _shingle_hashes(text: str) -> np.ndarray:
+def shingle_hashes(text: str) -> np.ndarray:
     """32-bit hashes of word 5-grams, combined from per-word CRC32s with numpy (no string joins)."""
     # Whitespace tokens of the UTF-8 bytes: several times faster than a word regex over str.
     found = text.lower().encode("utf-8").split()
@@ -55,7 +55,7 @@ _B = _rng.integers(0, int(_MERSENNE), NUM_PERM, dtype=np.uint64)
 def _minhash(text: str) -> np.ndarray:
     """The MinHash signature (NUM_PERM minima of 32-bit permuted shingle hashes), in one numpy step per chunk."""
     signature = np.full(NUM_PERM, 0xFFFFFFFF, dtype=np.uint64)
-    hashes = _shingle_hashes(text)
+    hashes = shingle_hashes(text)
     for start in range(0, len(hashes), 8192):  # bounded memory: 8192 x 128 x 8 bytes at a time
         chunk = hashes[start : start + 8192, None]
         permuted = ((chunk * _A + _B) % _MERSENNE) & np.uint64(0xFFFFFFFF)

@@ -39,12 +39,10 @@ def stages(inputs: str | Path, out: str | Path, tasks: int, scenes: ScenesConfig
     """(name, steps, tasks) of each stage in order; each stage reads what the one before wrote.
     `dedup`: datatrove's MinHash across all tasks; "task": ltm's MinHash within each task (one
     task holds its documents' signatures); "none"."""
-    from datatrove.pipeline.dedup.minhash import (MinhashConfig, MinhashDedupBuckets, MinhashDedupCluster, MinhashDedupFilter,
-                                                  MinhashDedupSignature)
+    from datatrove.pipeline.dedup.minhash import MinhashConfig, MinhashDedupBuckets, MinhashDedupCluster, MinhashDedupFilter
     from datatrove.pipeline.readers import JsonlReader
-    from datatrove.utils.text import TextNormConfig
 
-    from ltm.scale.steps import LtmFileReader, LtmWriter, NearDuplicateFilter, SceneCutter, WhitespaceWords
+    from ltm.scale.steps import LtmFileReader, LtmMinhashSignature, LtmWriter, NearDuplicateFilter, SceneCutter
 
     out = Path(out)
     cut = [SceneCutter(scenes, seed), LtmWriter(str(out / "scenes"), kind="scene")]
@@ -52,17 +50,14 @@ def stages(inputs: str | Path, out: str | Path, tasks: int, scenes: ScenesConfig
     if dedup != "minhash":
         dedupe = [NearDuplicateFilter()] if dedup == "task" else []
         return [("scenes", [read, *dedupe, LtmWriter(str(out / "unique")), *cut], tasks)]
-    # 14 bands of 8 hashes, datatrove's default; shingles of 5 lowercased whitespace words as in
-    # ltm's own search: numbers and punctuation kept (a numbered edition is not a copy), diacritics
-    # kept (й is not и).
-    config = MinhashConfig(n_grams=5, norm_config=TextNormConfig(remove_punctuation=False, norm_unicode_diacritics=False,
-                                                                 norm_numbers=False))
+    # 14 bands of 8 hashes (datatrove's default) over ltm's shingles (LtmMinhashSignature).
+    config = MinhashConfig()
     minhash = out / "minhash"
     documents = str(out / "documents")
     return [
         ("read", [read, LtmWriter(documents)], tasks),
         ("signatures", [JsonlReader(documents, compression=None),
-                        MinhashDedupSignature(str(minhash / "signatures"), config, language=WhitespaceWords())], tasks),
+                        LtmMinhashSignature(str(minhash / "signatures"), config)], tasks),
         ("buckets", [MinhashDedupBuckets(str(minhash / "signatures"), str(minhash / "buckets"), config=config)], config.num_buckets),
         ("clusters", [MinhashDedupCluster(str(minhash / "buckets"), str(minhash / "remove"), config=config)], 1),
         ("scenes", [JsonlReader(documents, compression=None),
