@@ -1,0 +1,195 @@
+"""Study 2's tables and figures (docs/studies/knowledge.md) from its run folders, as pre-registered:
+per arm, mean and 95% interval over seeds; each contrast paired by seed (Student's t) and by a
+bootstrap over the QA items.
+
+    python experiments/knowledge_report.py RUNS_DIR [RUNS_DIR ...] --out docs/studies/knowledge [--qa QA.jsonl]
+
+RUNS_DIR holds run folders named ARM-sSEED-HASH (an experiment workspace's runs/); a run counts when
+its eval.json is there. Writes OUT/results.md, OUT/qa_by_arm.png, OUT/heldout_curves.png, and a copy
+of each run's small files (eval.json, eval.samples.jsonl, train/metrics.jsonl, config.yaml,
+dataset/manifest.json, times.json) under OUT/runs/, so anyone can recount.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from ltm.experiment.stats import format_ci, mean_ci, paired_item_bootstrap
+
+ARMS = ["A1_verbatim", "A2_lenses", "A2s_shuffled_frames", "A3_renderings", "A5_seen_once"]
+CONTRASTS = [("A2_lenses", "A1_verbatim", "primary"), ("A3_renderings", "A1_verbatim", "primary"),
+             ("A2s_shuffled_frames", "A2_lenses", "secondary"), ("A5_seen_once", "A1_verbatim", "secondary")]
+KEPT = ["eval.json", "eval.samples.jsonl", "train/metrics.jsonl", "config.yaml", "dataset/manifest.json", "times.json"]
+NAME = re.compile(r"^(?P<arm>.+)-s(?P<seed>\d+)-[0-9a-f]+$")
+
+
+def load(dirs: list[Path]) -> dict[str, dict[int, Path]]:
+    runs: dict[str, dict[int, Path]] = defaultdict(dict)
+    for folder in dirs:
+        for run in sorted(folder.iterdir()):
+            match = NAME.match(run.name)
+            if match and (run / "eval.json").exists():
+                runs[match["arm"]][int(match["seed"])] = run
+    return runs
+
+
+def figures(run: Path) -> dict:
+    ev = json.loads((run / "eval.json").read_text(encoding="utf-8"))
+    manifest = json.loads((run / "dataset" / "manifest.json").read_text(encoding="utf-8"))
+    out = {"heldout_bpb": ev["heldout_bpb"], "wikitext_bpb": (ev.get("wikitext") or {}).get("bpb")}
+    for form, groups in ev["qa"]["forms"].items():
+        for group, score in groups.items():
+            out[f"{form}/{group}/mc"], out[f"{form}/{group}/em"] = score["mc"], score["em"]
+            for lang, by in score["by_language"].items():
+                out[f"{form}/{group}/mc/{lang}"] = by["mc"]
+    # Bits per byte of the real held-out documents per language (the fact set's never-read people apart).
+    bits, size = defaultdict(float), defaultdict(int)
+    for doc, g in ev["heldout_by"]["document"].items():
+        if not doc.startswith("facts-"):
+            lang = manifest["doc_tags"][doc]["lang"]
+            bits[lang] += g["bpb"] * g["bytes"]
+            size[lang] += g["bytes"]
+    for lang in bits:
+        out[f"bpb/{lang}"] = bits[lang] / size[lang]
+    gap = (ev.get("memorization") or {}).get("gap_by_times_seen") or {}
+    if gap:
+        top = max(gap, key=lambda b: int(b.split("-")[0]))
+        out["memorization_gap_top"] = gap[top]["gap"]
+    for split, score in ((ev.get("cloze") or {}).get("by_split") or {}).items():
+        out[f"cloze/{split}"] = score["accuracy"]
+    out["exposures"] = exposures(run, manifest)
+    return out
+
+
+def exposures(run: Path, manifest: dict) -> float | None:
+    """Mean times a test person's biography (any rendering) was read in training."""
+    segments = run / "dataset" / "segments_train.npz"
+    if not segments.exists():
+        return None
+    seg = np.load(segments)
+    people: dict[str, int] = defaultdict(int)
+    for doc in seg["doc"]:
+        name = manifest["docs"][doc]
+        tags = manifest["doc_tags"][name]
+        if tags.get("kind") == "biography" and tags.get("split") == "train":
+            people[tags["person"]] += 1
+    return float(np.mean(list(people.values()))) if people else 0.0
+
+
+def items(run: Path, form: str, group: str, qa: dict[str, dict]) -> dict[str, bool]:
+    ev = json.loads((run / "eval.json").read_text(encoding="utf-8"))
+    row = ev["qa"]["items"][form]
+    return {i: c == "1" for i, c in zip(row["ids"], row["mc"]) if _group(qa[i]) == group}
+
+
+def _group(pair: dict) -> str:
+    return "heldout" if pair["split"] == "heldout" else ("qa_trained" if pair["in_training"] else "train")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("dirs", nargs="+", type=Path)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--qa", type=Path, help="the study's QA.jsonl, when the run folders lack theirs (`ltm facts`)")
+    args = parser.parse_args()
+    runs = load(args.dirs)
+    args.out.mkdir(parents=True, exist_ok=True)
+    table = {arm: {seed: figures(run) for seed, run in sorted(runs[arm].items())} for arm in ARMS if arm in runs}
+    qa_pairs = {p["id"]: p for p in map(json.loads, args.qa.read_text(encoding="utf-8").splitlines())} if args.qa else {}
+    for arm in table:
+        for run in runs[arm].values():
+            qa_file = run / "qa.jsonl"
+            if qa_file.exists():
+                qa_pairs.update({p["id"]: p for p in map(json.loads, qa_file.read_text(encoding="utf-8").splitlines())})
+
+    lines = ["# Study 2 results (generated by experiments/knowledge_report.py)", "",
+             "Seeds per arm: " + ", ".join(f"{arm} {sorted(table[arm])}" for arm in table), ""]
+    columns = [("question/train/mc", "test people MC (q)"), ("question/train/em", "test people EM (q)"),
+               ("statement/train/mc", "test people MC (stmt)"), ("statement/train/em", "test people EM (stmt)"),
+               ("question/qa_trained/mc", "QA-trained MC"), ("question/heldout/mc", "never-read MC"),
+               ("bpb/en", "held-out bpb en"), ("bpb/ru", "held-out bpb ru"), ("wikitext_bpb", "WikiText-2 bpb"),
+               ("cloze/heldout", "cloze held-out"), ("memorization_gap_top", "loss gap, most-read bucket"),
+               ("exposures", "reads per test person")]
+    lines += ["## Per arm (mean ± 95% CI over seeds)", "", "| arm | " + " | ".join(c[1] for c in columns) + " |",
+              "|---|" + "---|" * len(columns)]
+    for arm, seeds in table.items():
+        cells = [format_ci(*mean_ci([s.get(key) for s in seeds.values()])[:2], digits=3) for key, _ in columns]
+        lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+    lines += ["", "## Paired by seed (B − A; mean, 95% t interval; item bootstrap 95% interval)", "",
+              "| contrast | kind | seeds | MC test people (q) | per seed | item bootstrap | EM test people (q) | MC (stmt) | held-out bpb en | held-out bpb ru |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+    for b, a, kind in CONTRASTS:
+        if a not in table or b not in table:
+            continue
+        seeds = sorted(set(table[a]) & set(table[b]))
+
+        def delta(key: str) -> str:
+            return format_ci(*mean_ci([table[b][s][key] - table[a][s][key] for s in seeds
+                                       if table[b][s].get(key) is not None and table[a][s].get(key) is not None])[:2], digits=3)
+
+        per_seed = ", ".join(f"{table[b][s]['question/train/mc'] - table[a][s]['question/train/mc']:+.3f}" for s in seeds)
+        boot = "—"
+        if qa_pairs:
+            left = [items(runs[a][s], "question", "train", qa_pairs) for s in seeds]
+            right = [items(runs[b][s], "question", "train", qa_pairs) for s in seeds]
+            ids = sorted(left[0])
+            diff, low, high = paired_item_bootstrap([[r[i] for i in ids] for r in left], [[r[i] for i in ids] for r in right])
+            boot = f"{diff:+.3f} [{low:+.3f}, {high:+.3f}] (n={len(ids)} items)"
+        lines.append(f"| {b} − {a} | {kind} | {len(seeds)} | {delta('question/train/mc')} | {per_seed} | {boot} | "
+                     f"{delta('question/train/em')} | {delta('statement/train/mc')} | {delta('bpb/en')} | {delta('bpb/ru')} |")
+    lines += ["", "## Test people by language, MC (question form)", "", "| arm | en | ru |", "|---|---|---|"]
+    for arm, seeds in table.items():
+        lines.append(f"| {arm} | " + " | ".join(format_ci(*mean_ci([s.get(f"question/train/mc/{lang}") for s in seeds.values()])[:2])
+                                                for lang in ("en", "ru")) + " |")
+    (args.out / "results.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    _plots(table, runs, args.out)
+    for arm in table:
+        for run in runs[arm].values():
+            for name in KEPT:
+                if (run / name).exists():
+                    target = args.out / "runs" / run.name / name
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(run / name, target)
+    print(f"wrote {args.out / 'results.md'}")
+
+
+def _plots(table: dict, runs: dict, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4))
+    for x, (arm, seeds) in enumerate(table.items()):
+        for form, offset, marker in (("question", -0.12, "o"), ("statement", 0.12, "s")):
+            values = [s[f"{form}/train/mc"] for s in seeds.values()]
+            ax.scatter([x + offset] * len(values), values, marker=marker, color="C0" if form == "question" else "C1",
+                       label=f"{form} form" if x == 0 else None)
+    ax.axhline(0.25, color="grey", linestyle=":", label="chance")
+    ax.set_xticks(range(len(table)), list(table), rotation=15)
+    ax.set_ylabel("test-people MC accuracy")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "qa_by_arm.png", dpi=120)
+    fig, ax = plt.subplots(figsize=(8, 4))
+    for n, arm in enumerate(table):
+        for seed, run in runs[arm].items():
+            rows = [json.loads(line) for line in (run / "train" / "metrics.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
+            points = [(r["tokens"], r["heldout_loss"]) for r in rows if r.get("heldout_loss") is not None]
+            ax.plot(*zip(*points), color=f"C{n}", alpha=0.6, label=arm if seed == min(runs[arm]) else None)
+    ax.set_xlabel("training tokens")
+    ax.set_ylabel("held-out loss (nats/token)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "heldout_curves.png", dpi=120)
+
+
+if __name__ == "__main__":
+    main()
