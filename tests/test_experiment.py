@@ -173,3 +173,28 @@ def test_submitted_cells_run_as_jobs_and_only_the_submitter_writes_its_local_reg
     assert list((tmp_path / "ws" / "logs" / "submitit").glob("*_log.out"))  # the job's own output, beside the cell's log
     monkeypatch.setattr(submit, "file_system", lambda path: "nfs")
     assert main(["experiment", str(path), *flags]) == 1  # SQLite on NFS: refused before anything is submitted
+
+
+def test_cells_come_seed_by_seed(tmp_path):
+    from ltm.experiment.spec import cells, load_spec
+
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump({"name": "b", "facts": {"people": 4}}))
+    (tmp_path / "exp.yaml").write_text(yaml.safe_dump({"name": "e", "base": "base.yaml", "seeds": [1, 2],
+                                                        "axes": {"arm": {"a": {}, "b": {"train": {"lr": 1e-3}}}}}))
+    order = [(c.seed, c.name) for c in cells(*load_spec(tmp_path / "exp.yaml"))]
+    assert order == [(1, "arm=a"), (1, "arm=b"), (2, "arm=a"), (2, "arm=b")]
+
+
+def test_the_item_bootstrap_centres_on_the_difference_and_narrows_with_more_items():
+    from ltm.experiment.stats import paired_item_bootstrap
+
+    rng = __import__("random").Random(0)
+    for n in (50, 2000):
+        a = [[rng.random() < 0.3 for _ in range(n)] for _ in range(3)]
+        b = [[rng.random() < 0.5 for _ in range(n)] for _ in range(3)]
+        diff, low, high = paired_item_bootstrap(a, b, resamples=2000)
+        assert low < diff < high and low < 0.2 < high
+        width = high - low
+    assert width < 0.05  # 2,000 items x 3 seeds: about +-2 points
+    same = paired_item_bootstrap(a, a, resamples=200)
+    assert same == (0.0, 0.0, 0.0)
