@@ -41,6 +41,13 @@ def test_run_writes_the_contracted_run_folder(tiny_config, capsys):
     assert isinstance(result["baselines"]["unigram_bpb"], float)
     # Even 30 steps on a repetitive corpus must beat the untrained model.
     assert result["heldout_bpb"] < result["baselines"]["untrained_bpb"]
+    # The probes' samples are kept, and counting them again gives eval.json's figures.
+    from ltm.eval.samples import recount
+
+    recounted = recount(run_dir / "eval.samples.jsonl")
+    for name, rate in result["probes"].items():
+        assert (recounted[name]["events"], recounted[name]["tokens"]) == (rate["model_events"], rate["model_tokens"]) and rate["model_tokens"] > 0
+        assert rate["model_rate_ci95"][0] <= rate["model_rate"] <= rate["model_rate_ci95"][1]
     html = (run_dir / "report.html").read_text()
     assert "data:image/png;base64," in html and f"{result['heldout_bpb']:.3f}" in html
 

@@ -111,10 +111,17 @@ def test_a_model_trained_to_memorize_continues_its_training_text_and_the_untrain
     assert set(memo["by_times_seen"]) and all(b.split("-")[0].isdigit() for b in memo["by_times_seen"])
     # The rest of the contract, on the same run.
     assert result["schema"] == "ltm.eval/2" and isinstance(result["heldout_bpb"], float)
-    assert set(result["heldout_by"]) == {"document", "author", "phase", "lens"}
+    assert set(result["heldout_by"]) == {"document", "author", "phase", "language", "lens"}
+    assert set(result["heldout_by"]["language"]) == {"en", "ru"}
+    # The loss gap: the memorized training sequences are far easier than their held-out matches.
+    gap = memo["gap_by_times_seen"]
+    assert set(gap) == set(memo["by_times_seen"]) and all(g["gap"] > 1.0 and g["train_nll"] < 1.0 for g in gap.values())
+    cloze = result["cloze"]
+    assert set(cloze["by_split"]) == {"heldout", "train"} and cloze["paraphrased"].startswith("not measured")
+    assert cloze["by_split"]["train"]["accuracy"] > cloze["by_split"]["train"]["chance"]
     assert set(result["heldout_by"]["lens"]) == {"plain", "scene"}
     assert result["wikitext"]["skipped"].endswith("not found")
-    assert set(result["probes"]) and all(set(v) == {"model_rate", "data_rate"} for v in result["probes"].values())
+    assert set(result["probes"]) and all({"model_rate", "data_rate", "model_events", "model_rate_ci95"} <= set(v) for v in result["probes"].values())
     assert {"distinct_1", "distinct_2", "repetition_rate"} <= set(result["diversity"])
     html = (run_dir / "report.html").read_text()
     assert "Memorization vs times seen" in html and "Thinking-behaviour probes" in html

@@ -145,6 +145,14 @@ def test_run_metrics_carry_the_fact_set_questions_by_group(tmp_path):
     assert (metrics["qa_mc"], metrics["qa_em"], metrics["qa_trained_mc"], metrics["qa_heldout_mc"]) == (0.4, 0.1, 0.9, 0.25)
     (tmp_path / "eval.json").write_text(json.dumps(ev | {"qa": None}))
     assert "qa_mc" not in run_metrics(tmp_path)
+    # bpb per language, the memorization gap and cloze, where eval.json has them.
+    ev |= {"heldout_by": {"language": {"en": {"bpb": 1.5, "bytes": 10}}},
+           "memorization": {"gap_by_times_seen": {"4-7": {"n": 3, "train_nll": 1.0, "heldout_nll": 3.0, "gap": 2.0}}},
+           "cloze": {"by_split": {"heldout": {"accuracy": 0.4}}}}
+    (tmp_path / "eval.json").write_text(json.dumps(ev))
+    metrics = run_metrics(tmp_path)
+    assert metrics["heldout_bpb_by_language"] == {"en": 1.5} and metrics["memorization_gap_by_times_seen"] == {"4-7": 2.0}
+    assert metrics["cloze_heldout_accuracy"] == 0.4 and "cloze_train_accuracy" not in metrics
 
 
 def test_submitted_cells_run_as_jobs_and_only_the_submitter_writes_its_local_registry(tmp_path, corpus, monkeypatch):
@@ -165,3 +173,28 @@ def test_submitted_cells_run_as_jobs_and_only_the_submitter_writes_its_local_reg
     assert list((tmp_path / "ws" / "logs" / "submitit").glob("*_log.out"))  # the job's own output, beside the cell's log
     monkeypatch.setattr(submit, "file_system", lambda path: "nfs")
     assert main(["experiment", str(path), *flags]) == 1  # SQLite on NFS: refused before anything is submitted
+
+
+def test_cells_come_seed_by_seed(tmp_path):
+    from ltm.experiment.spec import cells, load_spec
+
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump({"name": "b", "facts": {"people": 4}}))
+    (tmp_path / "exp.yaml").write_text(yaml.safe_dump({"name": "e", "base": "base.yaml", "seeds": [1, 2],
+                                                        "axes": {"arm": {"a": {}, "b": {"train": {"lr": 1e-3}}}}}))
+    order = [(c.seed, c.name) for c in cells(*load_spec(tmp_path / "exp.yaml"))]
+    assert order == [(1, "arm=a"), (1, "arm=b"), (2, "arm=a"), (2, "arm=b")]
+
+
+def test_the_item_bootstrap_centres_on_the_difference_and_narrows_with_more_items():
+    from ltm.experiment.stats import paired_item_bootstrap
+
+    rng = __import__("random").Random(0)
+    for n in (50, 2000):
+        a = [[rng.random() < 0.3 for _ in range(n)] for _ in range(3)]
+        b = [[rng.random() < 0.5 for _ in range(n)] for _ in range(3)]
+        diff, low, high = paired_item_bootstrap(a, b, resamples=2000)
+        assert low < diff < high and low < 0.2 < high
+        width = high - low
+    assert width < 0.05  # 2,000 items x 3 seeds: about +-2 points
+    same = paired_item_bootstrap(a, a, resamples=200)
+    assert same == (0.0, 0.0, 0.0)

@@ -38,7 +38,7 @@ def test_cells_run_at_once_share_one_build_and_a_failure_stops_none(tmp_path, co
     assert {key: row[0] for key, row in rows.items()} == {("regime=epochs_2", 1): "done", ("regime=epochs_2", 2): "done",
                                                           ("regime=broken", 1): "failed", ("regime=broken", 2): "failed"}
     assert "is not a multiple of micro_batch_size" in rows[("regime=broken", 1)][3]
-    first, second = rows[("regime=epochs_2", 1)], rows[("regime=epochs_2", 2)]
+    first, second = rows[("regime=epochs_2", 1)], rows[("regime=broken", 1)]  # cells come seed by seed
     assert first[1] < second[2] and second[1] < first[2]  # the two ran at the same time
     # Four cells started two at a time, one build: each data stage made once, under its lock.
     assert sorted(p.name.split("-")[0] for p in (ws / "shared").iterdir() if p.is_dir()) == ["build", "ingest", "scenes", "tokenizer"]
@@ -96,3 +96,26 @@ def test_a_worker_that_dies_is_reported_not_waited_for(tmp_path):
     with pytest.raises(WorkerDied, match="exit code -9"):
         worker.run(Job(tmp_path / "c.yaml", tmp_path / "run", tmp_path / "shared", tmp_path / "log"))
     worker.close()
+
+
+def test_the_grid_view_on_a_terminal_counts_cells_and_names_each_that_ends(monkeypatch):
+    import io
+    import re
+
+    from rich.console import Console
+
+    import ltm.experiment.progress as grid_progress
+    import ltm.log
+
+    screen = io.StringIO()
+    terminal = Console(force_terminal=True, file=screen, width=120, highlight=False)
+    monkeypatch.setattr(ltm.log, "console", terminal)
+    monkeypatch.setattr(grid_progress, "console", terminal)
+    with grid_progress.GridProgress(3) as shown:
+        shown.cell_started("regime=a seed 1")
+        shown.cell_started("regime=b seed 1")
+        shown.cell_finished("regime=a seed 1", True, 72.0)
+        shown.cell_finished("regime=b seed 1", False, 3.0, "BuildError: no text")
+    text = re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", screen.getvalue())
+    assert "done regime=a seed 1 in 1m12s" in text and "failed regime=b seed 1 after 3s: BuildError: no text" in text
+    assert "1 done, 0 running, 1 failed" in text and "2/3" in text  # the bar: cells ended of all, and the counts

@@ -93,3 +93,36 @@ def test_a_model_trained_on_a_fact_set_answers_train_people_above_chance_and_nev
     manifest = load_manifest(run_dir / "dataset")
     trained = {manifest.docs[d].rsplit("-", 1)[0] for d in set(load_segments(run_dir / "dataset", "train")["doc"].tolist())}
     assert test_people and test_people.isdisjoint(trained)
+
+
+def test_cloze_masks_a_content_word_and_draws_distractors_of_its_language():
+    import random
+
+    from ltm.config import ClozeConfig
+    from ltm.eval.cloze import make_items
+
+    texts = [("The lantern maker asked a question of the river. Every evening the river answered with silence and fog.", "en"),
+             ("Кузнец долго смотрел на огонь и молчал. Потом он взял молот и ударил по холодному железу.", "ru")]
+    items = make_items(texts, ClozeConfig(items=10, candidates=3, min_word_chars=5), random.Random(0))
+    assert len(items) == 4
+    for prefix, suffix, words, lang in items:
+        assert prefix and len(words) == 3 and len(set(words)) == 3 and len(words[0]) >= 5
+        source = next(t for t, lg in texts if lg == lang)
+        assert f"{prefix} {words[0]}{suffix}" in source
+        assert all(w in source for w in words[1:])  # distractors come from the same language's text
+
+
+def test_poisson_interval_and_frame_overlap_of_probe_hits():
+    from ltm.eval.samples import poisson_ci, probe_hits
+
+    assert poisson_ci(0) == (0.0, pytest.approx(3.689, abs=1e-3))
+    low, high = poisson_ci(10)
+    assert low == pytest.approx(4.795, abs=1e-3) and high == pytest.approx(18.39, abs=1e-2)
+    # A lens frame's own words fire self_questioning: flagged; a question of the text's own is not.
+    counts, hits = probe_hits("The questions this passage asks: I wonder whether the river remembers.", "en")
+    assert counts["self_questioning"] >= 1
+    assert any(not h.frame_overlap and h.probe == "self_questioning" for h in hits)
+    counts, framed = probe_hits("The critic asks: what did it take for granted? And yet the river flows.", "en")
+    flags = {h.text.strip(): h.frame_overlap for h in framed}
+    assert flags["what did it take for granted?"] and flags["And yet"]
+    assert counts["tension"] >= 1 and counts["self_questioning"] >= 1

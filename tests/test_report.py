@@ -48,6 +48,21 @@ def test_the_report_shows_the_config_regime_phase_changes_and_the_overfitting_fl
     (run / "train" / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in curve(100, 1.0, 4.6)), encoding="utf-8")
     (run / "eval.json").write_text(json.dumps({"heldout_bpb": 3.1, "baselines": {"unigram_bpb": 4.0, "untrained_bpb": 8.0}}))
     page = write_report([run], tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "Questions about the fact set" not in page and "Cloze on real text" not in page  # no table without figures
+    score = {"n": 20, "mc": 0.45, "mc_ci95": [0.26, 0.66], "em": 0.1, "by_attribute": {}, "by_language": {}}
+    (run / "eval.json").write_text(json.dumps({
+        "heldout_bpb": 3.1, "baselines": {"unigram_bpb": 4.0, "untrained_bpb": 8.0},
+        "heldout_by": {"language": {"ru": {"bpb": 2.5, "bytes": 900}}},
+        "memorization": {"gap_by_times_seen": {"8-15": {"n": 4, "train_nll": 0.5, "heldout_nll": 3.25, "gap": 2.75}}},
+        "qa": {"forms": {"statement": {"train": score}}},
+        "cloze": {"by_split": {"heldout": {"n": 30, "accuracy": 0.3, "accuracy_ci95": [0.17, 0.48], "mrr": 0.5, "chance": 0.2}}},
+        "probes": {"tension": {"model_rate": 4.0, "data_rate": 3.0, "model_events": 2, "model_tokens": 500,
+                               "model_rate_ci95": [0.48, 14.45], "model_hits_in_frames": 1}}}))
+    understanding = write_report([run], tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "<td>statement</td><td>train</td><td>20</td><td>45.0% [26%, 66%]</td><td>10.0%</td>" in understanding
+    assert "<td>heldout</td><td>30</td><td>30.0% [17%, 48%]</td><td>20%</td>" in understanding
+    assert "<td>ru</td><td>2.500</td>" in understanding and "<td>8-15</td><td>4</td><td>0.500</td><td>3.250</td><td>2.750</td>" in understanding
+    assert "4.00 [0.48, 14.45], 2 events" in understanding
     assert "<td>unique</td><td>tag:phase</td><td>myth → logic</td>" in page
     assert "100 x 2, lr 0.005" in page and "config.yaml</summary>" in page and "curriculum:" in page
     manifest = json.loads((run / "dataset" / "manifest.json").read_text())

@@ -350,6 +350,14 @@ class QAEvalConfig(Section):
     max_pairs: int | None = Field(None, ge=1, description="at most this many pairs per group of people (train, qa_trained, heldout)")
 
 
+class ClozeConfig(Section):
+    """Cloze on real text (docs/eval.md, "Cloze"): a content word masked, candidates ranked by log-likelihood."""
+
+    items: int = Field(200, ge=1, description="sentences asked per split (held-out text, training text)")
+    candidates: int = Field(5, ge=2, description="the true word and candidates - 1 distractors (chance 1/candidates)")
+    min_word_chars: int = Field(5, ge=1, description="a word of at least this many letters may be masked")
+
+
 class EvalConfig(Section):
     samples: list[str] = Field(default_factory=list, description="prompts whose continuations the report shows")
     sample_tokens: int = Field(48, ge=1)
@@ -364,6 +372,7 @@ class EvalConfig(Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     batch_size: int = Field(64, ge=1, description="sequences per forward pass of the log-likelihood scorer and greedy answers")
     qa: QAEvalConfig = Field(default_factory=QAEvalConfig)
+    cloze: ClozeConfig = Field(default_factory=ClozeConfig)
     judge: LLMConfig | None = Field(None, description="an OpenAI-compatible endpoint that counts Gandhi et al.'s behaviours per sample")
 
 

@@ -17,6 +17,7 @@ MANIFEST_SCHEMA = "ltm.manifest/2"
 EVAL_SCHEMA = "ltm.eval/2"
 MEMORY_SCHEMA = "ltm.memory/1"
 QA_SCHEMA = "ltm.qa/1"
+SAMPLE_SCHEMA = "ltm.sample/1"
 TIMES_SCHEMA = "ltm.times/1"
 
 
@@ -240,6 +241,33 @@ class GroupBpb(Record):
 class ProbeRate(Record):
     model_rate: float = Field(description="matches per 1,000 generated tokens")
     data_rate: float = Field(description="matches per 1,000 tokens of training text")
+    model_events: int | None = Field(None, description="events in the generated samples (EVAL.samples.jsonl)")
+    model_tokens: int | None = Field(None, description="tokens of the generated samples")
+    model_rate_ci95: list[float] | None = Field(None, description="exact Poisson (Garwood) 95% interval of model_rate")
+    model_hits_in_frames: int | None = Field(None, description="matches whose words are a lens frame's own words")
+
+
+class ProbeHit(Record):
+    probe: str
+    start: int = Field(ge=0, description="character offset into the sample's text")
+    end: int = Field(ge=0)
+    text: str
+    frame_overlap: bool = Field(description="the matched words occur in a built-in lens frame of the sample's language")
+
+
+class GeneratedSample(Record):
+    """One line of EVAL.samples.jsonl: a continuation the probes counted, kept so they can be recounted."""
+
+    schema_: Literal["ltm.sample/1"] = Field(SAMPLE_SCHEMA, alias="schema")
+    prompt: str
+    lang: str
+    text: str = Field(description="the continuation, marker tokens left out")
+    raw: str = Field(description="the continuation with its marker tokens")
+    tokens: int = Field(description="the text's length in the model tokenizer's tokens")
+    events: dict[str, int] = Field(description="probe -> events (adjacent matches merged)")
+    hits: list[ProbeHit]
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
 class QAScore(Record):
@@ -271,6 +299,26 @@ class QAResult(Record):
     items: dict[str, QAItems] = Field(default_factory=dict, description="prompt form -> every pair's outcome")
 
 
+class ClozeScore(Record):
+    n: int = Field(description="sentences asked")
+    accuracy: float = Field(description="share where the true word ranks first")
+    accuracy_ci95: list[float] = Field(description="Wilson 95% interval of accuracy")
+    mrr: float = Field(description="mean reciprocal rank of the true word")
+    chance: float = Field(description="1 / candidates")
+
+
+class ClozeGroup(ClozeScore):
+    by_language: dict[str, ClozeScore]
+
+
+class ClozeResult(Record):
+    candidates: int
+    min_word_chars: int
+    by_split: dict[str, ClozeGroup] = Field(description="heldout: sentences of documents never trained; train: sentences read "
+                                                        "verbatim in training")
+    paraphrased: str = Field(description="why paraphrased sentences are not measured")
+
+
 class EvalResult(Record):
     schema_: Literal["ltm.eval/2"] = Field(EVAL_SCHEMA, alias="schema")
     model: str = Field("", description="the checkpoint evaluated")
@@ -288,6 +336,7 @@ class EvalResult(Record):
     judge: dict = Field(default_factory=dict, description="LLM judge: samples_judged, model, mean_per_sample of four behaviours")
     samples: list[dict] = Field(default_factory=list)
     qa: QAResult | None = Field(None, description="questions about a fact set's people; none without a QA file")
+    cloze: ClozeResult | None = Field(None, description="cloze on real text; none when the run has no real text")
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -329,6 +378,7 @@ SCHEMAS: dict[str, type[BaseModel]] = {
     "eval": EvalResult,
     "memory": MemoryRecord,
     "qa": QAPair,
+    "sample": GeneratedSample,
     "times": StageTimes,
 }
 

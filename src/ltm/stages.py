@@ -202,9 +202,9 @@ def evaluate_run(run_dir: Path, out: Path | None = None, control: Path | None = 
 
     control = control or (config.resolve(config.eval.control) if config.eval.control else None)
     qa = config.resolve(config.eval.qa.path) if config.eval.qa.path else run_dir / QA
-    result = evaluate(config, run_dir / DATASET, checkpoint, final_checkpoint(control) if control else None,
-                      qa if config.eval.qa.path or qa.exists() else None)
     out = out or run_dir / EVAL
+    result = evaluate(config, run_dir / DATASET, checkpoint, final_checkpoint(control) if control else None,
+                      qa if config.eval.qa.path or qa.exists() else None, out.with_suffix(".samples.jsonl"))
     write_json(out, result)
     info(f"eval: held-out bpb {result.heldout_bpb:.3f} -> {out}")
     return out

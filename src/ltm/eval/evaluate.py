@@ -23,9 +23,10 @@ from ltm.dataset.tokenizer import load_tokenizer, token_byte_lengths, tokenizer_
 from ltm.config import RunConfig
 from ltm.eval.bpb import bits_per_byte, range_mask, token_nll, unigram_nll
 from ltm.eval.diversity import diversity
-from ltm.eval.memorization import extraction, sample_sequences, summarize
+from ltm.eval.memorization import extraction, loss_gap, sample_sequences, summarize
 from ltm.eval.sample import continuations, sample
 from ltm.formats import Baselines, EvalResult, GroupBpb, ProbeRate
+from ltm.io import write_jsonl
 from ltm.log import info, progress
 from ltm.model.factory import load_model, new_model, pick_device
 
@@ -43,7 +44,8 @@ def load_prompts(path: str | Path | None) -> dict[str, list[str]]:
 
 
 def evaluate(config: RunConfig, dataset_dir: str | Path, checkpoint: str | Path, control: str | Path | None = None,
-             qa: Path | None = None) -> EvalResult:
+             qa: Path | None = None, samples_out: Path | None = None) -> EvalResult:
+    """The run's evaluation; with `samples_out`, the probes' generated samples are kept there (ltm.sample/1)."""
     dataset_dir, ec = Path(dataset_dir), config.eval
     manifest = load_manifest(dataset_dir)
     tokenizer_dir = dataset_dir / manifest.tokenizer
@@ -68,7 +70,7 @@ def evaluate(config: RunConfig, dataset_dir: str | Path, checkpoint: str | Path,
     plain = segments["lens"] == manifest.lenses.index("plain")
     plain_mask = range_mask(len(heldout), segments["start"][plain], segments["end"][plain])
     with progress(transient=True) as bar:  # the parts in order, each named while it runs
-        task = bar.add_task("eval", total=7 + (qa is not None), info="held-out loss of the model")
+        task = bar.add_task("eval", total=8 + (qa is not None), info="held-out loss of the model")
 
         def done(next_part: str) -> None:
             bar.update(task, advance=1, info=next_part)
@@ -85,14 +87,15 @@ def evaluate(config: RunConfig, dataset_dir: str | Path, checkpoint: str | Path,
             control_model = load_model(control).to(device).eval()
         windows_read = config.train.steps * config.train.batch_size  # what pretraining read (ltm.train.data)
         memorization = _memorization(model, control_model, train_tokens, dataset_dir, ec.memorization_per_bucket, config.seed, device,
-                                     seq_len, windows_read)
+                                     seq_len, windows_read, (heldout, segments, manifest, ec.batch_size))
         memorization["control"] = str(control) if control else "untrained"
         done("generation for the probes")
-        generated, langs = _generate(model, tokenizer, prompts, ec, config.seed)
+        generated, langs, asked = _generate(model, tokenizer, prompts, ec, config.seed)
         texts = [tokenizer.decode(ids, skip_special_tokens=True) for ids in generated]
         raw = [tokenizer.decode(ids) for ids in generated]  # markers kept, for the scene-structure check
         done("probes")
-        probe_fields = _probes(texts, raw, langs, train_tokens, manifest, dataset_dir, tokenizer, ec.data_sample_tokens, config.seed)
+        probe_fields = _probes(texts, raw, langs, asked, train_tokens, manifest, dataset_dir, tokenizer, ec.data_sample_tokens, config.seed,
+                               samples_out)
         if ec.judge is not None:
             from ltm.eval.judge import judge
 
@@ -106,6 +109,9 @@ def evaluate(config: RunConfig, dataset_dir: str | Path, checkpoint: str | Path,
         if qa is not None:
             done("questions about the fact set")
             qa_result = _qa(model, tokenizer, qa, ec, config.seed)
+        done("cloze")
+        cloze = _cloze(model, tokenizer, manifest, {"heldout": (heldout, segments), "train": (train_tokens, load_segments(dataset_dir, "train"))},
+                       ec, config.seed)
         done("")
     return EvalResult(
         model=str(checkpoint),
@@ -117,8 +123,22 @@ def evaluate(config: RunConfig, dataset_dir: str | Path, checkpoint: str | Path,
         diversity=diversity(generated),
         samples=samples,
         qa=qa_result,
+        cloze=cloze,
         **probe_fields,
     )
+
+
+def _cloze(model, tokenizer, manifest, splits: dict[str, tuple], ec, seed: int):
+    from ltm.eval.cloze import evaluate_cloze, real_texts
+
+    plain = manifest.lenses.index("plain")
+    want = 400 * ec.cloze.items  # characters of text: a few sentences per item, to draw from
+    texts = {name: real_texts(tokens, segments, manifest, tokenizer, plain, want, seed) for name, (tokens, segments) in splits.items()}
+    result = evaluate_cloze(model, tokenizer, texts, ec.cloze, ec.batch_size, seed)
+    if not result.by_split:
+        return None
+    info("cloze: " + ", ".join(f"{name} text {g.accuracy:.1%} of {g.n} (chance {g.chance:.0%})" for name, g in result.by_split.items()))
+    return result
 
 
 def _qa(model, tokenizer, path: Path, ec, seed: int):
@@ -143,6 +163,7 @@ def _groups(nll, tokens, lengths, segments, manifest) -> dict[str, dict[str, Gro
         "document": [manifest.docs[d] for d in segments["doc"]],
         "author": [str(manifest.doc_tags.get(manifest.docs[d], {}).get("author", "unknown")) for d in segments["doc"]],
         "phase": [str(manifest.doc_tags.get(manifest.docs[d], {}).get("phase", "untagged")) for d in segments["doc"]],
+        "language": [str(manifest.doc_tags.get(manifest.docs[d], {}).get("lang", "other")) for d in segments["doc"]],
         "lens": [manifest.lenses[k] for k in segments["lens"]],
     }
     out: dict[str, dict[str, GroupBpb]] = {}
@@ -170,32 +191,40 @@ def _wikitext(model, tokenizer, lengths, config: RunConfig, device) -> dict:
     return {"bpb": bpb, "tokens": n_tokens, "bytes": n_bytes, "source": str(path)}
 
 
-def _memorization(model, control, train_tokens, dataset_dir, per_bucket: int, seed: int, device, seq_len: int, windows_read: int) -> dict:
+def _memorization(model, control, train_tokens, dataset_dir, per_bucket: int, seed: int, device, seq_len: int, windows_read: int,
+                  heldout_part: tuple) -> dict:
     segments = load_segments(dataset_dir, "train")
     reads = training_reads(segments["start"], len(train_tokens), seq_len, windows_read)
     drawn = sample_sequences(train_tokens, segments, per_bucket, seed, reads)
     exact, matched = extraction(model, drawn.sequences, device=device)
     control_exact, control_matched = extraction(control, drawn.sequences, device=device)
     result = summarize(drawn, exact, matched, control_exact, control_matched)
+    heldout, heldout_segments, manifest, batch_size = heldout_part
+    lang = [str(manifest.doc_tags.get(d, {}).get("lang", "other")) for d in manifest.docs]
+    result["gap_by_times_seen"] = loss_gap(model, drawn, [lang[segments["doc"][r]] for r in drawn.rows], heldout, heldout_segments,
+                                           np.asarray(lang)[heldout_segments["doc"]], manifest.lenses.index("plain"), seed, batch_size)
     info(f"memorization: {result['overall']['exact']:.1%} of {len(exact)} training prefixes continued exactly "
          f"(control {result['overall']['control_exact']:.1%})")
     return result
 
 
-def _generate(model, tokenizer, prompts: dict[str, list[str]], ec, seed: int) -> tuple[list[list[int]], list[str]]:
-    """Continuations of every prompt (several per prompt), with their languages, all decoded together."""
+def _generate(model, tokenizer, prompts: dict[str, list[str]], ec, seed: int) -> tuple[list[list[int]], list[str], list[str]]:
+    """Continuations of every prompt (several per prompt), with their languages and prompts, all decoded together."""
     keep = model.config.max_position_embeddings // 2
-    encoded, langs = [], []
+    encoded, langs, asked = [], [], []
     for lang, items in prompts.items():
         for prompt in items:
             ids = ([tokenizer.bos_token_id] + tokenizer.encode(prompt, add_special_tokens=False))[-keep:]
             encoded += [ids] * ec.samples_per_prompt
             langs += [lang] * ec.samples_per_prompt
-    return continuations(model, encoded, ec.sample_tokens, ec.temperature, 50, tokenizer.eos_token_id, seed), langs
+            asked += [prompt] * ec.samples_per_prompt
+    return continuations(model, encoded, ec.sample_tokens, ec.temperature, 50, tokenizer.eos_token_id, seed), langs, asked
 
 
-def _probes(texts, raw, langs, train_tokens, manifest, dataset_dir, tokenizer, data_tokens: int, seed: int) -> dict:
+def _probes(texts, raw, langs, asked, train_tokens, manifest, dataset_dir, tokenizer, data_tokens: int, seed: int,
+            samples_out: Path | None) -> dict:
     from ltm.eval.probes import rates_per_1k_tokens, valid_structure_fraction, validate
+    from ltm.eval.samples import probe_counts, sample_records
 
     def count(text: str) -> int:
         return len(tokenizer.encode(text, add_special_tokens=False))
@@ -210,10 +239,15 @@ def _probes(texts, raw, langs, train_tokens, manifest, dataset_dir, tokenizer, d
         data_texts.append(tokenizer.decode(train_tokens[start:end].tolist(), skip_special_tokens=True))
         data_langs.append(str(manifest.doc_tags.get(manifest.docs[segments["doc"][row]], {}).get("lang", "en")))
         total += end - start
-    model_rates = rates_per_1k_tokens(texts, langs, count)
+    records = sample_records(asked, langs, texts, raw, count)
+    if samples_out is not None:
+        write_jsonl(samples_out, records)
+    model = probe_counts(records)
     data_rates = rates_per_1k_tokens(data_texts, data_langs, count)
     return {
-        "probes": {name: ProbeRate(model_rate=model_rates[name], data_rate=data_rates[name]) for name in model_rates},
+        "probes": {name: ProbeRate(model_rate=m["rate"], data_rate=data_rates[name], model_events=m["events"], model_tokens=m["tokens"],
+                                   model_rate_ci95=m["rate_ci95"], model_hits_in_frames=m["hits_in_frames"])
+                   for name, m in model.items()},
         "probe_validation": validate(),
         "valid_scene_structure": valid_structure_fraction(raw),
     }

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from ltm.dataset.reader import repetition_bucket
+from ltm.eval.likelihood import continuation_logprobs
 
 PREFIX = SUFFIX = 32
 
@@ -26,6 +27,7 @@ PREFIX = SUFFIX = 32
 class Sample:
     sequences: np.ndarray  # (n, PREFIX + SUFFIX) token ids
     buckets: list[str]  # the times-seen bucket of each sequence
+    rows: list[int]  # the segment row each sequence starts
 
 
 def sample_sequences(tokens: np.ndarray, segments: dict[str, np.ndarray], per_bucket: int, seed: int,
@@ -53,7 +55,7 @@ def sample_sequences(tokens: np.ndarray, segments: dict[str, np.ndarray], per_bu
         labels.extend([name] * len(chosen))
     sequences = np.stack([np.asarray(tokens[segments["start"][r] : segments["start"][r] + PREFIX + SUFFIX], dtype=np.int64) for r in rows]) \
         if rows else np.zeros((0, PREFIX + SUFFIX), dtype=np.int64)
-    return Sample(sequences, labels)
+    return Sample(sequences, labels, rows)
 
 
 @torch.no_grad()
@@ -71,6 +73,38 @@ def extraction(model, sequences: np.ndarray, batch_size: int = 256, device: torc
     if not exact:
         return np.zeros(0, dtype=bool), np.zeros(0)
     return np.concatenate(exact), np.concatenate(matched)
+
+
+def loss_gap(model, drawn: Sample, train_langs: list[str], heldout_tokens: np.ndarray, heldout_segments: dict[str, np.ndarray],
+             heldout_langs: np.ndarray, plain_lens: int, seed: int, batch_size: int) -> dict[str, dict]:
+    """Teacher-forced loss (nats per token) of the drawn training sequences by times seen, next to
+    held-out sequences of the same length, language and place (a scene's start, plain), one drawn
+    for each training sequence: the gap is what reading a text that often bought on that text."""
+    length = drawn.sequences.shape[1]
+    starts = heldout_segments["start"]
+    usable = (heldout_segments["lens"] == plain_lens) & (heldout_segments["end"] - starts >= length)
+    by_lang: dict[str, list[int]] = {}
+    for row in np.flatnonzero(usable):
+        by_lang.setdefault(str(heldout_langs[row]), []).append(int(row))
+    if not by_lang:
+        return {}
+    rng = np.random.default_rng(seed)
+    matched = []
+    for lang in train_langs:  # a language without held-out windows borrows from all
+        rows = by_lang.get(lang) or [r for rows in by_lang.values() for r in rows]
+        matched.append(np.asarray(heldout_tokens[starts[rows[rng.integers(len(rows))]]:][:length], dtype=np.int64))
+    held = np.stack(matched) if matched else np.zeros((0, length), dtype=np.int64)
+    both = np.concatenate([drawn.sequences, held])
+    logprob, count = continuation_logprobs(model, both[:, :1].tolist(), both[:, 1:].tolist(), batch_size)
+    nll = -logprob / count
+    train_nll, heldout_nll = nll[: len(drawn.sequences)], nll[len(drawn.sequences):]
+    labels = np.asarray(drawn.buckets)
+    out = {}
+    for name in dict.fromkeys(drawn.buckets):
+        rows = labels == name
+        out[name] = {"n": int(rows.sum()), "train_nll": float(train_nll[rows].mean()), "heldout_nll": float(heldout_nll[rows].mean()),
+                     "gap": float(heldout_nll[rows].mean() - train_nll[rows].mean())}
+    return out
 
 
 def summarize(sample: Sample, exact: np.ndarray, matched: np.ndarray, control_exact: np.ndarray, control_matched: np.ndarray) -> dict:

@@ -38,6 +38,12 @@ def run_metrics(run_dir: Path) -> dict:
     for group, key in (("train", "qa"), ("qa_trained", "qa_trained"), ("heldout", "qa_heldout")):
         if group in qa_groups:
             metrics[f"{key}_mc"], metrics[f"{key}_em"] = qa_groups[group]["mc"], qa_groups[group]["em"]
+    metrics["heldout_bpb_by_language"] = {k: v["bpb"] for k, v in ev.get("heldout_by", {}).get("language", {}).items()}
+    metrics["memorization_gap_by_times_seen"] = {k: v["gap"] for k, v in memo.get("gap_by_times_seen", {}).items()}
+    cloze = (ev.get("cloze") or {}).get("by_split", {})
+    for split in ("heldout", "train"):
+        if split in cloze:
+            metrics[f"cloze_{split}_accuracy"] = cloze[split]["accuracy"]
     curve = run_dir / "train" / "metrics.jsonl"
     if curve.exists():
         rows = [json.loads(line) for line in curve.read_text(encoding="utf-8").splitlines() if line.strip()]

@@ -204,6 +204,9 @@ def _slot(workspace: Path, todo: queue.Queue, shown: GridProgress, stop: threadi
                     handle.write(f"\n{problem}\n")
             done = record(registry, run_id, job, problem)
             shown.cell_finished(label, done, time.perf_counter() - began, "" if done else f"{problem or 'no eval.json'}; log: {job.log}")
+            if not done and worker is not None:  # what failed may have left the process unfit (a CUDA error stays): a fresh one
+                worker.close()
+                worker = None
     finally:
         if worker is not None:
             worker.close()

@@ -82,13 +82,17 @@ def cells(spec: ExperimentSpec, folder: Path) -> list[Cell]:
     if (base.get("eval", {}).get("qa") or {}).get("path"):
         base["eval"]["qa"]["path"] = str((base_path.parent / base["eval"]["qa"]["path"]).resolve())
     axes = list(spec.axes.items())
-    out, refused = [], []
+    combos = []
     for combo in itertools.product(*[list(values.items()) for _, values in axes]) if axes else [()]:
-        values = {axis: value for (axis, _), (value, _) in zip(axes, combo)}
         config = base
         for _, override in combo:
             config = merge(config, override)
-        for seed in spec.seeds:
+        combos.append(({axis: value for (axis, _), (value, _) in zip(axes, combo)}, config))
+    out, refused = [], []
+    # Seed by seed: every cell of seed 1 before any of seed 2, so the paired comparison completes one
+    # seed at a time (a grid stopped early still pairs), and cells run side by side share their seed.
+    for seed in spec.seeds:
+        for values, config in combos:
             cell_config = merge(config, {"seed": seed, "name": spec.name})
             if spec.budget_tokens:
                 cell_config = merge(cell_config, {"build": {"budget_tokens": spec.budget_tokens}})

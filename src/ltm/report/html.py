@@ -103,13 +103,47 @@ def _probe_table(runs: list[dict]) -> str:
         validation = run["eval"].get("probe_validation", {})
         for probe, rates in run["eval"].get("probes", {}).items():
             check = validation.get(probe, {})
-            rows.append(f"<tr><td>{html.escape(run['name'])}</td><td>{html.escape(probe)}</td><td>{rates['model_rate']:.2f}</td>"
+            interval = rates.get("model_rate_ci95")
+            model = f"{rates['model_rate']:.2f}" + (f" [{interval[0]:.2f}, {interval[1]:.2f}], {rates['model_events']} events" if interval else "")
+            rows.append(f"<tr><td>{html.escape(run['name'])}</td><td>{html.escape(probe)}</td><td>{model}</td>"
                         f"<td>{rates['data_rate']:.2f}</td><td>{_fmt(check.get('precision'), '.2f')}</td><td>{_fmt(check.get('recall'), '.2f')}</td></tr>")
     if not rows:
         return ""
     return ("<h2>Thinking-behaviour probes</h2><p>Matches per 1,000 tokens in the model's samples and in its training text "
-            "(a model that only copies shows the data's rates), and each probe's precision and recall on ltm's labelled set.</p>"
+            "(a model that only copies shows the data's rates; the model's with its exact Poisson 95% interval and event count), and each probe's precision and recall on ltm's labelled set.</p>"
             "<table><tr><th>run</th><th>probe</th><th>model</th><th>data</th><th>precision</th><th>recall</th></tr>" + "".join(rows) + "</table>")
+
+
+def _understanding(runs: list[dict]) -> str:
+    """QA accuracy by prompt form and group of people, cloze by split, held-out bpb by language and
+    the memorization gap by times seen: one table per instrument, a row per run, where eval.json has it."""
+    qa, cloze, language, gap = [], [], [], []
+    for run in runs:
+        ev, name = run["eval"], html.escape(run["name"])
+        for form, groups in ((ev.get("qa") or {}).get("forms") or {}).items():
+            for group, g in groups.items():
+                qa.append(f"<tr><td>{name}</td><td>{html.escape(form)}</td><td>{html.escape(group)}</td><td>{g['n']}</td>"
+                          f"<td>{g['mc']:.1%} [{g['mc_ci95'][0]:.0%}, {g['mc_ci95'][1]:.0%}]</td><td>{g['em']:.1%}</td></tr>")
+        for split, g in ((ev.get("cloze") or {}).get("by_split") or {}).items():
+            cloze.append(f"<tr><td>{name}</td><td>{html.escape(split)}</td><td>{g['n']}</td>"
+                         f"<td>{g['accuracy']:.1%} [{g['accuracy_ci95'][0]:.0%}, {g['accuracy_ci95'][1]:.0%}]</td><td>{g['chance']:.0%}</td></tr>")
+        for lang, g in ev.get("heldout_by", {}).get("language", {}).items():
+            language.append(f"<tr><td>{name}</td><td>{html.escape(lang)}</td><td>{g['bpb']:.3f}</td><td>{g['bytes']:,}</td></tr>")
+        for bucket, g in ev.get("memorization", {}).get("gap_by_times_seen", {}).items():
+            gap.append(f"<tr><td>{name}</td><td>{html.escape(bucket)}</td><td>{g['n']}</td><td>{g['train_nll']:.3f}</td>"
+                       f"<td>{g['heldout_nll']:.3f}</td><td>{g['gap']:.3f}</td></tr>")
+    tables = [
+        ("Questions about the fact set", "Multiple choice by log-likelihood (chance 25%, Wilson 95% interval) and exact match of the greedy "
+         "answer. train: biographies read, this question never; qa_trained: the question itself read; heldout: never read (the floor).",
+         ["run", "form", "people", "n", "multiple choice", "exact match"], qa),
+        ("Cloze on real text", "The masked content word ranked first among its candidates (Wilson 95% interval).",
+         ["run", "text", "n", "accuracy", "chance"], cloze),
+        ("Held-out bits per byte by language", "", ["run", "language", "bits per byte", "bytes"], language),
+        ("Loss gap by times seen", "Teacher-forced loss (nats per token) of training sequences and of held-out sequences matched to them.",
+         ["run", "times seen", "n", "training", "held-out", "gap"], gap),
+    ]
+    return "".join(f"<h2>{title}</h2>" + (f"<p>{note}</p>" if note else "") + "<table><tr>" + "".join(f"<th>{h}</th>" for h in head)
+                   + "</tr>" + "".join(rows) + "</table>" for title, note, head, rows in tables if rows)
 
 
 def write_report(runs: list[Path], out: Path) -> Path:
@@ -151,6 +185,7 @@ share of 32-token training prefixes whose exact 32-token continuation the model 
 {_flags(loaded)}
 {_setup(loaded)}
 {''.join(figures)}
+{_understanding(loaded)}
 {_probe_table(loaded)}
 <h2>Samples</h2>
 {samples or '<p>No sample prompts in the config.</p>'}
