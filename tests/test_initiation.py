@@ -227,8 +227,8 @@ def test_run_with_lora_initiation_evaluates_the_initiated_model(tmp_path, tiny_c
     from ltm.eval import evaluate as evaluation  # stages imports it when the eval stage runs
 
     real_evaluate = evaluation.evaluate
-    monkeypatch.setattr(evaluation, "evaluate", lambda config, dataset, checkpoint, control=None: evaluated.append(checkpoint)
-                        or real_evaluate(config, dataset, checkpoint, control))
+    monkeypatch.setattr(evaluation, "evaluate", lambda config, dataset, checkpoint, *rest, **options: evaluated.append(checkpoint)
+                        or real_evaluate(config, dataset, checkpoint, *rest, **options))
 
     assert main(["run", str(tiny_config)]) == 0
     run_dir = Path(capsys.readouterr().out.strip().splitlines()[-1])
