@@ -69,13 +69,14 @@ def figures(run: Path) -> dict:
 
 
 def exposures(run: Path, manifest: dict) -> float | None:
-    """Mean times a test person's biography (any rendering) was read in training."""
+    """Mean times a test person's biographies (any rendering) were read in training: occurrences of a
+    biography's first scene (one that is cut in two counts once)."""
     segments = run / "dataset" / "segments_train.npz"
     if not segments.exists():
         return None
     seg = np.load(segments)
     people: dict[str, int] = defaultdict(int)
-    for doc in seg["doc"]:
+    for doc in seg["doc"][seg["scene"] == 0]:
         name = manifest["docs"][doc]
         tags = manifest["doc_tags"][name]
         if tags.get("kind") == "biography" and tags.get("split") == "train":
@@ -123,8 +124,8 @@ def main() -> None:
         cells = [format_ci(*mean_ci([s.get(key) for s in seeds.values()])[:2], digits=3) for key, _ in columns]
         lines.append(f"| {arm} | " + " | ".join(cells) + " |")
     lines += ["", "## Paired by seed (B − A; mean, 95% t interval; item bootstrap 95% interval)", "",
-              "| contrast | kind | seeds | MC test people (q) | per seed | item bootstrap | EM test people (q) | MC (stmt) | held-out bpb en | held-out bpb ru |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+              "| contrast | kind | seeds | MC test people (q) | per seed | item bootstrap | EM test people (q) | MC (stmt) | MC QA-trained | held-out bpb en | held-out bpb ru |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for b, a, kind in CONTRASTS:
         if a not in table or b not in table:
             continue
@@ -143,7 +144,8 @@ def main() -> None:
             diff, low, high = paired_item_bootstrap([[r[i] for i in ids] for r in left], [[r[i] for i in ids] for r in right])
             boot = f"{diff:+.3f} [{low:+.3f}, {high:+.3f}] (n={len(ids)} items)"
         lines.append(f"| {b} − {a} | {kind} | {len(seeds)} | {delta('question/train/mc')} | {per_seed} | {boot} | "
-                     f"{delta('question/train/em')} | {delta('statement/train/mc')} | {delta('bpb/en')} | {delta('bpb/ru')} |")
+                     f"{delta('question/train/em')} | {delta('statement/train/mc')} | {delta('question/qa_trained/mc')} | "
+                     f"{delta('bpb/en')} | {delta('bpb/ru')} |")
     lines += ["", "## Test people by language, MC (question form)", "", "| arm | en | ru |", "|---|---|---|"]
     for arm, seeds in table.items():
         lines.append(f"| {arm} | " + " | ".join(format_ci(*mean_ci([s.get(f"question/train/mc/{lang}") for s in seeds.values()])[:2])
