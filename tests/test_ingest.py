@@ -189,7 +189,7 @@ def test_a_table_with_other_columns_is_mapped_in_metadata_yaml_and_matched_by_tr
     # The Dostoevsky folder's info.csv has `name,year`: Russian titles, files named by their transliteration.
     source = SHARED_CORPORA / "ru" / "dostoevsky"
     if not (source / "info.csv").exists():
-        pytest.skip(f"{source} is absent (shared corpora)")
+        pytest.skip(f"needs {source / 'info.csv'}, a real corpus of ../shared/corpora (SOURCES.md), absent from this checkout")
     folder = tmp_path / "dostoevsky"
     folder.mkdir()
     for name in ("bednye_lyudi.txt", "brat_ya_karamazovy.txt", "zapiski_iz_podpol_ya.txt", "info.csv"):
