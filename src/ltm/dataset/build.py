@@ -246,6 +246,7 @@ class _Output:
     lens_names: list[str]
     split_at: int | None  # build.scene_fit split: occurrences longer than this many tokens are cut into pieces
     frame_pool: dict[str, list[int]] = field(default_factory=dict)
+    encoded: dict[Occurrence, np.ndarray] = field(default_factory=dict)  # costed by `tokens`, not yet written
 
     def writer(self, split: str, limit: int | None = None) -> ShardWriter:
         return ShardWriter(self.folder, split, self.dtype, self.config.shard_tokens, limit=limit)
@@ -263,8 +264,10 @@ class _Output:
 
     def tokens(self, o: Occurrence) -> int:
         """What writing the occurrence costs, exactly (its end-of-text token included)."""
-        body = len(self.encoder.pieces([self.rendering(o)])[0]) if self.lensed(o) else int(self.offsets[o.scene + 1] - self.offsets[o.scene])
-        return int(o.unit_start) + body
+        if not self.lensed(o):
+            return int(o.unit_start) + int(self.offsets[o.scene + 1] - self.offsets[o.scene])
+        self.encoded[o] = self.encoder.pieces([self.rendering(o)])[0]  # the writer takes it from here
+        return int(o.unit_start) + len(self.encoded[o])
 
     def framed(self, o: Occurrence) -> Scene:
         """The scene a lens frames: itself, or under `frames: shuffled` the annotation of a scene of
@@ -312,7 +315,9 @@ def _write_train(out: _Output, stream, limit: int | None, phases: list[str],
         if not batch:
             break
         lensed = [o for o in batch if out.lensed(o)]
-        rendered = dict(zip((id(o) for o in lensed), out.encoder.pieces([out.rendering(o) for o in lensed])))
+        rendered = {id(o): out.encoded.pop(o) for o in lensed if o in out.encoded}
+        fresh = [o for o in lensed if id(o) not in rendered]
+        rendered.update(zip((id(o) for o in fresh), out.encoder.pieces([out.rendering(o) for o in fresh])))
         for o in batch:
             if writer.full:
                 break
