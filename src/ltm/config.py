@@ -282,6 +282,9 @@ class SpeedConfig(Section):
     fp8_head: bool | None = Field(None, description="the output projection and loss in FP8 (GPUs of compute capability 8.9+)")
     fp8_body: bool | None = Field(None, description="the decoder layers' products in FP8 with fixed scales (GPUs of compute capability 8.9+)")
     fp8_weight_grad: bool | None = Field(None, description="with fp8_body: the weight gradients' products in FP8 too")
+    deterministic: bool | None = Field(
+        None, description="on a GPU, kernels whose sums do not depend on timing (attention's backward pass among them): a run "
+                          "repeats bit for bit, also while other runs share the GPU; default: on, except in mode fast")
 
     @model_validator(mode="before")
     @classmethod
