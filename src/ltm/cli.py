@@ -223,7 +223,7 @@ COMMANDS = (
             (arg("inputs", help="folder of files to read (local path, or any fsspec URL datatrove reads)"), out("output folder"),
              arg("-c", "--config", type=Path, help="config YAML whose `scenes` section sets lengths and linking"), SET,
              arg("--tasks", type=int, default=1, help="tasks per stage (shards of the input files, and of every output)"),
-             arg("--workers", type=int, default=-1, help="tasks run at once on this machine (local executor; default all)"),
+             arg("--workers", type=int, default=-1, help="tasks run at once on this machine (local executor; default one per core)"),
              arg("--dedup", choices=["minhash", "task", "none"], default="minhash",
                  help="minhash: datatrove's, across all tasks; task: ltm's within each task; none"),
              arg("--glob", help="only files matching this pattern, e.g. '**/*.txt'"),
