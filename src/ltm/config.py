@@ -421,7 +421,9 @@ class ExperimentSpec(Section):
     parallel: int | None = Field(
         None, ge=1, description="cells run at once on each GPU, each in a worker process of its own (CUDA MPS, when its "
                                 "daemon runs, lets their kernels overlap); default: as many as the free GPU memory holds for "
-                                "the largest cell's model, at most one per two CPU cores and at most 8; 1 on CPUs")
+                                "the largest cell's model, at most one per CPU core and at most 12; 1 on CPUs")
+    mps: bool = Field(True, description="with more than one cell per GPU, run the workers through a CUDA MPS daemon of their own "
+                                        "(started and stopped by ltm when nvidia-cuda-mps-control is there) so their kernels overlap")
 
 
 class ConfigError(ValueError):
