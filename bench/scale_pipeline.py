@@ -199,8 +199,9 @@ def main() -> None:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     sizes = sorted(mb for p, mb in figures if p == "datatrove")
-    emit("scale_pipeline", "datatrove_peak_rss_largest_over_smallest", figures["datatrove", sizes[-1]][0] / figures["datatrove", sizes[0]][0],
-         "ratio", target=1.2, sizes_mb=[round(mb) for mb in sizes])
+    if len(sizes) > 1:
+        emit("scale_pipeline", "datatrove_peak_rss_largest_over_smallest", figures["datatrove", sizes[-1]][0] / figures["datatrove", sizes[0]][0],
+             "ratio", target=1.2, sizes_mb=[round(mb) for mb in sizes])
     for mb in sorted(mb for p, mb in figures if p == "one_machine"):
         emit("scale_pipeline", f"datatrove_over_one_machine_mb_per_cpu_s_at_{mb:.0f}mb",
              figures["datatrove", mb][1] / figures["one_machine", mb][1], "ratio", target=0.8, input_mb=round(mb, 1))
