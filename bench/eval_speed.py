@@ -25,7 +25,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import emit  # noqa: E402
 
 import ltm  # noqa: E402
+from ltm.model.modeling import LtmModel  # noqa: E402
 from ltm.stages import evaluate_run  # noqa: E402
+
+
+def count_passes() -> dict[str, int]:
+    """Model calls and the token positions they computed (padding included), counted as eval runs:
+    what a GPU pays for in kernel launches and work whatever the machine's load."""
+    counts = {"forward_calls": 0, "input_positions": 0}
+    forward = LtmModel.forward
+
+    def counted(self, input_ids, *args, **kwargs):
+        counts["forward_calls"] += 1
+        counts["input_positions"] += input_ids.numel()
+        return forward(self, input_ids, *args, **kwargs)
+
+    LtmModel.forward = counted
+    return counts
 
 
 def main() -> None:
@@ -34,6 +50,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1, help="time the stage this many times; the fastest counts")
     args = parser.parse_args()
     out = args.run / "eval.bench.json"
+    counts = count_passes()
     seconds, cpu = [], []  # CPU seconds too: on a shared machine they vary less than wall time
     for _ in range(args.repeat):
         started, cpu_started = time.perf_counter(), time.process_time()
@@ -43,7 +60,8 @@ def main() -> None:
     result = json.loads(out.read_text(encoding="utf-8"))
     qa = result.get("qa") or {}
     emit("eval_speed", "eval_seconds", min(seconds), "s", run=str(args.run), code=str(Path(ltm.__file__).resolve().parents[1]),
-         all_seconds=[round(s, 2) for s in seconds], cpu_seconds=[round(s, 2) for s in cpu], heldout_bpb=result["heldout_bpb"],
+         all_seconds=[round(s, 2) for s in seconds], cpu_seconds=[round(s, 2) for s in cpu],
+         **{k: v // args.repeat for k, v in counts.items()}, heldout_bpb=result["heldout_bpb"],
          qa_mc={form: {g: v["mc"] for g, v in groups.items()} for form, groups in qa.get("forms", {}).items()})
 
 

@@ -4,8 +4,9 @@ continuation's tokens.
 
 Pairs are sorted by length and right-padded into passes of about batch_size full contexts' worth
 of tokens (ltm.eval.batches) on the model's device, so a pass wastes little and the padding, coming
-after every real token, cannot change what a causal model predicts. Sums stay on the device until
-the last pass: one transfer, not one per pass.
+after every real token, cannot change what a causal model predicts. Only the continuations'
+positions are projected onto the vocabulary, and sums stay on the device until the last pass: one
+transfer, not one per pass.
 A pair longer than the model's context loses its context's oldest tokens.
 """
 
@@ -17,6 +18,7 @@ import numpy as np
 import torch
 
 from ltm.eval.batches import token_batches
+from ltm.model.modeling import LtmForCausalLM
 
 
 @torch.no_grad()
@@ -47,11 +49,20 @@ def continuation_logprobs(model, contexts: Sequence[Sequence[int]], continuation
             sequence, n = rows[i]
             ids[r, :len(sequence)] = sequence
             scored[r, len(sequence) - 1 - n:len(sequence) - 1] = True
-        ids = torch.from_numpy(ids).to(device)
-        logits = model(ids[:, :-1]).logits.float()
-        token_logprob = logits.gather(-1, ids[:, 1:, None])[..., 0] - torch.logsumexp(logits, -1)
-        sums.append(torch.where(torch.from_numpy(scored).to(device), token_logprob.double(), 0.0).sum(1))
+        ids, scored = torch.from_numpy(ids).to(device), torch.from_numpy(scored).to(device)
+        logits = _logits_at(model, ids[:, :-1], scored).float()
+        token_logprob = logits.gather(-1, ids[:, 1:][scored][:, None])[:, 0] - torch.logsumexp(logits, -1)
+        sums.append(torch.zeros(len(group), dtype=torch.float64, device=device).index_add_(0, scored.nonzero()[:, 0], token_logprob.double()))
     logprob = np.zeros(len(rows))
     if sums:
         logprob[order] = torch.cat(sums).cpu().numpy()
     return logprob, count
+
+
+def _logits_at(model, ids: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
+    """The logits of the positions `where` marks, (n, vocabulary): ltm's own model projects only
+    those onto the vocabulary (a continuation is a few tokens of a pair; the projection and its
+    log-sum-exp over every position were most of a pass's memory traffic); another model gives all."""
+    if isinstance(model, LtmForCausalLM):
+        return model.lm_head(model.model(ids)[0][where])
+    return model(ids).logits[where]
