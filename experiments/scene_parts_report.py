@@ -38,8 +38,8 @@ CURVE = [(PRIMARY, "held-out bpb"), ("bpb/en", "bpb en"), ("bpb/ru", "bpb ru"), 
 REFERENCE_STEPS = 4  # the looped arms' think_steps: what their in-run evaluation used
 
 
-def ci(values) -> str:
-    return format_ci(*mean_ci(list(values))[:2], digits=3)
+def ci(values, digits: int = 3) -> str:
+    return format_ci(*mean_ci(list(values))[:2], digits=digits)
 
 
 def paired(table: dict, b: str, a: str, key: str) -> tuple[str, list[float]]:
@@ -122,8 +122,8 @@ def _think(parts: dict, manifest: dict, out: Path) -> list[str]:
                   "|---|" + "---|" * (len(CURVE) + 1)]
         for r in steps:
             cells = [ci(points[r].get(key) for points in seeds.values() if r in points) for key, _ in CURVE]
-            delta = ci(points[r][PRIMARY] - points[REFERENCE_STEPS][PRIMARY] for points in seeds.values()
-                       if r in points and REFERENCE_STEPS in points)
+            delta = ci((points[r][PRIMARY] - points[REFERENCE_STEPS][PRIMARY] for points in seeds.values()
+                        if r in points and REFERENCE_STEPS in points), digits=4)
             lines.append(f"| {r} | " + " | ".join(cells) + f" | {delta} |")
         lines.append("")
     _plot_think(curves, out)
@@ -187,6 +187,8 @@ def _plot_think(curves: dict, out: Path) -> None:
             ax.plot(steps, means, color=f"C{n}", marker="o", linewidth=2, label=arm)
         ax.axvline(REFERENCE_STEPS, color="grey", linestyle=":", linewidth=0.8)
         ax.set_xscale("log", base=2)
+        every = sorted({r for seeds in curves.values() for points in seeds.values() for r in points})
+        ax.set_xticks(every, [str(r) for r in every])
         ax.set_xlabel("loop steps at inference (trained: 1-4)")
         ax.set_title(label, fontsize=10)
     axes[0].legend()
