@@ -77,11 +77,11 @@ def main() -> None:
         seq_len = model.config.max_position_embeddings
         windows = loss_windows(load_split(dataset, manifest, "heldout"), seq_len, None, LossMask(*load_masked(dataset, "heldout")))
         loss = heldout_loss(model, windows, device, device.type == "cuda")
-        end = tokenizer.convert_tokens_to_ids(END_OF_TURN)
+        end, reply_tokens = tokenizer.convert_tokens_to_ids(END_OF_TURN), min(REPLY_TOKENS, seq_len // 2)
         ids = [[tokenizer.bos_token_id] + encode(tokenizer, chat_prompt(tokenizer, [{"role": "user", "content": p}]))
                for p in prompts]
-        ids = [i[-(seq_len - REPLY_TOKENS):] for i in ids]
-        new = continuations(model, ids, REPLY_TOKENS, TEMPERATURE, TOP_K, end, seed)
+        ids = [i[-(seq_len - reply_tokens):] for i in ids]
+        new = continuations(model, ids, reply_tokens, TEMPERATURE, TOP_K, end, seed)
         texts = [tokenizer.decode([t for t in n if t != end], skip_special_tokens=True) for n in new]
         raw = [tokenizer.decode(n, skip_special_tokens=False) for n in new]
         records = sample_records(prompts, langs, texts, raw, lambda text: len(tokenizer.encode(text, add_special_tokens=False)))

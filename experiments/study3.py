@@ -2,7 +2,7 @@
 experiments/study3_device.sh:
 
     python experiments/study3.py prepare --corpora DIR [--tiny]   # tagged corpus links + the dialogues
-    python experiments/study3.py specs --out DIR [--tiny]         # the experiment files with workspaces under DIR
+    python experiments/study3.py specs --out DIR --corpora DIR [--tiny]  # the experiment files with workspaces under DIR
     python experiments/study3.py seed-bases --out DIR             # initiation runs start from the shuffle arm's model
     python experiments/study3.py checkpoint-wal DIR               # fold every ltm.sqlite's write-ahead log into it
     python experiments/study3.py pack --out DIR --archive FILE    # FILE (.tar.gz): what the reports read
@@ -14,7 +14,8 @@ conversation, the user giving a scene and asking what comes next, the assistant 
 the scene that follows, twice. Every tenth conversation of each book is held out, the same for every
 arm and seed. The same conversations are also written as plain text (the scenes one after another,
 no request lines) for the arm that continues pretraining instead of an initiation.
-`--tiny` keeps the held-out documents, the smallest training file per phase and language and 30
+`--tiny` keeps two small held-out documents, the smallest training file per phase and language
+among those under TINY_FILE_BYTES (Russian only: every English book is larger) and 20
 conversations per book, and `specs --tiny` shrinks model, steps and evaluation and runs two seeds,
 for a CPU check.
 """
@@ -38,8 +39,9 @@ DIALOGUES = HERE / "study3-dialogues"    # chat/ and plain/, made by `prepare`
 DIALOGUE_SOURCES = ["ru/dostoevsky/besy.txt", "en/plato_republic.txt"]
 SCENES_PER_DIALOGUE = 4                  # user, assistant, user, assistant
 HELDOUT_EVERY = 10                       # conversation i is held out when i % 10 == 9
-TINY_DIALOGUES = 30
+TINY_DIALOGUES = 20
 TINY_SEEDS = [1, 2]
+TINY_FILE_BYTES = 150_000
 # Each run's small files, kept in the archive (the report scripts read them); datasets and
 # checkpoints stay in the workspaces.
 KEPT = ["config.yaml", "times.json", "eval.json", "eval.samples.jsonl", "train/metrics.jsonl", "initiation/metrics.jsonl"]
@@ -48,10 +50,10 @@ REQUESTS = {"en": ["What happens next?", "Go on.", "Continue the scene.", "And t
 SPECS = ["curriculum-base.yaml", "curriculum.yaml", "initiation.yaml"]
 # The CPU check: a model and a run small enough to finish the whole pipeline in minutes.
 TINY = {
-    "build": {"vocab_size": 600, "budget_tokens": 4096},
+    "build": {"vocab_size": 600, "budget_tokens": 2048, "heldout": ["bobok-75771a7b", "tolstoy_o_bezumii-1876a95d"]},
     "model": {"d_model": 32, "n_layers": 2, "n_heads": 2, "n_kv_heads": 2, "max_seq_len": 64},
-    "train": {"steps": 16, "batch_size": 4, "warmup_steps": 2, "eval_every": 4, "eval_batches": 4, "device": "cpu"},
-    "initiation": {"steps": 4, "batch_size": 4},
+    "train": {"steps": 8, "batch_size": 4, "warmup_steps": 2, "eval_every": 4, "eval_batches": 2, "device": "cpu"},
+    "initiation": {"steps": 12, "batch_size": 4},  # past the first user turn, which the loss mask covers
     "eval": {"memorization_per_bucket": 2, "sample_tokens": 8, "wikitext_max_tokens": 300, "data_sample_tokens": 2000,
              "device": "cpu", "cloze": {"items": 10}},
 }
@@ -62,10 +64,10 @@ def phases() -> dict[str, str]:
     return {path: tags["phase"] for path, tags in yaml.safe_load((CORPUS / "metadata.yaml").read_text(encoding="utf-8"))["files"].items()}
 
 
-def heldout_stems() -> set[str]:
+def heldout_stems(tiny: bool) -> set[str]:
     """The file stems of the fixed held-out documents (build.heldout ids are STEM-SHA8)."""
     base = yaml.safe_load((HERE / "curriculum-base.yaml").read_text(encoding="utf-8"))
-    return {doc.rsplit("-", 1)[0] for doc in base["build"]["heldout"]}
+    return {doc.rsplit("-", 1)[0] for doc in (TINY if tiny else base)["build"]["heldout"]}
 
 
 def link_corpus(corpora: Path, tiny: bool) -> int:
@@ -80,11 +82,12 @@ def link_corpus(corpora: Path, tiny: bool) -> int:
     if missing:
         raise SystemExit(f"study3: {len(missing)} tagged file(s) not under {corpora}, e.g. {missing[0]}")
     if tiny:
-        keep = {p for p in chosen if Path(p).stem in heldout_stems()}
+        keep = {p for p in chosen if Path(p).stem in heldout_stems(tiny)}
         smallest: dict[tuple[str, str], str] = {}
         for path, phase in chosen.items():
             key = (path.split("/")[0], phase)
-            if path not in keep and (key not in smallest or (corpora / path).stat().st_size < (corpora / smallest[key]).stat().st_size):
+            small = (corpora / path).stat().st_size < TINY_FILE_BYTES
+            if path not in keep and small and (key not in smallest or (corpora / path).stat().st_size < (corpora / smallest[key]).stat().st_size):
                 smallest[key] = path
         chosen = {p: chosen[p] for p in keep | set(smallest.values())}
     for path in chosen:
@@ -145,14 +148,16 @@ def merge(base: dict, override: dict) -> dict:
     return out
 
 
-def write_specs(out: Path, tiny: bool) -> None:
+def write_specs(out: Path, corpora: Path, tiny: bool) -> None:
     """OUT/specs/*.yaml: the study's files with every path absolute and each workspace under OUT
-    (with --tiny, the TINY overrides in the base and in every cell)."""
+    (with --tiny, the TINY overrides in the base and in every cell). The WikiText-2 file is the
+    config's, else the one under CORPORA (a checkout whose ../shared/corpora is elsewhere)."""
     folder = out / "specs"
     folder.mkdir(parents=True, exist_ok=True)
     base = yaml.safe_load((HERE / "curriculum-base.yaml").read_text(encoding="utf-8"))
     base["ingest"]["paths"] = [str((HERE / p).resolve()) for p in base["ingest"]["paths"]]
-    base["eval"]["wikitext"] = str((HERE / base["eval"]["wikitext"]).resolve())
+    wikitext = (HERE / base["eval"]["wikitext"]).resolve()
+    base["eval"]["wikitext"] = str(wikitext if wikitext.exists() else (corpora / "bench" / wikitext.name).resolve())
     if tiny:
         base = merge(base, TINY)
     (folder / "curriculum-base.yaml").write_text(yaml.safe_dump(base, allow_unicode=True, sort_keys=False), encoding="utf-8")
@@ -265,6 +270,7 @@ def main() -> None:
     prepare.add_argument("--tiny", action="store_true")
     specs = sub.add_parser("specs")
     specs.add_argument("--out", type=Path, required=True)
+    specs.add_argument("--corpora", type=Path, required=True)
     specs.add_argument("--tiny", action="store_true")
     sub.add_parser("seed-bases").add_argument("--out", type=Path, required=True)
     sub.add_parser("checkpoint-wal").add_argument("root", type=Path)
@@ -277,7 +283,7 @@ def main() -> None:
         print(f"study3: {link_corpus(args.corpora, args.tiny)} tagged files linked into {CORPUS}")
         print(f"study3: conversations {make_dialogues(args.corpora, args.work, args.tiny)} -> {DIALOGUES}")
     elif args.command == "specs":
-        write_specs(args.out.resolve(), args.tiny)
+        write_specs(args.out.resolve(), args.corpora, args.tiny)
     elif args.command == "seed-bases":
         print(f"study3: {seed_bases(args.out.resolve())} initiation runs start from their seed's pretrained base")
     elif args.command == "pack":

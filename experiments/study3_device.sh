@@ -28,6 +28,8 @@ for candidate in .study-data/corpora ../shared/corpora; do
   if [ -z "$CORPORA" ] && [ -d "$candidate/ru" ]; then CORPORA=$candidate; fi
 done
 if [ -z "$CORPORA" ]; then echo "study3: no corpora (set STUDY3_CORPORA)"; exit 2; fi
+# Seconds each step may take: the three sum to 7m25s on a GPU; a CPU check is slower.
+if [ "$TINY" = "--tiny" ]; then limits=(1500 600 300); else limits=(290 95 60); fi
 started=$(date +%s)
 stamp() { echo "study3: [$(( $(date +%s) - started ))s] $*"; }
 stamp "start $(date -u +%FT%TZ) corpora=$CORPORA out=$OUT $TINY"
@@ -35,17 +37,17 @@ nvidia-smi -L 2>/dev/null || echo "study3: no GPU"
 "$PY" -c "import torch; print('study3: torch', torch.__version__, 'cuda', torch.cuda.is_available())"
 
 "$PY" experiments/study3.py prepare --corpora "$CORPORA" --work "$WORK/dialogue-sources" $TINY || exit 1
-"$PY" experiments/study3.py specs --out "$WORK" $TINY || exit 1
+"$PY" experiments/study3.py specs --out "$WORK" --corpora "$CORPORA" $TINY || exit 1
 
 stamp "Study 3a: curriculum"
-timeout -s INT -k 20 "${CURRICULUM_S:-310}" "$PY" -m ltm.cli experiment "$WORK/specs/curriculum.yaml"
+timeout -s INT -k 20 "${CURRICULUM_S:-${limits[0]}}" "$PY" -m ltm.cli experiment "$WORK/specs/curriculum.yaml"
 stamp "curriculum exited $?"
 
 "$PY" experiments/study3.py seed-bases --out "$WORK"
 stamp "Study 3b: initiation"
-timeout -s INT -k 20 "${INITIATION_S:-100}" "$PY" -m ltm.cli experiment "$WORK/specs/initiation.yaml"
+timeout -s INT -k 20 "${INITIATION_S:-${limits[1]}}" "$PY" -m ltm.cli experiment "$WORK/specs/initiation.yaml"
 stamp "initiation exited $?"
-timeout -k 10 "${EVAL_S:-60}" "$PY" experiments/initiation_eval.py "$WORK"
+timeout -k 10 "${EVAL_S:-${limits[2]}}" "$PY" experiments/initiation_eval.py "$WORK"
 stamp "initiation_eval exited $?"
 
 "$PY" experiments/study3.py checkpoint-wal "$WORK"
