@@ -13,13 +13,18 @@ comparisons. The texts are generated (nothing to download): documents of made-up
 recurring phrases, enough for `unique` to read its budget once, and another such text in place of
 WikiText-2. Each pass makes its own data stages (its own WORK/*/shared), so both pay for them.
 
-Order: the scheduler's pass; the first cell once more, alone (the run-to-run noise); the sequential
+Order: the scheduler's pass; the run-to-run noise where it arises, on a shared GPU: the first cell
+--copies (4) times more, all at once, with deterministic kernels (train.speed.deterministic, the
+default) and again without (on a GPU), which also gives their cost in training time side by side; the sequential
 pass, which (full mode) starts no cell that would end after --minutes (8.5) from the start, so the
 whole bench fits in 9 minutes: rates are cells run per hour, and the comparison covers the cells
 both passes ran. Prints, one JSON line each: runs_per_hour of each pass and
-runs_per_hour_ratio_vs_sequential (target 4 on one H100/H200); the largest difference between the
-passes in a cell's final held-out loss, next to the noise: the passes agree when it is at most three
-times the noise (1e-5 of the loss when the noise is nil, as on CPUs, where runs repeat exactly); and
+runs_per_hour_ratio_vs_sequential (target 4 on one H100/H200), and the same ratio against the
+whole grid's sequential time estimated from the cells it ran (its first cell, which makes the data
+stages, plus the mean of the others for each remaining cell); the largest difference between the
+passes in a cell's final held-out loss, next to the noise (with deterministic kernels, as the cells
+ran): the passes agree when it is at most three times the noise (1e-5 of the loss when the noise is
+nil, as on CPUs, where runs repeat exactly); the noise and training time of each kind of kernels; and
 per pass the mean seconds per cell of each stage (RUN/times.json: ingest, scenes, build, link,
 train, eval, report) and of what lies outside them (process_start: Python, imports, the GPU's
 context, exit; for the scheduler, a worker's start falls on its first cell). Exit 1 when a cell
@@ -111,20 +116,46 @@ def environment() -> dict:
     return env
 
 
-def ltm_run(config: dict, run_dir: Path, shared: Path) -> float:
-    """One cell as `ltm experiment` ran it before the scheduler: `ltm run` in a process of its own; its wall time."""
+def start_run(config: dict, run_dir: Path, shared: Path) -> subprocess.Popen:
+    """One cell as `ltm experiment` ran it before the scheduler: `ltm run` in a process of its own."""
     config_path = run_dir.parent.parent / "configs" / f"{run_dir.name}.yaml"
     config_path.parent.mkdir(parents=True, exist_ok=True)
     config_path.write_text(yaml.safe_dump(config, allow_unicode=True, sort_keys=False), encoding="utf-8")
     log = run_dir.parent.parent / "logs" / f"{run_dir.name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
-    began = time.perf_counter()
     with open(log, "a", encoding="utf-8") as handle:
-        code = subprocess.call([sys.executable, "-m", "ltm.cli", "run", str(config_path), "--run-dir", str(run_dir), "--resume",
-                                "--shared", str(shared)], stdout=handle, stderr=subprocess.STDOUT, env=environment())
-    if code != 0:
-        print(f"cell {run_dir.name} failed (exit {code}); log: {log}", file=sys.stderr)
+        return subprocess.Popen([sys.executable, "-m", "ltm.cli", "run", str(config_path), "--run-dir", str(run_dir), "--resume",
+                                 "--shared", str(shared)], stdout=handle, stderr=subprocess.STDOUT, env=environment())
+
+
+def finished(process: subprocess.Popen, run_dir: Path) -> None:
+    if process.wait() != 0:
+        print(f"cell {run_dir.name} failed (exit {process.returncode}); log: {run_dir.parent.parent / 'logs' / (run_dir.name + '.log')}",
+              file=sys.stderr)
+
+
+def ltm_run(config: dict, run_dir: Path, shared: Path) -> float:
+    """One cell in a process of its own, alone; its wall time."""
+    began = time.perf_counter()
+    finished(start_run(config, run_dir, shared), run_dir)
     return time.perf_counter() - began
+
+
+def copies(cell, count: int, work: Path, deterministic: bool) -> list[Path]:
+    """`count` copies of `cell` at once (processes sharing the GPU, as the scheduler's workers do), with
+    or without deterministic kernels (train.speed.deterministic); their run folders."""
+    config = json.loads(json.dumps(cell.config))
+    config["train"].setdefault("speed", {})["deterministic"] = deterministic
+    label = "deterministic" if deterministic else "nondeterministic"
+    runs = [work / "runs" / f"{cell.run_name}-{label}-{n}" for n in range(count)]
+    for run_dir, process in [(run_dir, start_run(config, run_dir, work / "shared")) for run_dir in runs]:
+        finished(process, run_dir)
+    return runs
+
+
+def train_seconds(run_dir: Path) -> float | None:
+    path = run_dir / "times.json"
+    return json.loads(path.read_text(encoding="utf-8"))["stages"].get("train") if path.exists() else None
 
 
 def final_heldout_loss(run_dir: Path) -> float | None:
@@ -185,6 +216,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tiny", action="store_true", help="a tiny model and corpus (CPUs); else the Study-1 shape (a GPU)")
     parser.add_argument("--parallel", type=int, help="cells at once per GPU for the scheduler (default: its own choice; --tiny: 2)")
+    parser.add_argument("--copies", type=int, default=4, help="copies of the first cell run at once to measure the noise")
     parser.add_argument("--work", type=Path, default=Path("/tmp/ltm-experiment-throughput"), help="scratch folder (emptied first)")
     parser.add_argument("--minutes", type=float, help="the sequential pass (run last) starts no cell that would end after this "
                                                       "many minutes from the start (default: 8.5, --tiny: none); the rates are per "
@@ -209,10 +241,20 @@ def main() -> int:
     common = {"shape": shape, "cells": len(grid), "gpu": gpu}
 
     sched_wall, sched_runs = scheduled(spec_path, args.work / "scheduled", parallel)
-    # Run-to-run noise: the first cell once more, alone, on the scheduler's data.
+    # Run-to-run noise where it arises, on a shared GPU: the first cell `--copies` times more, all at
+    # once, on the scheduler's data, with deterministic kernels (the default) and without.
     first = grid[0]
-    repeat_dir = args.work / "scheduled" / "runs" / f"{first.run_name}-again"
-    ltm_run(first.config, repeat_dir, args.work / "scheduled" / "shared")
+    first_loss = final_heldout_loss(args.work / "scheduled" / "runs" / first.run_name)
+    noise, train_s = {}, {}
+    kinds = (True, False) if gpu else (True,)  # on CPUs the switch changes nothing: the kernels repeat anyway
+    for deterministic in kinds:
+        runs = copies(first, args.copies, args.work / "scheduled", deterministic)
+        losses = [final_heldout_loss(run) for run in runs]
+        noise[deterministic] = (max(abs(loss - first_loss) for loss in losses)
+                                if first_loss is not None and None not in losses else float("nan"))
+        times = [t for t in map(train_seconds, runs) if t is not None]
+        train_s[deterministic] = sum(times) / len(times) if times else float("nan")
+        print(f"{args.copies} copies at once, deterministic {deterministic}: final held-out losses {losses}", file=sys.stderr, flush=True)
     deadline = started + args.minutes * 60 if args.minutes else None
     seq_wall, seq_runs = sequential(grid, args.work / "sequential", deadline)
 
@@ -222,17 +264,29 @@ def main() -> int:
     emit(BENCH, "runs_per_hour", sched_rate, "runs/h", None, run=f"scheduler (parallel {parallel or 'default'})",
          wall_s=round(sched_wall, 1), **common)
     emit(BENCH, "runs_per_hour_ratio_vs_sequential", sched_rate / seq_rate, "x", 4.0, **common)
+    # A sequential pass cut short pays the shared data stages (made by its first cell) over fewer cells than
+    # the scheduler's whole grid does: the grid's sequential time is estimated as that first cell plus the
+    # mean of the others for each remaining cell, and the ratio given against it too.
+    walls = [wall for _, wall in seq_runs.values()]
+    if len(walls) >= 2:
+        grid_s = walls[0] + sum(walls[1:]) / len(walls[1:]) * (len(grid) - 1)
+        emit(BENCH, "runs_per_hour_ratio_vs_sequential_whole_grid", sched_rate / (len(grid) / grid_s * 3600), "x", 4.0,
+             sequential_grid_s_estimated=round(grid_s, 1), first_cell_s=round(walls[0], 1),
+             other_cells_mean_s=round(sum(walls[1:]) / len(walls[1:]), 1), **common)
 
     pairs = {name: (final_heldout_loss(seq_runs[name][0]), final_heldout_loss(sched_runs[name][0]) if name in sched_runs else None)
              for name in seq_runs}
     failed = sorted(name for name, (a, b) in pairs.items() if a is None or b is None)
-    again, first_loss = final_heldout_loss(repeat_dir), final_heldout_loss(args.work / "scheduled" / "runs" / first.run_name)
-    noise = abs(again - first_loss) if again is not None and first_loss is not None else float("nan")
     diffs = {name: abs(a - b) for name, (a, b) in pairs.items() if name not in failed}
     worst = max(diffs.values(), default=float("nan"))
-    tolerance = max(3 * noise, 1e-5 * first_loss) if first_loss is not None else float("nan")
+    tolerance = max(3 * noise[True], 1e-5 * first_loss) if first_loss is not None else float("nan")
     agree = not failed and len(sched_runs) == len(grid) and worst <= tolerance
-    emit(BENCH, "heldout_loss_noise", noise, "nats", None, cell=first.run_name, **common)
+    for deterministic in kinds:
+        emit(BENCH, "heldout_loss_noise", noise[deterministic], "nats", None, cell=first.run_name, copies_at_once=args.copies,
+             deterministic=deterministic, **common)
+    if gpu:
+        emit(BENCH, "deterministic_train_time_ratio", train_s[True] / train_s[False], "x", None, copies_at_once=args.copies,
+             train_s={"deterministic": round(train_s[True], 2), "nondeterministic": round(train_s[False], 2)}, **common)
     emit(BENCH, "heldout_loss_max_abs_diff_vs_sequential", worst, "nats", None, tolerance=tolerance, agree=agree, failed_cells=failed,
          per_cell={name: [round(a, 6), round(b, 6)] for name, (a, b) in pairs.items() if name not in failed}, **common)
     for run, runs in (("sequential", seq_runs), ("scheduler", sched_runs)):

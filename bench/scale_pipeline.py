@@ -1,19 +1,20 @@
 """The data stages past one machine: peak memory and throughput per core of `ltm pipeline`
 (datatrove) as the corpus grows, against today's one-machine path (`ltm ingest` + `ltm scenes`).
 
-    python bench/scale_pipeline.py [--sizes-mb 128 2100 512] [--tmp /tmp] [--tasks 8]
+    python bench/scale_pipeline.py [--sizes-mb 128 512 2100] [--tmp /tmp] [--tasks 8] [--one-machine-up-to-mb 600]
     python bench/scale_pipeline.py --compare-dedup-mb 64
 
 A synthetic corpus (English- and Russian-like books of 0.5-1.5 MB: random words from syllables,
 sentences and paragraphs, a few exact and near copies) is generated into --tmp at each size, never
 into the repository, and removed after. Every measurement runs in a fresh process: files ->
-documents -> MinHash dedup -> scenes, with datatrove's local executor, --tasks tasks four at a time
-(tasks are independent, so a cluster's throughput is this per-core figure times its cores), and
-the one-machine path at the smallest size (it holds the corpus in memory, so it is not run at
-2 GB). One BLAS thread per process on both. Figures: the peak resident memory of the largest
-process (ru_maxrss of the process and its workers), MB of input per CPU-second (all processes).
-Targets (issue 31): peak memory flat across sizes; throughput per core within 20% of the
-one-machine path.
+documents -> MinHash dedup -> scenes, with datatrove's local executor, --tasks tasks one per core at
+a time (its default; tasks are independent, so a cluster's throughput is this per-core figure times
+its cores), and the one-machine path at every size up to --one-machine-up-to-mb (it holds the corpus
+in memory, about 8 MB per MB of input: past that it would not fit beside the other work of a small
+machine, and the skip is a line of the output). One BLAS thread per process on both. Figures: the
+peak resident memory of the largest process (ru_maxrss of the process and its workers), MB of input
+per CPU-second (all processes), and their ratio at each size both ran. Targets (issue 31): peak
+memory flat across sizes; throughput per core within 20% of the one-machine path.
 """
 
 from __future__ import annotations
@@ -31,9 +32,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import emit  # noqa: E402
+from common import emit, machine  # noqa: E402
 
-WORKERS = 4  # datatrove tasks at once; the CPU time of all of them is what the per-core figure divides by
 # One BLAS thread per process on both paths: a figure per core, without idle threads spinning.
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 SYLLABLES = {"en": "ba be bi bo bu da de di do du ka ke ki ko la le li lo ma me mi mo na ne ni no ra re ri ro sa se si so ta te ti to th "
@@ -100,7 +100,7 @@ def run_one(path: str, corpus: Path, out: Path, tasks: int) -> dict:
     if path == "datatrove":
         from ltm.scale import recipes
 
-        chain = recipes.executors(recipes.stages(corpus, out, tasks, ScenesConfig(), "minhash"), out, "local", WORKERS)
+        chain = recipes.executors(recipes.stages(corpus, out, tasks, ScenesConfig(), "minhash"), out, "local")
         for executor in chain:
             executor.start_method = "fork"  # workers are then this process's children: their CPU time and memory are counted
         chain[-1].run()
@@ -151,7 +151,9 @@ def measure(path: str, corpus: Path, out: Path, tasks: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--sizes-mb", type=float, nargs="+", default=[128, 2100, 512])
+    parser.add_argument("--sizes-mb", type=float, nargs="+", default=[128, 512, 2100])
+    parser.add_argument("--one-machine-up-to-mb", type=float, default=600,
+                        help="run the one-machine path only up to this size (it holds the corpus in memory)")
     parser.add_argument("--tmp", type=Path, default=Path("/tmp"))
     parser.add_argument("--tasks", type=int, default=8)
     parser.add_argument("--one", choices=["datatrove", "one_machine"])
@@ -176,15 +178,21 @@ def main() -> None:
     shutil.rmtree(work, ignore_errors=True)
     figures = {}
     try:
-        for n, size in enumerate(args.sizes_mb):  # in the order given: the one-machine path runs at the first
+        for size in args.sizes_mb:  # in the order given
             corpus = work / "corpus"
             shutil.rmtree(corpus, ignore_errors=True)
             megabytes = make_corpus(corpus, size) / 1e6
-            paths = ["datatrove", "one_machine"] if n == 0 else ["datatrove"]
+            paths = ["datatrove", "one_machine"] if size <= args.one_machine_up_to_mb else ["datatrove"]
+            if size > args.one_machine_up_to_mb:
+                print(json.dumps({"bench": "scale_pipeline", "metric": f"one_machine_at_{megabytes:.0f}mb", "value": None, "unit": None,
+                                  "target": None, "machine": machine(), "input_mb": round(megabytes, 1),
+                                  "skipped": f"not run past --one-machine-up-to-mb {args.one_machine_up_to_mb:g}: it holds the "
+                                             "corpus in memory"}), flush=True)
             for path in paths:
                 got = measure(path, corpus, work / "out", args.tasks)
                 extra = {"input_mb": round(megabytes, 1), "wall_s": round(got["wall_s"], 1), "cpu_s": round(got["cpu_s"], 1),
-                         "scenes": got["scenes"], "tasks": args.tasks if path == "datatrove" else 1}
+                         "scenes": got["scenes"], "tasks": args.tasks if path == "datatrove" else 1,
+                         "load_1min": round(os.getloadavg()[0], 1)}  # the machine's load as it ended: CPU time grows when shared
                 figures[path, megabytes] = got["peak_mb"], megabytes / got["cpu_s"]
                 emit("scale_pipeline", f"{path}_peak_rss_mb_at_{megabytes:.0f}mb", got["peak_mb"], "MB", **extra)
                 emit("scale_pipeline", f"{path}_mb_per_cpu_s_at_{megabytes:.0f}mb", megabytes / got["cpu_s"], "MB/s per core", **extra)
@@ -193,9 +201,9 @@ def main() -> None:
     sizes = sorted(mb for p, mb in figures if p == "datatrove")
     emit("scale_pipeline", "datatrove_peak_rss_largest_over_smallest", figures["datatrove", sizes[-1]][0] / figures["datatrove", sizes[0]][0],
          "ratio", target=1.2, sizes_mb=[round(mb) for mb in sizes])
-    (first,) = [mb for p, mb in figures if p == "one_machine"]
-    emit("scale_pipeline", "datatrove_over_one_machine_mb_per_cpu_s", figures["datatrove", first][1] / figures["one_machine", first][1],
-         "ratio", target=0.8, input_mb=round(first, 1))
+    for mb in sorted(mb for p, mb in figures if p == "one_machine"):
+        emit("scale_pipeline", f"datatrove_over_one_machine_mb_per_cpu_s_at_{mb:.0f}mb",
+             figures["datatrove", mb][1] / figures["one_machine", mb][1], "ratio", target=0.8, input_mb=round(mb, 1))
 
 
 if __name__ == "__main__":

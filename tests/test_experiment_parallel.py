@@ -3,7 +3,10 @@ that share it however many start together, a failing cell that stops none of the
 cells skipped on a rerun, and a cell's result the same in a worker as in a run of its own."""
 
 import json
+import os
+import sys
 import sqlite3
+from pathlib import Path
 
 import pytest
 import yaml
@@ -81,8 +84,8 @@ def test_the_default_is_what_free_gpu_memory_holds_and_one_on_cpus():
                                       "model": {"d_model": 384, "n_layers": 6, "n_heads": 6, "n_kv_heads": 6, "max_seq_len": 512}})
     assert 1 * 2**30 < cell_bytes(study) < 8 * 2**30
     assert default_parallel([study], None) == 1  # no GPU
-    assert default_parallel([study], 140 * 2**30, cores=16) == 8  # an H200 holds many; 16 cores feed 8
-    assert default_parallel([study], 140 * 2**30, cores=4) == 2
+    assert default_parallel([study], 140 * 2**30, cores=16) == 12  # an H200 holds many; at most 12
+    assert default_parallel([study], 140 * 2**30, cores=4) == 4  # one per core
     assert default_parallel([study], cell_bytes(study) * 3 + 6 * 2**30, cores=64) == 3
     assert default_parallel([study], 2**30, cores=64) == 1  # never none
 
@@ -119,3 +122,37 @@ def test_the_grid_view_on_a_terminal_counts_cells_and_names_each_that_ends(monke
     text = re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", screen.getvalue())
     assert "done regime=a seed 1 in 1m12s" in text and "failed regime=b seed 1 after 3s: BuildError: no text" in text
     assert "1 done, 0 running, 1 failed" in text and "2/3" in text  # the bar: cells ended of all, and the counts
+
+
+def test_mps_daemon_of_its_own_started_checked_and_stopped(tmp_path, monkeypatch):
+    """A stand-in nvidia-cuda-mps-control records how it is called: started with -d and the private
+    pipe folder, told to quit at the end; a probe that cannot reach the GPU leaves the workers without it."""
+    from ltm.experiment.mps import mps_for_workers
+
+    calls = tmp_path / "calls"
+    control = tmp_path / "bin" / "nvidia-cuda-mps-control"
+    control.parent.mkdir()
+    control.write_text(f'#!/bin/sh\necho "$* pipe=$CUDA_MPS_PIPE_DIRECTORY stdin=$(cat -)" >> {calls}\n')
+    control.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{control.parent}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.delenv("CUDA_MPS_PIPE_DIRECTORY", raising=False)
+
+    with mps_for_workers(True, probe=[sys.executable, "-c", "import os; assert os.environ['CUDA_MPS_PIPE_DIRECTORY']"]) as env:
+        pipe = env["CUDA_MPS_PIPE_DIRECTORY"]
+        assert Path(pipe).is_dir() and "CUDA_MPS_LOG_DIRECTORY" in env
+    started, stopped = calls.read_text().splitlines()
+    assert started.startswith("-d pipe=" + pipe) and stopped == f" pipe={pipe} stdin=quit"
+    assert not Path(pipe).exists()  # the private folder is gone with the daemon
+
+    calls.unlink()
+    with mps_for_workers(True, probe=[sys.executable, "-c", "raise SystemExit('no CUDA-capable device')"]) as env:
+        assert env == {}  # the workers run without it
+    assert [line.split(" pipe=")[0] for line in calls.read_text().splitlines()] == ["-d", ""]  # and it was stopped
+
+    calls.unlink()
+    with mps_for_workers(False) as env:
+        assert env == {}
+    monkeypatch.setenv("CUDA_MPS_PIPE_DIRECTORY", str(tmp_path))  # the user's own daemon: nothing started
+    with mps_for_workers(True) as env:
+        assert env == {}
+    assert not calls.exists()

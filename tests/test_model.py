@@ -201,6 +201,13 @@ def test_config_refuses_inconsistent_switches():
 def test_flops_count_the_loop_at_its_mean_depth():
     plain, looped = make("plain"), make("loop")
     assert looped.flops_per_token(40) > plain.flops_per_token(40)
+    # Core of 2 in 6 layers, r in 1..4: 9 layer runs forward (mean 2.5 steps); backward through the last
+    # 2 steps only, 7.5 runs: 2·9 + 4·7.5 = 6·8, the training FLOPs of a plain stack of 8 layers.
+    loop = dict(loop_prelude_layers=2, loop_core_layers=2, loop_max_steps=4, loop_backprop_steps=2)
+    assert make("plain", num_hidden_layers=6, **loop).flops_per_token(40) == make("plain", num_hidden_layers=8).flops_per_token(40)
+    # Backpropagating through every step, the loop counts as its mean depth both ways: 9 layers.
+    full = make("plain", num_hidden_layers=6, **(loop | {"loop_backprop_steps": 4})).flops_per_token(40)
+    assert full == make("plain", num_hidden_layers=9).flops_per_token(40)
 
 
 def test_tables_made_ahead_for_cuda_are_keyed_as_the_tensors_report_their_device(monkeypatch):

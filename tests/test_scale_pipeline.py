@@ -86,8 +86,8 @@ def test_cli_runs_the_pipeline_and_a_cluster_gets_the_same_stages_chained(corpus
     # On Slurm the same stages become array jobs, each depending on the one before (submitted by .run()).
     chain = recipes.executors(recipes.stages(corpus, tmp_path / "slurm", 4), tmp_path / "slurm", "slurm",
                               cluster=recipes.Cluster(partition="cpu", venv_path="/opt/ltm/.venv"))
-    assert [type(e).__name__ for e in chain] == ["SlurmPipelineExecutor"] * 5
-    assert [e.world_size for e in chain] == [4, 4, 14, 1, 4] and all(b.depends is a for a, b in zip(chain, chain[1:]))
+    assert [type(e).__name__ for e in chain] == ["SlurmPipelineExecutor"] * 4
+    assert [e.world_size for e in chain] == [4, 14, 1, 4] and all(b.depends is a for a, b in zip(chain, chain[1:]))
 
 
 def test_build_reads_scene_shards_as_it_reads_one_file(corpus, tmp_path, tiny_config, monkeypatch):

@@ -18,6 +18,7 @@ from ltm import log, stages
 from ltm.config import SpeedConfig, TrainConfig, load_config
 from ltm.dataset.reader import load_manifest
 from ltm.model import LtmConfig, LtmForCausalLM
+from ltm.model.modeling import IGNORE_INDEX
 from ltm.train import TrainError, train
 from ltm.train.checkpoint import fingerprint
 from ltm.train.data import ShardBatches, loss_windows
@@ -179,6 +180,35 @@ def test_auto_picks_fp8_on_an_fp8_gpu_exact_keeps_the_reference_and_fast_tunes(m
     assert not plan(odd, "cuda").numerics.fp8_head and plan(odd, "cuda").numerics.fp8_body  # auto leaves out what cannot run
     cpu = plan(model, "cpu")
     assert (cpu.autocast, cpu.compile, cpu.numerics.describe()) == (False, False, "no FP8")
+    # Deterministic kernels on a GPU unless the run asks for speed over repeatability.
+    assert auto.deterministic and exact.deterministic and not cpu.deterministic
+    assert not plan(model, "cuda", mode="fast").deterministic and not plan(model, "cuda", deterministic=False).deterministic
+
+
+def test_deterministic_kernels_are_on_for_the_block_only():
+    from ltm.model.numerics import Numerics
+    from ltm.train.loop import _deterministic
+    from ltm.train.speed import SpeedPlan
+
+    plan_on = SpeedPlan(autocast=False, compile=False, compile_mode=None, tune_kernels=False, numerics=Numerics(), deterministic=True)
+    assert not torch.are_deterministic_algorithms_enabled()
+    with _deterministic(plan_on):
+        assert torch.are_deterministic_algorithms_enabled() and not torch.is_deterministic_algorithms_warn_only_enabled()
+    assert not torch.are_deterministic_algorithms_enabled()  # evaluation and the process's next run choose for themselves
+
+
+def test_heldout_loss_in_batches_is_the_mean_over_every_learned_target():
+    from ltm.train.loop import heldout_loss
+
+    torch.manual_seed(0)
+    model = LtmForCausalLM(LtmConfig(vocab_size=64, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2))
+    tokens = np.random.default_rng(0).integers(0, 64, size=333).astype(np.uint16)
+    windows = loss_windows(tokens, 16)  # 21 windows, the last one shorter
+    windows[3][1][:5] = IGNORE_INDEX  # some targets masked
+    reference = sum(float(model(torch.from_numpy(x)[None], torch.from_numpy(y)[None]).loss) * int((y != IGNORE_INDEX).sum())
+                    for x, y in windows) / sum(int((y != IGNORE_INDEX).sum()) for _, y in windows)
+    for batch in (1, 4, 64):
+        assert heldout_loss(model, windows, torch.device("cpu"), False, batch) == pytest.approx(reference, rel=1e-5)
 
 
 def test_fp8_weight_gradients_need_the_fp8_body():

@@ -116,7 +116,7 @@ def _experiment(args) -> int:
     from ltm import stages
 
     if args.submit is None:
-        stages.experiment(args.spec, args.parallel)
+        stages.experiment(args.spec, args.parallel, False if args.no_mps else None)
         return 0
     from ltm.experiment.submit import SubmitOptions, submit_experiment
 
@@ -223,7 +223,7 @@ COMMANDS = (
             (arg("inputs", help="folder of files to read (local path, or any fsspec URL datatrove reads)"), out("output folder"),
              arg("-c", "--config", type=Path, help="config YAML whose `scenes` section sets lengths and linking"), SET,
              arg("--tasks", type=int, default=1, help="tasks per stage (shards of the input files, and of every output)"),
-             arg("--workers", type=int, default=-1, help="tasks run at once on this machine (local executor; default all)"),
+             arg("--workers", type=int, default=-1, help="tasks run at once on this machine (local executor; default one per core)"),
              arg("--dedup", choices=["minhash", "task", "none"], default="minhash",
                  help="minhash: datatrove's, across all tasks; task: ltm's within each task; none"),
              arg("--glob", help="only files matching this pattern, e.g. '**/*.txt'"),
@@ -316,12 +316,13 @@ COMMANDS = (
             _call("report", "runs", "out")),
     Command("experiment", "run a grid of runs (axes x seeds) at one token budget, recorded in SQLite",
             "Run every cell of EXP.yaml (a base config, axes of overrides, seeds; see docs/experiments.md), several at once "
-            "on each GPU in worker processes (CUDA MPS, when its daemon runs, lets their kernels overlap), with a live view "
+            "on each GPU in worker processes (through a CUDA MPS daemon of their own where possible, so their kernels overlap), with a live view "
             "of cells done, running and failed. A failed cell never stops the others; finished cells are skipped and "
             "interrupted ones resumed. Writes report.md and report.html (mean ± 95% CI over seeds) in the workspace.",
             (arg("spec", type=Path, help="experiment YAML"),
              arg("--parallel", type=_at_least_one, help="cells at once per GPU (default: the file's `parallel`, else as many as free GPU "
-                                              "memory holds for the model, at most 8; 1 on CPUs); with --submit, jobs at once"),
+                                              "memory holds for the model, at most 12; 1 on CPUs); with --submit, jobs at once"),
+             arg("--no-mps", action="store_true", help="never start a CUDA MPS daemon for the workers (the file's `mps: false`)"),
              arg("--submit", choices=["slurm", "local"], help="run each cell as a cluster job through submitit (extra `scale`; "
                                                             "local: the same jobs as local processes); see docs/scale.md"),
              arg("--partition", help="--submit slurm: the partition"),

@@ -283,6 +283,9 @@ class SpeedConfig(Section):
     fp8_head: bool | None = Field(None, description="the output projection and loss in FP8 (GPUs of compute capability 8.9+)")
     fp8_body: bool | None = Field(None, description="the decoder layers' products in FP8 with fixed scales (GPUs of compute capability 8.9+)")
     fp8_weight_grad: bool | None = Field(None, description="with fp8_body: the weight gradients' products in FP8 too")
+    deterministic: bool | None = Field(
+        None, description="on a GPU, kernels whose sums do not depend on timing (attention's backward pass among them): a run "
+                          "repeats bit for bit, also while other runs share the GPU; default: on, except in mode fast")
 
     @model_validator(mode="before")
     @classmethod
@@ -371,7 +374,8 @@ class EvalConfig(Section):
     wikitext_max_tokens: int = Field(20000, ge=100)
     data_sample_tokens: int = Field(200000, ge=1000, description="training tokens decoded to measure the probes' data rates")
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    batch_size: int = Field(64, ge=1, description="sequences per forward pass of the log-likelihood scorer and greedy answers")
+    batch_size: int = Field(64, ge=1, description="whole-context sequences per forward pass of eval (bits per byte, the "
+                                               "log-likelihood scorer); shorter sequences go more to a pass, the same tokens")
     qa: QAEvalConfig = Field(default_factory=QAEvalConfig)
     cloze: ClozeConfig = Field(default_factory=ClozeConfig)
     judge: LLMConfig | None = Field(None, description="an OpenAI-compatible endpoint that counts Gandhi et al.'s behaviours per sample")
@@ -419,7 +423,9 @@ class ExperimentSpec(Section):
     parallel: int | None = Field(
         None, ge=1, description="cells run at once on each GPU, each in a worker process of its own (CUDA MPS, when its "
                                 "daemon runs, lets their kernels overlap); default: as many as the free GPU memory holds for "
-                                "the largest cell's model, at most one per two CPU cores and at most 8; 1 on CPUs")
+                                "the largest cell's model, at most one per CPU core and at most 12; 1 on CPUs")
+    mps: bool = Field(True, description="with more than one cell per GPU, run the workers through a CUDA MPS daemon of their own "
+                                        "(started and stopped by ltm when nvidia-cuda-mps-control is there) so their kernels overlap")
 
 
 class ConfigError(ValueError):

@@ -267,11 +267,12 @@ def chat(model_dir: Path, max_tokens: int, temperature: float, top_p: float, sys
     return talk(model_dir, max_tokens, temperature, top_p, system)
 
 
-def experiment(spec: Path, parallel: int | None = None) -> None:
-    """`ltm experiment`: every cell of a grid, `parallel` at once per GPU, recorded in the workspace's SQLite registry."""
+def experiment(spec: Path, parallel: int | None = None, mps: bool | None = None) -> None:
+    """`ltm experiment`: every cell of a grid, `parallel` at once per GPU (through MPS unless `mps` is
+    False), recorded in the workspace's SQLite registry."""
     from ltm.experiment.runner import run_experiment
 
-    run_experiment(spec, parallel)
+    run_experiment(spec, parallel, mps)
 
 
 def runs(workspace: Path, action: str, experiment_name: str | None = None, baseline: str | None = None) -> str:

@@ -1,7 +1,7 @@
 """How many cells of an experiment run at once on one GPU when the experiment file does not say
 (`parallel`): as many as the GPU's free memory holds, each cell costing its training state and
-activations plus a process's CUDA context, at most one per two CPU cores (each worker needs a core
-for Python and one for its data and compilation), and at most MAX_DEFAULT. On CPUs, one.
+activations plus a process's CUDA context, at most one per CPU core (a worker's Python feeds its
+GPU kernels from one core), and at most MAX_DEFAULT. On CPUs, one.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import os
 
 from ltm.config import RunConfig
 
-MAX_DEFAULT = 8  # past this, small models' processes wait on each other's kernels more than they gain
+MAX_DEFAULT = 12  # the Study-1 grid (3 seeds x 4 regimes) in one wave; past it, small models' processes mostly wait on each other
 PROCESS_BYTES = 2 * 2**30  # a CUDA context, the caching allocator's slack, compilation's workspaces
 TRAIN_STATE_BYTES = 16  # per parameter: fp32 weights, gradients and AdamW's two moments
 
@@ -38,7 +38,7 @@ def default_parallel(configs: list[RunConfig], free_bytes: int | None, cores: in
         return 1
     cores = cores or os.cpu_count() or 2
     fits = free_bytes // (max(cell_bytes(c) for c in configs) + PROCESS_BYTES)
-    return int(max(1, min(fits, cores // 2, MAX_DEFAULT)))
+    return int(max(1, min(fits, cores, MAX_DEFAULT)))
 
 
 def free_gpu_bytes() -> int | None:

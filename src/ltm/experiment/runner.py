@@ -4,8 +4,9 @@ Cells run in worker processes (ltm.experiment.worker), `parallel` of them per GP
 file's setting, else ltm.experiment.parallel's choice from free memory and the model's size; 1 on
 CPUs), each worker taking the next cell when its last is done. With several GPUs each worker is
 given one (CUDA_VISIBLE_DEVICES); on CPUs each gets its share of the cores. Processes sharing a GPU
-take turns on it; with NVIDIA's MPS daemon running (`nvidia-cuda-mps-control -d`) their kernels
-also overlap, which pays for small models. A failed cell is recorded and the others go on; a worker
+take turns on it unless NVIDIA's MPS runs them side by side: with more than one worker per GPU the
+scheduler starts an MPS daemon of its own for them where it can (ltm.experiment.mps; `mps: false`
+or --no-mps to leave it out). A failed cell is recorded and the others go on; a worker
 that dies is replaced. Finished cells (same config hash, status done) are skipped; an interrupted
 or failed cell is run again with resume, which keeps the stages it already finished and continues
 training from its last checkpoint. Cells share their data stages through WORKSPACE/shared (`ltm run
@@ -27,6 +28,7 @@ import yaml
 
 from ltm.config import RunConfig
 from ltm.experiment.metrics import run_metrics
+from ltm.experiment.mps import mps_for_workers
 from ltm.experiment.parallel import default_parallel, free_gpu_bytes
 from ltm.experiment.progress import GridProgress
 from ltm.experiment.registry import Registry
@@ -95,9 +97,10 @@ def finish(spec, grid: list[Cell], waiting: list[tuple[int, Cell, Path]], worksp
     return workspace
 
 
-def run_experiment(path: Path, parallel: int | None = None) -> Path:
+def run_experiment(path: Path, parallel: int | None = None, mps: bool | None = None) -> Path:
     """Run the grid of PATH, `parallel` cells at once per GPU (default: the file's `parallel`, else
-    chosen from free GPU memory; 1 on CPUs); return the workspace."""
+    chosen from free GPU memory; 1 on CPUs), through MPS when `mps` (default: the file's) and more
+    than one shares a GPU; return the workspace."""
     spec, folder = load_spec(path)
     grid = cells(spec, folder)  # every config is validated before anything runs
     workspace = workspace_of(spec, folder)
@@ -115,9 +118,10 @@ def run_experiment(path: Path, parallel: int | None = None) -> Path:
          f"{slots} at a time on {where} -> {workspace}")
     started = time.perf_counter()
     stop = threading.Event()
-    with GridProgress(len(waiting)) as shown:
+    use_mps = (spec.mps if mps is None else mps) and gpus > 0 and per_gpu > 1 and slots > 1
+    with mps_for_workers(use_mps) as env, GridProgress(len(waiting)) as shown:
         threads = [threading.Thread(target=_slot, args=(workspace, todo, shown, stop, str(i % gpus) if gpus > 1 else None,
-                                                        _cores(i, slots) if not gpus and slots > 1 else None))
+                                                        _cores(i, slots) if not gpus and slots > 1 else None, env))
                    for i in range(slots)]
         for thread in threads:
             thread.start()
@@ -146,10 +150,10 @@ class WorkerDied(RuntimeError):
 class Worker:
     """One worker process (ltm.experiment.worker.serve) and the pipe that gives it cells."""
 
-    def __init__(self, gpu: str | None, cores: list[int] | None):
+    def __init__(self, gpu: str | None, cores: list[int] | None, env: dict[str, str] | None = None):
         spawn = multiprocessing.get_context("spawn")  # a fresh interpreter: no CUDA state inherited
         self.conn, theirs = spawn.Pipe()
-        self.process = spawn.Process(target=serve, args=(theirs, gpu, cores), name="ltm-experiment-worker")
+        self.process = spawn.Process(target=serve, args=(theirs, gpu, cores, env or {}), name="ltm-experiment-worker")
         self.process.start()
         theirs.close()
 
@@ -180,7 +184,7 @@ class Worker:
 
 
 def _slot(workspace: Path, todo: queue.Queue, shown: GridProgress, stop: threading.Event, gpu: str | None,
-          cores: list[int] | None) -> None:
+          cores: list[int] | None, env: dict[str, str]) -> None:
     """One place in the grid: a worker that runs cells from `todo` until none is left or `stop` is set."""
     registry = Registry(workspace / "ltm.sqlite")  # one connection per thread
     worker: Worker | None = None
@@ -195,7 +199,7 @@ def _slot(workspace: Path, todo: queue.Queue, shown: GridProgress, stop: threadi
             registry.mark(run_id, "running")
             shown.cell_started(label)
             began = time.perf_counter()
-            worker = worker or Worker(gpu, cores)
+            worker = worker or Worker(gpu, cores, env)
             try:
                 problem = worker.run(job)
             except WorkerDied as died:

@@ -84,9 +84,11 @@ def _forget() -> None:
         torch.cuda.empty_cache()
 
 
-def serve(conn: Connection, gpu: str | None, cores: list[int] | None) -> None:
+def serve(conn: Connection, gpu: str | None, cores: list[int] | None, env: dict[str, str] | None = None) -> None:
     """The worker's main loop (the target of its process): take a Job, send back run_job's answer,
-    until None arrives. `gpu` is the GPU it uses (CUDA_VISIBLE_DEVICES), `cores` the CPU cores it may use."""
+    until None arrives. `gpu` is the GPU it uses (CUDA_VISIBLE_DEVICES), `cores` the CPU cores it may
+    use, `env` what else its environment needs before CUDA starts (the MPS daemon's pipe)."""
+    os.environ.update(env or {})
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu
     if cores and hasattr(os, "sched_setaffinity"):

@@ -257,15 +257,19 @@ class LtmForCausalLM(LtmPreTrainedModel):
         return sum(p.numel() for n, p in self.named_parameters() if "embed_tokens" not in n and "lm_head" not in n)
 
     def flops_per_token(self, seq_len: int) -> float:
-        """Training FLOPs per token (forward + backward): 6N plus attention, as in the PaLM paper's
-        appendix, with the loop's core counted at its mean number of steps in training."""
+        """Training FLOPs per token: 2N forward and 4N backward plus attention, as in the PaLM paper's
+        appendix (6N + 12·L·d·T for a plain stack). The loop's core runs forward at its mean number of
+        steps in training, backward only through the last loop_backprop_steps of them."""
         c = self.config
         per_layer = sum(p.numel() for p in self.model.layers[0].parameters())
-        layer_runs = c.num_hidden_layers
+        forward = backward = float(c.num_hidden_layers)  # layer runs per token
         if c.loop_core_layers:
-            layer_runs += c.loop_core_layers * ((c.loop_max_steps + 1) / 2 - 1)
-        n = per_layer * layer_runs + c.vocab_size * c.hidden_size  # the output projection is a matmul
-        return 6 * n + 12 * layer_runs * c.hidden_size * seq_len
+            steps = range(1, c.loop_max_steps + 1)
+            forward += c.loop_core_layers * (sum(steps) / len(steps) - 1)
+            backward += c.loop_core_layers * (sum(min(r, c.loop_backprop_steps) for r in steps) / len(steps) - 1)
+        head = c.vocab_size * c.hidden_size  # the output projection is a matmul
+        return (2 * (per_layer * forward + head) + 4 * (per_layer * backward + head)
+                + (4 * forward + 8 * backward) * c.hidden_size * seq_len)
 
 
 def _pick(logits: torch.Tensor, temperature: float, top_k: int | None, generator: torch.Generator | None) -> torch.Tensor:

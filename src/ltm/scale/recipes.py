@@ -2,7 +2,8 @@
 default) and on a cluster (Slurm, Ray). Every stage writes JSONL shards, one per task, under OUT:
 
     OUT/documents/NNNNN.jsonl   ltm.document, as read (mojibake repaired, Gutenberg stripped)
-    OUT/minhash/...             datatrove's MinHash signatures, buckets and the ids to remove
+    OUT/minhash/...             datatrove's MinHash signatures (taken as the documents are read),
+                                buckets and the ids to remove
     OUT/unique/NNNNN.jsonl      ltm.document, duplicates removed
     OUT/scenes/NNNNN.jsonl      ltm.scene: what `ltm build` reads (a glob of shards)
     OUT/logs/STAGE/             datatrove's logs, stats and one completion marker per task
@@ -12,6 +13,7 @@ A task that finished is not run again: rerunning the same command resumes where 
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -54,16 +56,22 @@ def stages(inputs: str | Path, out: str | Path, tasks: int, scenes: ScenesConfig
     config = MinhashConfig()
     minhash = out / "minhash"
     documents = str(out / "documents")
+    # Signatures are taken as the documents are written (the writer passes them on, in the order of the
+    # shard the filter reads back): no second stage that parses every document again.
     return [
-        ("read", [read, LtmWriter(documents)], tasks),
-        ("signatures", [JsonlReader(documents, compression=None),
-                        LtmMinhashSignature(str(minhash / "signatures"), config)], tasks),
+        ("read", [read, LtmWriter(documents), LtmMinhashSignature(str(minhash / "signatures"), config)], tasks),
         ("buckets", [MinhashDedupBuckets(str(minhash / "signatures"), str(minhash / "buckets"), config=config)], config.num_buckets),
         ("clusters", [MinhashDedupCluster(str(minhash / "buckets"), str(minhash / "remove"), config=config)], 1),
         ("scenes", [JsonlReader(documents, compression=None),
                     MinhashDedupFilter(str(minhash / "remove"), exclusion_writer=LtmWriter(str(out / "duplicates"))),
                     LtmWriter(str(out / "unique")), *cut], tasks),
     ]
+
+
+def local_cores() -> int:
+    """Tasks at once on this machine by default: one per core it may use (more only share the cores,
+    and the CPU time each one spends grows with the switching)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def executors(named_stages: list[tuple[str, list, int]], out: str | Path, executor: Executor = "local", workers: int = -1,
@@ -75,7 +83,7 @@ def executors(named_stages: list[tuple[str, list, int]], out: str | Path, execut
         if executor == "local":
             from datatrove.executor import LocalPipelineExecutor
 
-            made.append(LocalPipelineExecutor(**common, workers=min(workers, tasks) if workers > 0 else -1))
+            made.append(LocalPipelineExecutor(**common, workers=min(workers if workers > 0 else local_cores(), tasks)))
         elif executor == "slurm":
             from datatrove.executor import SlurmPipelineExecutor
 

@@ -14,10 +14,11 @@ several. The final model goes to OUT/checkpoint (save_pretrained + tokenizer).
 from __future__ import annotations
 
 import os
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ltm.config import TrainConfig
@@ -82,22 +83,29 @@ def prepare(model: torch.nn.Module, tokenizer, tc: TrainConfig, batches: ShardBa
 
 
 @torch.no_grad()
-def heldout_loss(model: torch.nn.Module, windows, device: torch.device, autocast: bool) -> float:
-    """Mean loss over the learned targets of `windows` ((inputs, targets) pairs, data.loss_windows)."""
+def heldout_loss(model: torch.nn.Module, windows, device: torch.device, autocast: bool, batch_size: int = 32) -> float:
+    """Mean loss over the learned targets of `windows` ((inputs, targets) pairs, data.loss_windows),
+    `batch_size` windows of one length per forward pass, summed on the device: one host sync in all."""
     model.eval()
-    total, count = 0.0, 0
+    total, count = torch.zeros((), device=device, dtype=torch.float64), 0
+    by_length: dict[int, list] = {}
     for inputs, targets in windows:
-        learned = int((targets != IGNORE_INDEX).sum())
-        if not learned:
-            continue
-        x = torch.from_numpy(inputs).unsqueeze(0).to(device)
-        y = torch.from_numpy(targets).unsqueeze(0).to(device)
-        with _autocast(device, autocast):
-            loss = model(x, y).loss
-        total += loss.item() * learned
-        count += learned
+        by_length.setdefault(len(inputs), []).append((inputs, targets))
+    for group in by_length.values():
+        for start in range(0, len(group), batch_size):
+            chunk = group[start : start + batch_size]
+            targets = np.stack([t for _, t in chunk])
+            learned = int((targets != IGNORE_INDEX).sum())
+            if not learned:
+                continue
+            x = torch.from_numpy(np.stack([i for i, _ in chunk])).to(device)
+            y = torch.from_numpy(targets).to(device)
+            with _autocast(device, autocast):
+                loss = model(x, y).loss  # the mean over the chunk's learned targets
+            total += loss.double() * learned
+            count += learned
     model.train()
-    return total / max(count, 1)
+    return float(total) / max(count, 1)
 
 
 def fit(run: Training, on_step=None) -> None:
@@ -142,13 +150,13 @@ def fit(run: Training, on_step=None) -> None:
     recorder = Recorder(run.out_dir, world, run.start, tc.steps, tc.batch_size * seq_len, flops, peak_flops(device),
                         tc.logger, run.name, {"train": tc.model_dump(mode="json")})
     if run.measure_start and run.start == 0:
-        before = heldout_loss(model, run.windows, device, speed.autocast)
+        before = heldout_loss(model, run.windows, device, speed.autocast, batches.micro_batch)
         recorder.write_start(before)
         if world.main:
             info(f"held-out loss before training: {before:.4f}")
 
     pending = None  # the last step's record, written once the next step is queued
-    with recorder, _tuning(speed):
+    with recorder, _tuning(speed), _deterministic(speed):
         for step in range(run.start, tc.steps):
             set_lr(optimizers, lr := lr_at(step, tc))
             loss, parts = torch.zeros((), device=device), {}
@@ -186,7 +194,7 @@ def fit(run: Training, on_step=None) -> None:
             checkpoint = tc.checkpoint_every and (step + 1) % tc.checkpoint_every == 0 and step + 1 < tc.steps
             if evaluate or checkpoint:  # written now: a resumed run keeps the metrics up to its checkpoint
                 # Every rank evaluates (under FSDP the forward pass needs all of them), after the step's timing.
-                heldout = heldout_loss(model, run.windows, device, speed.autocast) if evaluate else None
+                heldout = heldout_loss(model, run.windows, device, speed.autocast, batches.micro_batch) if evaluate else None
                 recorder.write(*pending, heldout=heldout)
                 pending = None
             if checkpoint:
@@ -218,6 +226,24 @@ def _tuning(speed: SpeedPlan):
     from torch._inductor import config as inductor_config
 
     return inductor_config.patch(coordinate_descent_tuning=True)
+
+
+@contextmanager
+def _deterministic(speed: SpeedPlan):
+    """torch's deterministic algorithms for the block (the strict mode: with warn_only, flash
+    attention keeps its timing-dependent backward), as they were after it: evaluation and the next
+    run of the same process choose for themselves."""
+    if not speed.deterministic:
+        yield
+        return
+    # cuBLAS on one stream repeats anyway; the variable satisfies torch's check in strict mode.
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    before = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
 
 
 def _to(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:

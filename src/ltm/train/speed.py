@@ -40,6 +40,7 @@ class SpeedPlan:
     compile_mode: str | None  # torch.compile's mode; None when nothing compiles
     tune_kernels: bool
     numerics: Numerics
+    deterministic: bool = False  # torch's deterministic algorithms while training (ltm.train.loop)
     reasons: list[str] = field(default_factory=list)  # what was chosen and why, for the log
     warnings: list[str] = field(default_factory=list)  # switches the config sets that do not apply to this model
 
@@ -52,6 +53,8 @@ class SpeedPlan:
                  f"torch.compile ({self.compile_mode})" if self.compile else "eager", self.numerics.describe()]
         if self.tune_kernels:
             parts.append("tuned kernels")
+        if self.deterministic:
+            parts.append("deterministic kernels")
         return ", ".join(parts)
 
 
@@ -103,7 +106,12 @@ def plan_speed(speed: SpeedConfig, model: torch.nn.Module, device: torch.device,
                            f"(it pays after about {TUNING_PAYS_AFTER_S / 60:.0f})")
     if compile_ and compile_mode == "reduce-overhead":
         reasons.append("CUDA graphs (one GPU)")
-    return SpeedPlan(autocast, compile_, compile_mode if compile_ else None, bool(tune) and compile_, numerics, reasons, warnings)
+    # Flash attention's backward pass adds its partial sums in whatever order the GPU runs them: a
+    # run alone repeats, but one sharing the GPU with others (an experiment's workers) drifts from
+    # its twin by a few hundredths of a nat in 188 steps (bench/results/experiment_throughput.h200.jsonl).
+    deterministic = gpu and _flag(speed.deterministic, mode != "fast")
+    return SpeedPlan(autocast, compile_, compile_mode if compile_ else None, bool(tune) and compile_, numerics, deterministic,
+                     reasons, warnings)
 
 
 def _flag(asked: bool | None, default: bool) -> bool:
