@@ -15,6 +15,7 @@ from ltm.eval.likelihood import continuation_logprobs
 from ltm.eval.memorization import PREFIX, SUFFIX, extraction
 from ltm.eval.sample import continuations
 from ltm.model import LtmConfig, LtmForCausalLM
+from ltm.model.numerics import bf16_autocast
 
 VOCAB = 97
 MARKERS = ["scene", "/scene", "header", "body", "tension:low", "tension:medium", "tension:high",
@@ -81,3 +82,14 @@ def test_memorization_extraction_equals_greedy_decoding_one_sequence_at_a_time(m
         generated = model.generate_ids(torch.tensor(s[None, :PREFIX]), SUFFIX)[0].numpy()
         assert e == (generated == s[PREFIX:]).all() and m == pytest.approx((generated == s[PREFIX:]).mean())
     assert exact[:5].all() and not exact[5:].any()
+
+
+def test_eval_computes_in_the_precision_training_chose(model):
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    assert bf16_autocast(None, gpu) and bf16_autocast("auto", gpu) and bf16_autocast("bf16", cpu)
+    assert not bf16_autocast("fp32", gpu) and not bf16_autocast(None, cpu) and not bf16_autocast("auto", cpu)
+    prompts = [[1, 2, 3], list(range(1, 30))]
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # the static cache holds keys in the autocast dtype
+        rows = continuations(model, prompts, 6, 0.0, None, None, seed=0)
+        logprob, _ = continuation_logprobs(model, prompts, [[4, 5], [6]])
+    assert [len(r) for r in rows] == [6, 6] and np.isfinite(logprob).all() and (logprob < 0).all()
