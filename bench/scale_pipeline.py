@@ -191,7 +191,8 @@ def main() -> None:
             for path in paths:
                 got = measure(path, corpus, work / "out", args.tasks)
                 extra = {"input_mb": round(megabytes, 1), "wall_s": round(got["wall_s"], 1), "cpu_s": round(got["cpu_s"], 1),
-                         "scenes": got["scenes"], "tasks": args.tasks if path == "datatrove" else 1}
+                         "scenes": got["scenes"], "tasks": args.tasks if path == "datatrove" else 1,
+                         "load_1min": round(os.getloadavg()[0], 1)}  # the machine's load as it ended: CPU time grows when shared
                 figures[path, megabytes] = got["peak_mb"], megabytes / got["cpu_s"]
                 emit("scale_pipeline", f"{path}_peak_rss_mb_at_{megabytes:.0f}mb", got["peak_mb"], "MB", **extra)
                 emit("scale_pipeline", f"{path}_mb_per_cpu_s_at_{megabytes:.0f}mb", megabytes / got["cpu_s"], "MB/s per core", **extra)

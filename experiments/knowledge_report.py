@@ -63,16 +63,11 @@ def scores(ev: dict, manifest: dict) -> dict:
             for lang, by in score["by_language"].items():
                 out[f"{form}/{group}/mc/{lang}"] = by["mc"]
     # Bits per byte of the real held-out documents per language (the fact set's never-read people apart).
-    bits, size = defaultdict(float), defaultdict(int)
-    for doc, g in ev["heldout_by"]["document"].items():
-        if not doc.startswith("facts-"):
-            lang = manifest["doc_tags"][doc]["lang"]
-            bits[lang] += g["bpb"] * g["bytes"]
-            size[lang] += g["bytes"]
-    for lang in bits:
-        out[f"bpb/{lang}"] = bits[lang] / size[lang]
-    if bits:
-        out["bpb/real"] = sum(bits.values()) / sum(size.values())  # both languages, pooled by bytes
+    for lang, bpb in bpb_by_tag(ev, manifest, "lang", keep=lambda doc: not doc.startswith("facts-")).items():
+        out[f"bpb/{lang}"] = bpb
+    real = [g for doc, g in ev["heldout_by"]["document"].items() if not doc.startswith("facts-")]
+    if real:  # both languages, pooled by bytes
+        out["bpb/real"] = sum(g["bpb"] * g["bytes"] for g in real) / sum(g["bytes"] for g in real)
     gap = (ev.get("memorization") or {}).get("gap_by_times_seen") or {}
     if gap:
         top = max(gap, key=lambda b: int(b.split("-")[0]))
@@ -80,6 +75,36 @@ def scores(ev: dict, manifest: dict) -> dict:
     for split, score in ((ev.get("cloze") or {}).get("by_split") or {}).items():
         out[f"cloze/{split}"] = score["accuracy"]
     return out
+
+
+def curve(run: Path, metrics: str = "train/metrics.jsonl") -> list[tuple[int, float]]:
+    """(training tokens, held-out loss) at every held-out measurement of the run."""
+    rows = [json.loads(line) for line in (run / metrics).read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [(r["tokens"], r["heldout_loss"]) for r in rows if r.get("heldout_loss") is not None]
+
+
+def bpb_by_tag(ev: dict, manifest: dict, tag: str, keep=lambda doc: True) -> dict[str, float]:
+    """Held-out bits per byte of an eval.json grouped by a document tag of the manifest (lang,
+    phase), each document weighted by its bytes; documents for which `keep` is false left out."""
+    bits, size = defaultdict(float), defaultdict(int)
+    for doc, g in ev["heldout_by"]["document"].items():
+        if keep(doc):
+            value = str(manifest["doc_tags"][doc].get(tag))
+            bits[value] += g["bpb"] * g["bytes"]
+            size[value] += g["bytes"]
+    return {value: bits[value] / size[value] for value in bits}
+
+
+def keep_raw(runs: dict[str, dict[int, Path]], out: Path, kept: list[str]) -> None:
+    """Copy each run's small files (`kept`, paths inside the run folder) to OUT/runs/RUN/, so
+    anyone can recount."""
+    for by_seed in runs.values():
+        for run in by_seed.values():
+            for name in kept:
+                if (run / name).exists():
+                    target = out / "runs" / run.name / name
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(run / name, target)
 
 
 def exposures(run: Path, manifest: dict) -> float | None:
@@ -169,12 +194,7 @@ def main() -> None:
         (args.out / "manifests").mkdir(exist_ok=True)
         with gzip.open(args.out / "manifests" / f"{arm}.json.gz", "wb") as handle:
             handle.write(first.read_bytes())
-        for run in runs[arm].values():
-            for name in KEPT:
-                if (run / name).exists():
-                    target = args.out / "runs" / run.name / name
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copy2(run / name, target)
+    keep_raw({arm: runs[arm] for arm in table}, args.out, KEPT)
     print(f"wrote {args.out / 'results.md'}")
 
 
@@ -199,14 +219,17 @@ def plots(table: dict, runs: dict, out: Path) -> None:
     fig, ax = plt.subplots(figsize=(8, 4))
     for n, arm in enumerate(table):
         for seed, run in runs[arm].items():
-            rows = [json.loads(line) for line in (run / "train" / "metrics.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
-            points = [(r["tokens"], r["heldout_loss"]) for r in rows if r.get("heldout_loss") is not None]
-            ax.plot(*zip(*points), color=f"C{n}", alpha=0.6, label=arm if seed == min(runs[arm]) else None)
-    ax.set_xlabel("training tokens")
-    ax.set_ylabel("held-out loss (nats/token)")
+            ax.plot(*zip(*curve(run)), color=f"C{n}", alpha=0.6, label=arm if seed == min(runs[arm]) else None)
+    save_figure(fig, ax, out / "heldout_curves.png", "training tokens", "held-out loss (nats/token)")
+
+
+def save_figure(fig, ax, path: Path, xlabel: str, ylabel: str) -> None:
+    """Label the axes, add the legend and write the figure."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(out / "heldout_curves.png", dpi=120)
+    fig.savefig(path, dpi=120)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@ channel gates learned; each part's training speed.
 WORKSPACE is the `workspace/` of experiments/study4_device.sh's study4.tar.gz: runs/ARM-sSEED-HASH/
 (eval.json, parts.json, train/metrics.jsonl, ...), dataset/manifest.json and dataset/qa.jsonl (the
 one build every run shares); or a live experiment workspace, whose runs hold their dataset. BENCH is bench/scene_parts_throughput.py's output. Writes
-OUT/results.md, OUT/think_longer.png, OUT/gates.png, OUT/qa_by_arm.png, OUT/heldout_curves.png.
+OUT/results.md, OUT/think_longer.png, OUT/gates.png, OUT/qa_by_arm.png, OUT/heldout_curves.png, and
+each run's small files under OUT/runs/ so anyone can recount.
 The figures of an evaluation are Study 2's (experiments/knowledge_report.py), computed the same
 way for every point of a think-longer curve.
 """
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from knowledge_report import item_bootstrap, load, plots, scores
+from knowledge_report import item_bootstrap, keep_raw, load, plots, scores
 from ltm.experiment.stats import format_ci, mean_ci
 from ltm.formats import QAPair
 
@@ -35,6 +36,7 @@ COLUMNS = [(PRIMARY, "held-out bpb"), ("bpb/en", "bpb en"), ("bpb/ru", "bpb ru")
            ("cloze/heldout", "cloze held-out"), ("cloze/train", "cloze train")]
 CURVE = [(PRIMARY, "held-out bpb"), ("bpb/en", "bpb en"), ("bpb/ru", "bpb ru"), ("question/qa_trained/mc", "QA-trained MC"),
          ("statement/train/mc", "test people MC (stmt)"), ("question/train/mc", "test people MC (q)"), ("cloze/heldout", "cloze held-out")]
+KEPT = ["eval.json", "parts.json", "train/metrics.jsonl", "config.yaml", "times.json"]  # each run's small files, copied
 REFERENCE_STEPS = 4  # the looped arms' think_steps: what their in-run evaluation used
 
 
@@ -88,6 +90,7 @@ def main() -> None:
         lines += _speed(args.bench)
     (args.out / "results.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     plots(table, {arm: runs[arm] for arm in table}, args.out)
+    keep_raw({arm: runs[arm] for arm in table}, args.out, KEPT)
     print(f"wrote {args.out / 'results.md'}")
 
 
