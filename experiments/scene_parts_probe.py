@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import torch
 from pydantic import BaseModel
 
 from ltm.config import load_config
@@ -20,6 +21,7 @@ from ltm.eval.think import ThinkPoint, think_curve
 from ltm.io import write_json
 from ltm.log import info
 from ltm.model.factory import load_model, pick_device
+from ltm.model.numerics import bf16_autocast
 from ltm.stages import CONFIG, DATASET, QA, final_checkpoint
 
 PARTS = "parts.json"
@@ -38,9 +40,12 @@ def probe(run: Path, steps: list[int], windows: int) -> Parts | None:
         qa = run / QA
         parts.think = think_curve(config, dataset, checkpoint, qa if qa.exists() else None, steps)
     if config.model.channels > 1:
-        model = load_model(checkpoint).to(pick_device(config.eval.device))
-        parts.gates = gate_readout(model, open_split(dataset, load_manifest(dataset), "train"), load_segments(dataset, "train"),
-                                   windows_per_lens=windows, seed=config.seed)
+        device = pick_device(config.eval.device)
+        model = load_model(checkpoint).to(device)
+        # In the numerics `ltm eval` uses: bf16 autocast on a GPU unless train.speed.precision says fp32.
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16_autocast(config.train.speed.precision, device)):
+            parts.gates = gate_readout(model, open_split(dataset, load_manifest(dataset), "train"), load_segments(dataset, "train"),
+                                       windows_per_lens=windows, seed=config.seed)
     return parts if parts.think or parts.gates else None
 
 
