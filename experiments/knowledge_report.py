@@ -48,8 +48,16 @@ def load(dirs: list[Path]) -> dict[str, dict[int, Path]]:
 def figures(run: Path) -> dict:
     ev = json.loads((run / "eval.json").read_text(encoding="utf-8"))
     manifest = json.loads((run / "dataset" / "manifest.json").read_text(encoding="utf-8"))
+    out = scores(ev, manifest)
+    out["exposures"] = exposures(run, manifest)
+    return out
+
+
+def scores(ev: dict, manifest: dict) -> dict:
+    """The figures of one evaluation: an eval.json, or anything holding its heldout_bpb, heldout_by,
+    qa and cloze (Study 4's think-longer points); `manifest` is the dataset's, for the languages."""
     out = {"heldout_bpb": ev["heldout_bpb"], "wikitext_bpb": (ev.get("wikitext") or {}).get("bpb")}
-    for form, groups in ev["qa"]["forms"].items():
+    for form, groups in (ev.get("qa") or {}).get("forms", {}).items():
         for group, score in groups.items():
             out[f"{form}/{group}/mc"], out[f"{form}/{group}/em"] = score["mc"], score["em"]
             for lang, by in score["by_language"].items():
@@ -57,13 +65,15 @@ def figures(run: Path) -> dict:
     # Bits per byte of the real held-out documents per language (the fact set's never-read people apart).
     for lang, bpb in bpb_by_tag(ev, manifest, "lang", keep=lambda doc: not doc.startswith("facts-")).items():
         out[f"bpb/{lang}"] = bpb
+    real = [g for doc, g in ev["heldout_by"]["document"].items() if not doc.startswith("facts-")]
+    if real:  # both languages, pooled by bytes
+        out["bpb/real"] = sum(g["bpb"] * g["bytes"] for g in real) / sum(g["bytes"] for g in real)
     gap = (ev.get("memorization") or {}).get("gap_by_times_seen") or {}
     if gap:
         top = max(gap, key=lambda b: int(b.split("-")[0]))
         out["memorization_gap_top"] = gap[top]["gap"]
     for split, score in ((ev.get("cloze") or {}).get("by_split") or {}).items():
         out[f"cloze/{split}"] = score["accuracy"]
-    out["exposures"] = exposures(run, manifest)
     return out
 
 
@@ -119,6 +129,17 @@ def items(run: Path, form: str, group: str, qa: dict[str, QAPair]) -> dict[str, 
     return {i: c == "1" for i, c in zip(row["ids"], row["mc"]) if group_of(qa[i]) == group}
 
 
+def item_bootstrap(runs: dict, b: str, a: str, seeds: list[int], qa: dict[str, QAPair]) -> str:
+    """B − A in test-people MC accuracy (question form) with the item bootstrap's 95% interval."""
+    if not qa or not seeds:
+        return "—"
+    left = [items(runs[a][s], "question", "train", qa) for s in seeds]
+    right = [items(runs[b][s], "question", "train", qa) for s in seeds]
+    ids = sorted(left[0])
+    diff, low, high = paired_item_bootstrap([[r[i] for i in ids] for r in left], [[r[i] for i in ids] for r in right])
+    return f"{diff:+.3f} [{low:+.3f}, {high:+.3f}] (n={len(ids)} items)"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dirs", nargs="+", type=Path)
@@ -158,13 +179,7 @@ def main() -> None:
                                        if table[b][s].get(key) is not None and table[a][s].get(key) is not None])[:2], digits=3)
 
         per_seed = ", ".join(f"{table[b][s]['question/train/mc'] - table[a][s]['question/train/mc']:+.3f}" for s in seeds)
-        boot = "—"
-        if qa_pairs:
-            left = [items(runs[a][s], "question", "train", qa_pairs) for s in seeds]
-            right = [items(runs[b][s], "question", "train", qa_pairs) for s in seeds]
-            ids = sorted(left[0])
-            diff, low, high = paired_item_bootstrap([[r[i] for i in ids] for r in left], [[r[i] for i in ids] for r in right])
-            boot = f"{diff:+.3f} [{low:+.3f}, {high:+.3f}] (n={len(ids)} items)"
+        boot = item_bootstrap(runs, b, a, seeds, qa_pairs)
         lines.append(f"| {b} − {a} | {kind} | {len(seeds)} | {delta('question/train/mc')} | {per_seed} | {boot} | "
                      f"{delta('question/train/em')} | {delta('statement/train/mc')} | {delta('question/qa_trained/mc')} | "
                      f"{delta('bpb/en')} | {delta('bpb/ru')} |")
@@ -173,7 +188,7 @@ def main() -> None:
         lines.append(f"| {arm} | " + " | ".join(format_ci(*mean_ci([s.get(f"question/train/mc/{lang}") for s in seeds.values()])[:2])
                                                 for lang in ("en", "ru")) + " |")
     (args.out / "results.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    _plots(table, runs, args.out)
+    plots(table, runs, args.out)
     for arm in table:
         first = runs[arm][min(runs[arm])] / "dataset" / "manifest.json"
         (args.out / "manifests").mkdir(exist_ok=True)
@@ -183,7 +198,7 @@ def main() -> None:
     print(f"wrote {args.out / 'results.md'}")
 
 
-def _plots(table: dict, runs: dict, out: Path) -> None:
+def plots(table: dict, runs: dict, out: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
