@@ -28,8 +28,8 @@ for candidate in .study-data/corpora ../shared/corpora; do
   if [ -z "$CORPORA" ] && [ -d "$candidate/ru" ]; then CORPORA=$candidate; fi
 done
 if [ -z "$CORPORA" ]; then echo "study3: no corpora (set STUDY3_CORPORA)"; exit 2; fi
-# Seconds each step may take: the three sum to 7m25s on a GPU; a CPU check is slower.
-if [ "$TINY" = "--tiny" ]; then limits=(1500 600 300); else limits=(290 95 60); fi
+# Seconds each step may take: the three sum to 7m25s on a GPU (with prepare and packing, under 8 minutes); a CPU check is slower.
+if [ "$TINY" = "--tiny" ]; then limits=(1500 600 300); else limits=(280 110 55); fi
 started=$(date +%s)
 stamp() { echo "study3: [$(( $(date +%s) - started ))s] $*"; }
 stamp "start $(date -u +%FT%TZ) corpora=$CORPORA out=$OUT $TINY"
