@@ -169,6 +169,7 @@ class Curriculum(Section):
     key: str = Field("phase", description="the document tag that names the phase (by: tag)")
     phases: list[str] = Field(default_factory=list, description="phase names in reading order (by: tag)")
     levels: int = Field(3, ge=1, description="difficulty levels (by: difficulty)")
+    hardest_first: bool = Field(False, description="by: difficulty: read the levels hardest first (the control of easy -> hard)")
     replay: float = Field(0.0, ge=0, lt=1, description="fraction of each phase's tokens replayed from earlier phases")
 
     @model_validator(mode="after")
