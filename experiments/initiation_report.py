@@ -9,7 +9,7 @@ seeds with exact Poisson 95% intervals.
 STUDY3 as for curriculum_report.py (OUT/work, or the unpacked archive): initiation/runs/,
 initiation/initiation_eval.json, initiation/replies/, and curriculum/runs/ for the bases. Writes
 OUT/results.md, OUT/dialogue_loss.png, OUT/stage_curves.png, each run's small files under OUT/runs/,
-the replies, the registry and the evaluation's JSON.
+the replies, the registry, the evaluation's JSON and (from an archive) each arm's dataset manifests.
 """
 
 from __future__ import annotations
@@ -82,8 +82,9 @@ def main() -> None:
     for name in ("initiation_eval.json", "ltm.sqlite"):
         if (root / name).exists():
             shutil.copy2(root / name, args.out / name)
-    if (root / "replies").is_dir():
-        shutil.copytree(root / "replies", args.out / "replies", dirs_exist_ok=True)
+    for folder in ("replies", "manifests"):  # an archive's manifests: each arm's pretraining and final-stage builds
+        if (root / folder).is_dir():
+            shutil.copytree(root / folder, args.out / folder, dirs_exist_ok=True)
     print(f"wrote {args.out / 'results.md'}")
 
 
