@@ -36,7 +36,7 @@ COLUMNS = [(PRIMARY, "held-out bpb"), ("bpb/en", "bpb en"), ("bpb/ru", "bpb ru")
            ("cloze/heldout", "cloze held-out"), ("cloze/train", "cloze train")]
 CURVE = [(PRIMARY, "held-out bpb"), ("bpb/en", "bpb en"), ("bpb/ru", "bpb ru"), ("question/qa_trained/mc", "QA-trained MC"),
          ("statement/train/mc", "test people MC (stmt)"), ("question/train/mc", "test people MC (q)"), ("cloze/heldout", "cloze held-out")]
-KEPT = ["eval.json", "parts.json", "train/metrics.jsonl", "config.yaml", "times.json"]  # each run's small files, copied
+KEPT = ["eval.json", "eval.samples.jsonl", "parts.json", "train/metrics.jsonl", "config.yaml", "times.json"]  # each run's small files, copied
 REFERENCE_STEPS = 4  # the looped arms' think_steps: what their in-run evaluation used
 
 
