@@ -160,7 +160,7 @@ def main() -> None:
     (args.out / "manifests").mkdir(exist_ok=True)
     for arm in table:
         manifest = manifest_of(runs[arm][min(runs[arm])], root)
-        (args.out / "manifests" / f"{arm}.json.gz").write_bytes(gzip.compress(json.dumps(manifest).encode()))
+        (args.out / "manifests" / f"{arm}.dataset.json.gz").write_bytes(gzip.compress(json.dumps(manifest).encode()))
     if (root / "ltm.sqlite").exists():
         shutil.copy2(root / "ltm.sqlite", args.out / "ltm.sqlite")
     print(f"wrote {args.out / 'results.md'}")
