@@ -54,10 +54,12 @@ PRESETS = {
 
 
 def measure_ltm(p: dict, world, steps: int, skip: int, speed: SpeedConfig, optimizer: str = "adamw",
-                lora: bool = False, strategy: str = "ddp", hf: bool = False) -> dict:
+                lora: bool = False, strategy: str = "ddp", hf: bool = False, config: LtmConfig | None = None) -> dict:
+    """Train on random tokens; `config` (its vocabulary and context those of `p`) replaces the
+    preset's plain model, e.g. with scene-aware parts on (bench/scene_parts_throughput.py)."""
     torch.manual_seed(0)
-    config = LtmConfig(vocab_size=p["vocab"], hidden_size=p["d"], num_hidden_layers=p["layers"], num_attention_heads=p["heads"],
-                       num_key_value_heads=p["heads"], max_position_embeddings=p["seq"], tie_word_embeddings=True)
+    config = config or LtmConfig(vocab_size=p["vocab"], hidden_size=p["d"], num_hidden_layers=p["layers"], num_attention_heads=p["heads"],
+                                 num_key_value_heads=p["heads"], max_position_embeddings=p["seq"], tie_word_embeddings=True)
     model = LtmForCausalLM(config)
     if hf:  # what `ltm tune` trains: a transformers model of the same shape
         model = LlamaForCausalLM(LlamaConfig(**{key: getattr(config, key) for key in (

@@ -48,29 +48,63 @@ def load(dirs: list[Path]) -> dict[str, dict[int, Path]]:
 def figures(run: Path) -> dict:
     ev = json.loads((run / "eval.json").read_text(encoding="utf-8"))
     manifest = json.loads((run / "dataset" / "manifest.json").read_text(encoding="utf-8"))
+    out = scores(ev, manifest)
+    out["exposures"] = exposures(run, manifest)
+    return out
+
+
+def scores(ev: dict, manifest: dict) -> dict:
+    """The figures of one evaluation: an eval.json, or anything holding its heldout_bpb, heldout_by,
+    qa and cloze (Study 4's think-longer points); `manifest` is the dataset's, for the languages."""
     out = {"heldout_bpb": ev["heldout_bpb"], "wikitext_bpb": (ev.get("wikitext") or {}).get("bpb")}
-    for form, groups in ev["qa"]["forms"].items():
+    for form, groups in (ev.get("qa") or {}).get("forms", {}).items():
         for group, score in groups.items():
             out[f"{form}/{group}/mc"], out[f"{form}/{group}/em"] = score["mc"], score["em"]
             for lang, by in score["by_language"].items():
                 out[f"{form}/{group}/mc/{lang}"] = by["mc"]
     # Bits per byte of the real held-out documents per language (the fact set's never-read people apart).
-    bits, size = defaultdict(float), defaultdict(int)
-    for doc, g in ev["heldout_by"]["document"].items():
-        if not doc.startswith("facts-"):
-            lang = manifest["doc_tags"][doc]["lang"]
-            bits[lang] += g["bpb"] * g["bytes"]
-            size[lang] += g["bytes"]
-    for lang in bits:
-        out[f"bpb/{lang}"] = bits[lang] / size[lang]
+    for lang, bpb in bpb_by_tag(ev, manifest, "lang", keep=lambda doc: not doc.startswith("facts-")).items():
+        out[f"bpb/{lang}"] = bpb
+    real = [g for doc, g in ev["heldout_by"]["document"].items() if not doc.startswith("facts-")]
+    if real:  # both languages, pooled by bytes
+        out["bpb/real"] = sum(g["bpb"] * g["bytes"] for g in real) / sum(g["bytes"] for g in real)
     gap = (ev.get("memorization") or {}).get("gap_by_times_seen") or {}
     if gap:
         top = max(gap, key=lambda b: int(b.split("-")[0]))
         out["memorization_gap_top"] = gap[top]["gap"]
     for split, score in ((ev.get("cloze") or {}).get("by_split") or {}).items():
         out[f"cloze/{split}"] = score["accuracy"]
-    out["exposures"] = exposures(run, manifest)
     return out
+
+
+def curve(run: Path, metrics: str = "train/metrics.jsonl") -> list[tuple[int, float]]:
+    """(training tokens, held-out loss) at every held-out measurement of the run."""
+    rows = [json.loads(line) for line in (run / metrics).read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [(r["tokens"], r["heldout_loss"]) for r in rows if r.get("heldout_loss") is not None]
+
+
+def bpb_by_tag(ev: dict, manifest: dict, tag: str, keep=lambda doc: True) -> dict[str, float]:
+    """Held-out bits per byte of an eval.json grouped by a document tag of the manifest (lang,
+    phase), each document weighted by its bytes; documents for which `keep` is false left out."""
+    bits, size = defaultdict(float), defaultdict(int)
+    for doc, g in ev["heldout_by"]["document"].items():
+        if keep(doc):
+            value = str(manifest["doc_tags"][doc].get(tag))
+            bits[value] += g["bpb"] * g["bytes"]
+            size[value] += g["bytes"]
+    return {value: bits[value] / size[value] for value in bits}
+
+
+def keep_raw(runs: dict[str, dict[int, Path]], out: Path, kept: list[str]) -> None:
+    """Copy each run's small files (`kept`, paths inside the run folder) to OUT/runs/RUN/, so
+    anyone can recount."""
+    for by_seed in runs.values():
+        for run in by_seed.values():
+            for name in kept:
+                if (run / name).exists():
+                    target = out / "runs" / run.name / name
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(run / name, target)
 
 
 def exposures(run: Path, manifest: dict) -> float | None:
@@ -93,6 +127,17 @@ def items(run: Path, form: str, group: str, qa: dict[str, QAPair]) -> dict[str, 
     ev = json.loads((run / "eval.json").read_text(encoding="utf-8"))
     row = ev["qa"]["items"][form]
     return {i: c == "1" for i, c in zip(row["ids"], row["mc"]) if group_of(qa[i]) == group}
+
+
+def item_bootstrap(runs: dict, b: str, a: str, seeds: list[int], qa: dict[str, QAPair]) -> str:
+    """B − A in test-people MC accuracy (question form) with the item bootstrap's 95% interval."""
+    if not qa or not seeds:
+        return "—"
+    left = [items(runs[a][s], "question", "train", qa) for s in seeds]
+    right = [items(runs[b][s], "question", "train", qa) for s in seeds]
+    ids = sorted(left[0])
+    diff, low, high = paired_item_bootstrap([[r[i] for i in ids] for r in left], [[r[i] for i in ids] for r in right])
+    return f"{diff:+.3f} [{low:+.3f}, {high:+.3f}] (n={len(ids)} items)"
 
 
 def main() -> None:
@@ -134,13 +179,7 @@ def main() -> None:
                                        if table[b][s].get(key) is not None and table[a][s].get(key) is not None])[:2], digits=3)
 
         per_seed = ", ".join(f"{table[b][s]['question/train/mc'] - table[a][s]['question/train/mc']:+.3f}" for s in seeds)
-        boot = "—"
-        if qa_pairs:
-            left = [items(runs[a][s], "question", "train", qa_pairs) for s in seeds]
-            right = [items(runs[b][s], "question", "train", qa_pairs) for s in seeds]
-            ids = sorted(left[0])
-            diff, low, high = paired_item_bootstrap([[r[i] for i in ids] for r in left], [[r[i] for i in ids] for r in right])
-            boot = f"{diff:+.3f} [{low:+.3f}, {high:+.3f}] (n={len(ids)} items)"
+        boot = item_bootstrap(runs, b, a, seeds, qa_pairs)
         lines.append(f"| {b} − {a} | {kind} | {len(seeds)} | {delta('question/train/mc')} | {per_seed} | {boot} | "
                      f"{delta('question/train/em')} | {delta('statement/train/mc')} | {delta('question/qa_trained/mc')} | "
                      f"{delta('bpb/en')} | {delta('bpb/ru')} |")
@@ -149,22 +188,17 @@ def main() -> None:
         lines.append(f"| {arm} | " + " | ".join(format_ci(*mean_ci([s.get(f"question/train/mc/{lang}") for s in seeds.values()])[:2])
                                                 for lang in ("en", "ru")) + " |")
     (args.out / "results.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    _plots(table, runs, args.out)
+    plots(table, runs, args.out)
     for arm in table:
         first = runs[arm][min(runs[arm])] / "dataset" / "manifest.json"
         (args.out / "manifests").mkdir(exist_ok=True)
         with gzip.open(args.out / "manifests" / f"{arm}.json.gz", "wb") as handle:
             handle.write(first.read_bytes())
-        for run in runs[arm].values():
-            for name in KEPT:
-                if (run / name).exists():
-                    target = args.out / "runs" / run.name / name
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copy2(run / name, target)
+    keep_raw({arm: runs[arm] for arm in table}, args.out, KEPT)
     print(f"wrote {args.out / 'results.md'}")
 
 
-def _plots(table: dict, runs: dict, out: Path) -> None:
+def plots(table: dict, runs: dict, out: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -185,14 +219,17 @@ def _plots(table: dict, runs: dict, out: Path) -> None:
     fig, ax = plt.subplots(figsize=(8, 4))
     for n, arm in enumerate(table):
         for seed, run in runs[arm].items():
-            rows = [json.loads(line) for line in (run / "train" / "metrics.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
-            points = [(r["tokens"], r["heldout_loss"]) for r in rows if r.get("heldout_loss") is not None]
-            ax.plot(*zip(*points), color=f"C{n}", alpha=0.6, label=arm if seed == min(runs[arm]) else None)
-    ax.set_xlabel("training tokens")
-    ax.set_ylabel("held-out loss (nats/token)")
+            ax.plot(*zip(*curve(run)), color=f"C{n}", alpha=0.6, label=arm if seed == min(runs[arm]) else None)
+    save_figure(fig, ax, out / "heldout_curves.png", "training tokens", "held-out loss (nats/token)")
+
+
+def save_figure(fig, ax, path: Path, xlabel: str, ylabel: str) -> None:
+    """Label the axes, add the legend and write the figure."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(out / "heldout_curves.png", dpi=120)
+    fig.savefig(path, dpi=120)
 
 
 if __name__ == "__main__":

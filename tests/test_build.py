@@ -141,6 +141,12 @@ def test_difficulty_curriculum_goes_from_easy_to_hard(tmp_path):
     assert {d for d, p in phase_of.items() if p == "level-1"} <= {d for d in phase_of if d.startswith("e")}
     assert all(p == "level-2" for d, p in phase_of.items() if d.startswith("h"))
     assert list(seg["phase"]) == sorted(seg["phase"])
+    # hardest_first, the control: the same levels, read hard to easy.
+    reverse = build(easy + hard, tmp_path, "rev", curriculum={"by": "difficulty", "levels": 2, "hardest_first": True}, heldout_docs=0.2)
+    seg = load_segments(tmp_path / "rev", "train")
+    assert reverse.phases == ["level-2", "level-1"]
+    read = [reverse.docs[d] for d in seg["doc"]]
+    assert read[0].startswith("h") and read[-1].startswith("e")
 
 
 def test_loops_are_grouped_and_never_split(tmp_path):

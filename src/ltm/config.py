@@ -169,6 +169,7 @@ class Curriculum(Section):
     key: str = Field("phase", description="the document tag that names the phase (by: tag)")
     phases: list[str] = Field(default_factory=list, description="phase names in reading order (by: tag)")
     levels: int = Field(3, ge=1, description="difficulty levels (by: difficulty)")
+    hardest_first: bool = Field(False, description="by: difficulty: read the levels hardest first (the control of easy -> hard)")
     replay: float = Field(0.0, ge=0, lt=1, description="fraction of each phase's tokens replayed from earlier phases")
 
     @model_validator(mode="after")
@@ -373,7 +374,8 @@ class EvalConfig(Section):
     wikitext_max_tokens: int = Field(20000, ge=100)
     data_sample_tokens: int = Field(200000, ge=1000, description="training tokens decoded to measure the probes' data rates")
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    batch_size: int = Field(64, ge=1, description="sequences per forward pass of the log-likelihood scorer and greedy answers")
+    batch_size: int = Field(64, ge=1, description="whole-context sequences per forward pass of eval (bits per byte, the "
+                                               "log-likelihood scorer); shorter sequences go more to a pass, the same tokens")
     qa: QAEvalConfig = Field(default_factory=QAEvalConfig)
     cloze: ClozeConfig = Field(default_factory=ClozeConfig)
     judge: LLMConfig | None = Field(None, description="an OpenAI-compatible endpoint that counts Gandhi et al.'s behaviours per sample")

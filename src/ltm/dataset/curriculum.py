@@ -6,7 +6,8 @@ and ordered, never split, so a conversation's turns keep their order.
 
 - `shuffle`: one phase, units in random order (the baseline).
 - `by: tag`: phases from a document tag (phase: myth, drama, logic, irony), in the order listed.
-- `by: difficulty`: phases are difficulty levels of the units (mean of their scenes' scores).
+- `by: difficulty`: phases are difficulty levels of the units (mean of their scenes' scores),
+  easiest first, or hardest first with `hardest_first` (the control).
 Within a phase units are shuffled; with `replay > 0`, each phase after the first also re-reads
 units drawn from earlier phases, about `replay` of its own tokens, spread through it.
 """
@@ -101,6 +102,8 @@ def assign_phases(units: list[Unit], scenes: list[SceneInfo], config: Curriculum
         phases = [f"level-{n + 1}" for n in range(config.levels)]
         for unit, level in zip(units, levels(unit_scores, config.levels)):
             unit.phase = phases[level]
+        if config.hardest_first:
+            phases.reverse()
     empty = [p for p in phases if not any(u.phase == p for u in units)]
     if empty:
         raise CurriculumError(f"curriculum phase(s) {empty} have no text: drop them from the config or add documents")

@@ -17,25 +17,25 @@ from ltm.dataset.reader import eval_windows
 
 
 @torch.no_grad()
-def token_nll(model, tokens: np.ndarray, seq_len: int, batch_size: int = 16, device: torch.device | None = None) -> np.ndarray:
+def token_nll(model, tokens: np.ndarray, seq_len: int, batch_size: int = 64, device: torch.device | None = None) -> np.ndarray:
     """Loss in nats of every token given the tokens before it in its window of seq_len; NaN for
-    the first token, which nothing predicts. Windows do not overlap, as in the quick reference."""
+    the first token, which nothing predicts. Windows do not overlap, as in the quick reference.
+    Window k predicts tokens k*seq_len+1 onwards, so the windows' losses in order are the tokens'
+    from the second on: they stay on the device and come back in one transfer."""
     model.eval()
     device = device or next(model.parameters()).device
     nll = np.full(len(tokens), np.nan)
     windows = eval_windows(tokens, seq_len)
-    for i in range(0, len(windows), batch_size):
-        group = windows[i : i + batch_size]
-        width = max(len(w) for w in group)
-        rows = torch.zeros(len(group), width, dtype=torch.long)
-        for r, w in enumerate(group):
-            rows[r, : len(w)] = torch.from_numpy(w)
-        rows = rows.to(device)
-        logits = model(rows[:, :-1]).logits
-        losses = F.cross_entropy(logits.float().transpose(1, 2), rows[:, 1:], reduction="none").cpu().numpy()
-        for r, w in enumerate(group):
-            start = (i + r) * seq_len
-            nll[start + 1 : start + len(w)] = losses[r, : len(w) - 1]
+    full = [w for w in windows if len(w) == seq_len + 1]  # all but perhaps the last, which may be shorter
+    losses = []
+    for part in [full[i : i + batch_size] for i in range(0, len(full), batch_size)] + [windows[len(full):]]:
+        if part:
+            rows = torch.from_numpy(np.stack(part)).to(device)
+            logits = model(rows[:, :-1]).logits
+            losses.append(F.cross_entropy(logits.float().transpose(1, 2), rows[:, 1:], reduction="none").reshape(-1))
+    if losses:
+        scored = torch.cat(losses).cpu().numpy()
+        nll[1 : 1 + len(scored)] = scored
     return nll
 
 

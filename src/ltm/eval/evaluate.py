@@ -12,10 +12,12 @@ behaviours — each next to a reference that keeps the figure honest:
 
 from __future__ import annotations
 
+import time
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
+import torch
 import yaml
 
 from ltm.dataset.reader import load_manifest, load_segments, load_split, open_split, training_reads
@@ -29,6 +31,7 @@ from ltm.formats import Baselines, EvalResult, GroupBpb, ProbeRate
 from ltm.io import write_jsonl
 from ltm.log import info, progress
 from ltm.model.factory import load_model, new_model, pick_device
+from ltm.model.numerics import bf16_autocast
 
 
 class EvalError(ValueError):
@@ -69,16 +72,22 @@ def evaluate(config: RunConfig, dataset_dir: str | Path, checkpoint: str | Path,
     segments = load_segments(dataset_dir, "heldout")
     plain = segments["lens"] == manifest.lenses.index("plain")
     plain_mask = range_mask(len(heldout), segments["start"][plain], segments["end"][plain])
-    with progress(transient=True) as bar:  # the parts in order, each named while it runs
+    # As the model trained: under bf16 autocast on a GPU unless train.speed.precision says fp32.
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16_autocast(config.train.speed.precision, device))
+    with autocast, progress(transient=True) as bar:  # the parts in order, each named while it runs
         task = bar.add_task("eval", total=8 + (qa is not None), info="held-out loss of the model")
+        seconds, clock = {}, [time.perf_counter(), "held-out loss of the model"]  # where eval's time goes, for the log
 
         def done(next_part: str) -> None:
+            now = time.perf_counter()
+            seconds[clock[1]] = now - clock[0]
+            clock[:] = [now, next_part]
             bar.update(task, advance=1, info=next_part)
 
-        nll = token_nll(model, heldout, seq_len, device=device)
+        nll = token_nll(model, heldout, seq_len, ec.batch_size, device)
         bpb, n_tokens, n_bytes = bits_per_byte(nll, heldout, lengths, plain_mask)
         done("held-out loss of the untrained model")
-        untrained_bpb = bits_per_byte(token_nll(untrained, heldout, seq_len, device=device), heldout, lengths, plain_mask)[0]
+        untrained_bpb = bits_per_byte(token_nll(untrained, heldout, seq_len, ec.batch_size, device), heldout, lengths, plain_mask)[0]
         unigram = bits_per_byte(unigram_nll(train_tokens.counts(manifest.vocab_size), heldout), heldout, lengths, plain_mask)[0]
         info(f"held-out bits per byte: model {bpb:.3f}, unigram {unigram:.3f}, untrained {untrained_bpb:.3f} ({n_bytes:,} bytes)")
         done("memorization")
@@ -86,7 +95,7 @@ def evaluate(config: RunConfig, dataset_dir: str | Path, checkpoint: str | Path,
         if control:
             control_model = load_model(control).to(device).eval()
         windows_read = config.train.steps * config.train.batch_size  # what pretraining read (ltm.train.data)
-        memorization = _memorization(model, control_model, train_tokens, dataset_dir, ec.memorization_per_bucket, config.seed, device,
+        memorization = _memorization(model, control_model, train_tokens, dataset_dir, ec.memorization_per_bucket, config.seed,
                                      seq_len, windows_read, (heldout, segments, manifest, ec.batch_size))
         memorization["control"] = str(control) if control else "untrained"
         done("generation for the probes")
@@ -113,6 +122,7 @@ def evaluate(config: RunConfig, dataset_dir: str | Path, checkpoint: str | Path,
         cloze = _cloze(model, tokenizer, manifest, {"heldout": (heldout, segments), "train": (train_tokens, load_segments(dataset_dir, "train"))},
                        ec, config.seed)
         done("")
+    info("eval took " + ", ".join(f"{part} {s:.1f} s" for part, s in seconds.items() if part))
     return EvalResult(
         model=str(checkpoint),
         heldout_bpb=bpb, heldout_tokens=n_tokens, heldout_bytes=n_bytes,
@@ -186,18 +196,18 @@ def _wikitext(model, tokenizer, lengths, config: RunConfig, device) -> dict:
     if not path.exists():
         return {"skipped": f"{path} not found"}
     ids = np.asarray(tokenizer.encode(path.read_text(encoding="utf-8"), add_special_tokens=False)[: config.eval.wikitext_max_tokens])
-    bpb, n_tokens, n_bytes = bits_per_byte(token_nll(model, ids, model.config.max_position_embeddings, device=device), ids, lengths)
+    bpb, n_tokens, n_bytes = bits_per_byte(token_nll(model, ids, model.config.max_position_embeddings, config.eval.batch_size, device), ids, lengths)
     info(f"WikiText-2 validation: {bpb:.3f} bits per byte over {n_bytes:,} bytes")
     return {"bpb": bpb, "tokens": n_tokens, "bytes": n_bytes, "source": str(path)}
 
 
-def _memorization(model, control, train_tokens, dataset_dir, per_bucket: int, seed: int, device, seq_len: int, windows_read: int,
+def _memorization(model, control, train_tokens, dataset_dir, per_bucket: int, seed: int, seq_len: int, windows_read: int,
                   heldout_part: tuple) -> dict:
     segments = load_segments(dataset_dir, "train")
     reads = training_reads(segments["start"], len(train_tokens), seq_len, windows_read)
     drawn = sample_sequences(train_tokens, segments, per_bucket, seed, reads)
-    exact, matched = extraction(model, drawn.sequences, device=device)
-    control_exact, control_matched = extraction(control, drawn.sequences, device=device)
+    exact, matched = extraction(model, drawn.sequences)
+    control_exact, control_matched = extraction(control, drawn.sequences)
     result = summarize(drawn, exact, matched, control_exact, control_matched)
     heldout, heldout_segments, manifest, batch_size = heldout_part
     lang = [str(manifest.doc_tags.get(d, {}).get("lang", "other")) for d in manifest.docs]

@@ -2,8 +2,11 @@
 the memorization gap): log p(continuation | context), teacher-forced, summed over the
 continuation's tokens.
 
-Pairs are sorted by length and right-padded into batches on the model's device, so a batch wastes
-little and the padding, coming after every real token, cannot change what a causal model predicts.
+Pairs are sorted by length and right-padded into passes of about batch_size full contexts' worth
+of tokens (ltm.eval.batches) on the model's device, so a pass wastes little and the padding, coming
+after every real token, cannot change what a causal model predicts. Only the continuations'
+positions are projected onto the vocabulary, and sums stay on the device until the last pass: one
+transfer, not one per pass.
 A pair longer than the model's context loses its context's oldest tokens.
 """
 
@@ -13,6 +16,9 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+
+from ltm.eval.batches import token_batches
+from ltm.model.modeling import LtmForCausalLM
 
 
 @torch.no_grad()
@@ -31,18 +37,32 @@ def continuation_logprobs(model, contexts: Sequence[Sequence[int]], continuation
             raise ValueError("every pair needs a context token and a continuation token")
         continuation = list(continuation)[-(limit - 1):]
         rows.append((list(context)[-(limit - len(continuation)):] + continuation, len(continuation)))
-    logprob, count = np.zeros(len(rows)), np.asarray([n for _, n in rows], dtype=np.int64)
-    order = sorted(range(len(rows)), key=lambda i: len(rows[i][0]))
-    for start in range(0, len(order), batch_size):
-        group = order[start:start + batch_size]
-        width = max(len(rows[i][0]) for i in group)
-        ids = torch.zeros(len(group), width, dtype=torch.long)
+    lengths = np.asarray([len(ids) for ids, _ in rows], dtype=np.int64)
+    count = np.asarray([n for _, n in rows], dtype=np.int64)
+    order = np.argsort(lengths, kind="stable")
+    sums = []
+    for part in token_batches(lengths[order], batch_size * limit):
+        group = order[part]
+        ids = np.zeros((len(group), lengths[group[-1]]), dtype=np.int64)
+        scored = np.zeros((len(group), ids.shape[1] - 1), dtype=bool)  # the continuation's predictions
         for r, i in enumerate(group):
-            ids[r, :len(rows[i][0])] = torch.tensor(rows[i][0])
-        ids = ids.to(device)
-        logits = model(ids[:, :-1]).logits.float()
-        token_logprob = torch.log_softmax(logits, -1).gather(-1, ids[:, 1:, None])[..., 0].cpu().numpy()
-        for r, i in enumerate(group):
-            length, n = len(rows[i][0]), rows[i][1]
-            logprob[i] = token_logprob[r, length - 1 - n:length - 1].sum()
+            sequence, n = rows[i]
+            ids[r, :len(sequence)] = sequence
+            scored[r, len(sequence) - 1 - n:len(sequence) - 1] = True
+        ids, scored = torch.from_numpy(ids).to(device), torch.from_numpy(scored).to(device)
+        logits = _logits_at(model, ids[:, :-1], scored).float()
+        token_logprob = logits.gather(-1, ids[:, 1:][scored][:, None])[:, 0] - torch.logsumexp(logits, -1)
+        sums.append(torch.zeros(len(group), dtype=torch.float64, device=device).index_add_(0, scored.nonzero()[:, 0], token_logprob.double()))
+    logprob = np.zeros(len(rows))
+    if sums:
+        logprob[order] = torch.cat(sums).cpu().numpy()
     return logprob, count
+
+
+def _logits_at(model, ids: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
+    """The logits of the positions `where` marks, (n, vocabulary): ltm's own model projects only
+    those onto the vocabulary (a continuation is a few tokens of a pair; the projection and its
+    log-sum-exp over every position were most of a pass's memory traffic); another model gives all."""
+    if isinstance(model, LtmForCausalLM):
+        return model.lm_head(model.model(ids)[0][where])
+    return model(ids).logits[where]

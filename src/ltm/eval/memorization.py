@@ -15,10 +15,10 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from ltm.dataset.reader import repetition_bucket
 from ltm.eval.likelihood import continuation_logprobs
+from ltm.eval.sample import continuations
 
 PREFIX = SUFFIX = 32
 
@@ -58,21 +58,15 @@ def sample_sequences(tokens: np.ndarray, segments: dict[str, np.ndarray], per_bu
     return Sample(sequences, labels, rows)
 
 
-@torch.no_grad()
-def extraction(model, sequences: np.ndarray, batch_size: int = 256, device: torch.device | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(exact, token_match) per sequence: greedy continuation of the prefix, compared with the true suffix."""
-    device = device or next(model.parameters()).device
-    exact, matched = [], []
-    for i in range(0, len(sequences), batch_size):
-        batch = torch.from_numpy(sequences[i : i + batch_size]).to(device)
-        generated = model.generate_ids(batch[:, :PREFIX], SUFFIX)
-        truth = batch[:, PREFIX:]
-        same = generated[:, : truth.shape[1]] == truth[:, : generated.shape[1]]
-        exact.append(same.all(dim=1).cpu().numpy() & (generated.shape[1] == SUFFIX))
-        matched.append(same.float().sum(dim=1).cpu().numpy() / SUFFIX)
-    if not exact:
-        return np.zeros(0, dtype=bool), np.zeros(0)
-    return np.concatenate(exact), np.concatenate(matched)
+def extraction(model, sequences: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(exact, token_match) per sequence: greedy continuation of the prefix (ltm.eval.sample's
+    batched decoding), compared with the true suffix."""
+    generated = continuations(model, sequences[:, :PREFIX].tolist(), SUFFIX, 0.0, None, None, seed=0)
+    exact, matched = np.zeros(len(sequences), dtype=bool), np.zeros(len(sequences))
+    for i, (row, truth) in enumerate(zip(generated, sequences[:, PREFIX:])):
+        same = np.asarray(row, dtype=np.int64) == truth[: len(row)]
+        exact[i], matched[i] = len(row) == SUFFIX and bool(same.all()), same.sum() / SUFFIX
+    return exact, matched
 
 
 def loss_gap(model, drawn: Sample, train_langs: list[str], heldout_tokens: np.ndarray, heldout_segments: dict[str, np.ndarray],

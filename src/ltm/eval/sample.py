@@ -1,19 +1,23 @@
 """Sampling text from a model: temperature and top-k, with the model's KV cache.
 
-`continuations` samples many prompts at once on the device: each prompt is prefilled alone into
-its row of a static KV cache, then one decoding step advances every row, each at its own position
-(as `ltm serve` batches requests). Row i draws its tokens from uniform numbers of its own generator
-(seeded with the seed and i), by the inverse of its distribution's cumulative sum: a continuation is
-the same whichever prompts share its batch, and the same as the prompt sampled alone.
+`continuations` samples many prompts at once on the device: prompts are sorted by length and go
+as many to a batch as fit a budget of cached tokens (ltm.eval.batches), each batch prefilled in one
+pass, right-padded, into a static KV cache as long as its longest prompt and continuation; then one
+decoding step advances every row, each at its own position (as `ltm serve` batches requests). A
+padded position's keys are never read: a row's mask stops at its own position, and its next token
+overwrites that slot before any later query can see it. Row i draws its tokens from uniform numbers of
+its own generator (seeded with the seed and i), by the inverse of its distribution's cumulative sum:
+a continuation is the same whichever prompts share its batch, and the same as the prompt sampled alone.
 """
 
 from __future__ import annotations
 
 import torch
 
+from ltm.eval.batches import token_batches
 from ltm.model.cache import StaticKVCache
 
-ROWS = 64  # prompts decoded together: a static cache of 64 rows of the whole context stays small
+ROWS = 64  # a batch caches as many tokens as 64 rows of the whole context: small next to the model
 
 
 @torch.no_grad()
@@ -31,31 +35,47 @@ def continuations(model, prompts: list[list[int]], max_new_tokens: int, temperat
                   eos_token_id: int | None, seed: int, first_row: int = 0) -> list[list[int]]:
     """The new tokens after each prompt (token ids, each within the context), up to and including
     the first eos; prompt i samples with generator seed (seed, first_row + i)."""
-    out = []
-    for start in range(0, len(prompts), ROWS):
-        out += _batch(model, prompts[start : start + ROWS], max_new_tokens, temperature, top_k, eos_token_id, seed, first_row + start)
+    context = model.config.max_position_embeddings
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    spans = [min(context, len(prompts[i]) + max_new_tokens) for i in order]  # the cache each row needs
+    out: list[list[int]] = [[] for _ in prompts]
+    for part in token_batches(spans, ROWS * context):
+        group = order[part]
+        rows = _batch(model, [prompts[i] for i in group], max_new_tokens, temperature, top_k, eos_token_id,
+                      [seed * 1_000_003 + first_row + i for i in group])
+        for i, row in zip(group, rows):
+            out[i] = row
     return out
 
 
-def _batch(model, prompts, max_new_tokens, temperature, top_k, eos_token_id, seed, first_row) -> list[list[int]]:
+def _batch(model, prompts, max_new_tokens, temperature, top_k, eos_token_id, seeds) -> list[list[int]]:
     model.eval()
-    device, dtype = next(model.parameters()).device, next(model.parameters()).dtype
+    device = next(model.parameters()).device
+    autocast = torch.is_autocast_enabled(device.type)
+    dtype = torch.get_autocast_dtype(device.type) if autocast else next(model.parameters()).dtype
     context, rows = model.config.max_position_embeddings, len(prompts)
-    cache = StaticKVCache(rows, context, device, dtype)
-    uniforms = torch.stack([torch.rand(max_new_tokens, generator=torch.Generator().manual_seed(seed * 1_000_003 + first_row + i),
-                                       dtype=torch.float64) for i in range(rows)], 1).to(device)  # (step, row)
-    limits = [min(max_new_tokens, context - len(p)) for p in prompts]
-    logits = torch.cat([model(torch.tensor([p], device=device), cache=cache.view(slice(i, i + 1), torch.zeros(1, dtype=torch.long, device=device)))
-                        .logits[:, -1].float() for i, p in enumerate(prompts)])
-    position = torch.tensor([len(p) for p in prompts], device=device)
+    lengths = [len(p) for p in prompts]
+    limits = [min(max_new_tokens, context - n) for n in lengths]
+    span = min(context, max(lengths) + max_new_tokens)
+    cache = StaticKVCache(rows, span, device, dtype)
+    uniforms = None  # greedy draws none
+    if temperature > 0:
+        uniforms = torch.stack([torch.rand(max_new_tokens, generator=torch.Generator().manual_seed(s), dtype=torch.float64)
+                                for s in seeds], 1).to(device)  # (step, row)
+    ids = torch.zeros(rows, max(lengths), dtype=torch.long)
+    for r, p in enumerate(prompts):
+        ids[r, : len(p)] = torch.tensor(p)
+    position = torch.tensor(lengths, device=device)
+    logits = model(ids.to(device), cache=cache.view(slice(0, rows), torch.zeros(rows, dtype=torch.long, device=device))).logits
+    logits = logits[torch.arange(rows, device=device), position - 1].float()
     picked = []
     for step in range(max(limits)):
-        token = _draw(logits, temperature, top_k, uniforms[step])
+        token = _draw(logits, temperature, top_k, None if uniforms is None else uniforms[step])
         picked.append(token)
         if step + 1 == max(limits):
             break
         # A row past its limit writes on in its last position; what it draws there is cut below.
-        view = cache.view(slice(0, rows), torch.clamp(position, max=context - 1))
+        view = cache.view(slice(0, rows), torch.clamp(position, max=span - 1))
         logits = model(token[:, None], cache=view).logits[:, -1].float()
         position += 1
     table = torch.stack(picked, 1).tolist()
@@ -68,7 +88,7 @@ def _batch(model, prompts, max_new_tokens, temperature, top_k, eos_token_id, see
     return out
 
 
-def _draw(logits: torch.Tensor, temperature: float, top_k: int | None, uniform: torch.Tensor) -> torch.Tensor:
+def _draw(logits: torch.Tensor, temperature: float, top_k: int | None, uniform: torch.Tensor | None) -> torch.Tensor:
     """Greedy at temperature 0; else the token where the row's cumulative probability (top k,
     at this temperature) first exceeds its uniform number."""
     if temperature <= 0:

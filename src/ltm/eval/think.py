@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import torch
 from pydantic import BaseModel
 
 from ltm.config import RunConfig
@@ -23,6 +24,7 @@ from ltm.eval.evaluate import EvalError, _cloze, _groups, _qa
 from ltm.formats import ClozeResult, GroupBpb, QAResult
 from ltm.log import info
 from ltm.model.factory import load_model, pick_device
+from ltm.model.numerics import bf16_autocast
 
 
 class ThinkPoint(BaseModel):
@@ -60,9 +62,11 @@ def think_curve(config: RunConfig, dataset_dir: str | Path, checkpoint: str | Pa
     plain_mask = range_mask(len(heldout), segments["start"][plain], segments["end"][plain])
     lengths = token_byte_lengths(tokenizer)
     splits = {"heldout": (heldout, segments), "train": (open_split(dataset_dir, manifest, "train"), load_segments(dataset_dir, "train"))}
+    # As `ltm eval` measures: under bf16 autocast on a GPU unless train.speed.precision says fp32.
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16_autocast(config.train.speed.precision, device))
     points = []
     for r in steps:
-        with thinking(model, r):
+        with thinking(model, r), autocast:
             nll = token_nll(model, heldout, model.config.max_position_embeddings, batch_size=ec.batch_size, device=device)
             bpb = bits_per_byte(nll, heldout, lengths, plain_mask)[0]
             info(f"{r} loop steps: held-out bits per byte {bpb:.3f}")

@@ -2,12 +2,14 @@
 products (the output projection with its loss, the decoder layers' products, their weight
 gradients). A run's speed plan (ltm.train.speed) chooses them and `set_numerics` applies them
 before training starts, so the training loop receives a model that is ready and never changes it.
-Evaluation and generation are unaffected: the FP8 paths run in training mode only."""
+Evaluation and generation are unaffected by those: the FP8 paths run in training mode only. Both
+compute under the one autocast choice, `bf16_autocast`."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
 from ltm.model.fp8_linear import use_fp8_linears
@@ -25,6 +27,12 @@ class Numerics:
         fp8 = [name for name, on in (("head", self.fp8_head), ("decoder products", self.fp8_body),
                                      ("weight gradients", self.fp8_weight_grad)) if on]
         return (f"FP8 {', '.join(fp8)}" if fp8 else "no FP8") + (", bf16 residual stream" if self.residual_bf16 else "")
+
+
+def bf16_autocast(precision: str | None, device: torch.device) -> bool:
+    """Whether a run computes under bf16 autocast (train.speed.precision): bf16, or auto (unset) on
+    a GPU; training and evaluation ask the same question, so a model is evaluated as it trained."""
+    return precision == "bf16" or (precision in (None, "auto") and device.type == "cuda")
 
 
 def set_numerics(model: nn.Module, numerics: Numerics) -> str:

@@ -21,7 +21,7 @@ import torch
 from ltm.config import SpeedConfig
 from ltm.model.fp8_linear import fp8_supported
 from ltm.model.modeling import LtmForCausalLM, LtmModel
-from ltm.model.numerics import Numerics
+from ltm.model.numerics import Numerics, bf16_autocast
 
 # Kernel tuning adds about 2-5 minutes of compilation and bought about 3% on the H100 at 124M
 # (docs/training.md): it pays back on runs of about an hour and a half.
@@ -69,8 +69,7 @@ def plan_speed(speed: SpeedConfig, model: torch.nn.Module, device: torch.device,
     adapters = any(not p.requires_grad for p in model.parameters())  # LoRA: the base is frozen
     reasons: list[str] = []
 
-    precision = speed.precision or "auto"
-    autocast = precision == "bf16" or (precision == "auto" and gpu)
+    autocast = bf16_autocast(speed.precision, device)
     compile_ = speed.compile if speed.compile is not None else gpu
     compile_mode = speed.compile_mode
     if compile_mode is None:
