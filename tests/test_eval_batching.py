@@ -74,6 +74,12 @@ def test_greedy_and_sampled_continuations_of_many_prompts_equal_each_prompt_alon
     assert sampled[::8] == [continuations(model, [prompts[i]], 12, 0.9, 20, None, seed=5, first_row=i)[0] for i in range(0, len(prompts), 8)]
 
 
+def test_prompts_that_fill_the_context_get_nothing_new(model):
+    full = list(range(80))  # the model's whole context (an initiation reply prompt with a long history)
+    assert continuations(model, [full, full[:10]], 4, 0.0, None, None, seed=1)[0] == []
+    assert continuations(model, [full, full], 4, 0.9, 20, None, seed=1) == [[], []]  # a batch of only such prompts
+
+
 def test_memorization_extraction_equals_greedy_decoding_one_sequence_at_a_time(model):
     sequences = np.random.default_rng(3).integers(0, VOCAB, (20, PREFIX + SUFFIX))
     sequences[:5, PREFIX:] = [model.generate_ids(torch.tensor(s[None, :PREFIX]), SUFFIX)[0].numpy() for s in sequences[:5]]

@@ -55,7 +55,9 @@ def _batch(model, prompts, max_new_tokens, temperature, top_k, eos_token_id, see
     dtype = torch.get_autocast_dtype(device.type) if autocast else next(model.parameters()).dtype
     context, rows = model.config.max_position_embeddings, len(prompts)
     lengths = [len(p) for p in prompts]
-    limits = [min(max_new_tokens, context - n) for n in lengths]
+    limits = [max(0, min(max_new_tokens, context - n)) for n in lengths]
+    if not max(limits, default=0):  # every prompt fills the context: nothing to draw
+        return [[] for _ in prompts]
     span = min(context, max(lengths) + max_new_tokens)
     cache = StaticKVCache(rows, span, device, dtype)
     uniforms = None  # greedy draws none
