@@ -105,9 +105,10 @@ def plan_speed(speed: SpeedConfig, model: torch.nn.Module, device: torch.device,
                            f"(it pays after about {TUNING_PAYS_AFTER_S / 60:.0f})")
     if compile_ and compile_mode == "reduce-overhead":
         reasons.append("CUDA graphs (one GPU)")
-    # Flash attention's backward pass adds its partial sums in whatever order the GPU runs them: a
-    # run alone repeats, but one sharing the GPU with others (an experiment's workers) drifts from
-    # its twin by a few hundredths of a nat in 188 steps (bench/results/experiment_throughput.h200.jsonl).
+    # Some GPU kernels (flash attention's backward pass among them) add partial sums in whatever order
+    # the GPU runs them: a run alone repeats, but copies sharing the GPU (an experiment's workers)
+    # ended 0.013 nats apart after 188 steps, and identical in torch's strict deterministic mode, at
+    # 1.09x the training time (bench/results/experiment_throughput.h200.jsonl).
     deterministic = gpu and _flag(speed.deterministic, mode != "fast")
     return SpeedPlan(autocast, compile_, compile_mode if compile_ else None, bool(tune) and compile_, numerics, deterministic,
                      reasons, warnings)
