@@ -15,7 +15,7 @@ from ltm.eval.likelihood import continuation_logprobs
 from ltm.eval.memorization import PREFIX, SUFFIX, extraction
 from ltm.eval.sample import continuations
 from ltm.model import LtmConfig, LtmForCausalLM
-from ltm.model.numerics import bf16_autocast
+from ltm.model.numerics import bf16_autocast, eval_autocast
 
 VOCAB = 97
 MARKERS = ["scene", "/scene", "header", "body", "tension:low", "tension:medium", "tension:high",
@@ -99,3 +99,16 @@ def test_eval_computes_in_the_precision_training_chose(model):
         rows = continuations(model, prompts, 6, 0.0, None, None, seed=0)
         logprob, _ = continuation_logprobs(model, prompts, [[4, 5], [6]])
     assert [len(r) for r in rows] == [6, 6] and np.isfinite(logprob).all() and (logprob < 0).all()
+
+
+def test_eval_precision_overrides_training_s_choice():
+    a, b = torch.randn(4, 8), torch.randn(8, 4)
+
+    def product_dtype(eval_precision, train_precision):
+        with eval_autocast(eval_precision, train_precision, torch.device("cpu")):
+            return torch.mm(a, b).dtype
+
+    assert product_dtype("auto", None) == torch.float32  # as training on a CPU: fp32
+    assert product_dtype("auto", "bf16") == torch.bfloat16
+    assert product_dtype("bf16", "fp32") == torch.bfloat16
+    assert product_dtype("fp32", "bf16") == torch.float32

@@ -376,6 +376,9 @@ class EvalConfig(Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     batch_size: int = Field(64, ge=1, description="whole-context sequences per forward pass of eval (bits per byte, the "
                                                "log-likelihood scorer); shorter sequences go more to a pass, the same tokens")
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="the numerics eval computes in: auto as training (train.speed.precision: bf16 autocast on a GPU), "
+                            "fp32 or bf16 whatever training chose")
     qa: QAEvalConfig = Field(default_factory=QAEvalConfig)
     cloze: ClozeConfig = Field(default_factory=ClozeConfig)
     judge: LLMConfig | None = Field(None, description="an OpenAI-compatible endpoint that counts Gandhi et al.'s behaviours per sample")

@@ -17,7 +17,6 @@ from importlib import resources
 from pathlib import Path
 
 import numpy as np
-import torch
 import yaml
 
 from ltm.dataset.reader import load_manifest, load_segments, load_split, open_split, training_reads
@@ -31,7 +30,7 @@ from ltm.formats import Baselines, EvalResult, GroupBpb, ProbeRate
 from ltm.io import write_jsonl
 from ltm.log import info, progress
 from ltm.model.factory import load_model, new_model, pick_device
-from ltm.model.numerics import bf16_autocast
+from ltm.model.numerics import eval_autocast
 
 
 class EvalError(ValueError):
@@ -72,8 +71,7 @@ def evaluate(config: RunConfig, dataset_dir: str | Path, checkpoint: str | Path,
     segments = load_segments(dataset_dir, "heldout")
     plain = segments["lens"] == manifest.lenses.index("plain")
     plain_mask = range_mask(len(heldout), segments["start"][plain], segments["end"][plain])
-    # As the model trained: under bf16 autocast on a GPU unless train.speed.precision says fp32.
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16_autocast(config.train.speed.precision, device))
+    autocast = eval_autocast(ec.precision, config.train.speed.precision, device)
     with autocast, progress(transient=True) as bar:  # the parts in order, each named while it runs
         task = bar.add_task("eval", total=8 + (qa is not None), info="held-out loss of the model")
         seconds, clock = {}, [time.perf_counter(), "held-out loss of the model"]  # where eval's time goes, for the log

@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import torch
 from pydantic import BaseModel
 
 from ltm.config import RunConfig
@@ -24,7 +23,7 @@ from ltm.eval.evaluate import EvalError, _cloze, _groups, _qa
 from ltm.formats import ClozeResult, GroupBpb, QAResult
 from ltm.log import info
 from ltm.model.factory import load_model, pick_device
-from ltm.model.numerics import bf16_autocast
+from ltm.model.numerics import eval_autocast
 
 
 class ThinkPoint(BaseModel):
@@ -62,8 +61,7 @@ def think_curve(config: RunConfig, dataset_dir: str | Path, checkpoint: str | Pa
     plain_mask = range_mask(len(heldout), segments["start"][plain], segments["end"][plain])
     lengths = token_byte_lengths(tokenizer)
     splits = {"heldout": (heldout, segments), "train": (open_split(dataset_dir, manifest, "train"), load_segments(dataset_dir, "train"))}
-    # As `ltm eval` measures: under bf16 autocast on a GPU unless train.speed.precision says fp32.
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16_autocast(config.train.speed.precision, device))
+    autocast = eval_autocast(ec.precision, config.train.speed.precision, device)
     points = []
     for r in steps:
         with thinking(model, r), autocast:

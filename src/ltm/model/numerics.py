@@ -3,7 +3,8 @@ products (the output projection with its loss, the decoder layers' products, the
 gradients). A run's speed plan (ltm.train.speed) chooses them and `set_numerics` applies them
 before training starts, so the training loop receives a model that is ready and never changes it.
 Evaluation and generation are unaffected by those: the FP8 paths run in training mode only. Both
-compute under the one autocast choice, `bf16_autocast`."""
+compute under the one autocast choice, `bf16_autocast`; eval may override it (eval.precision,
+`eval_autocast`)."""
 
 from __future__ import annotations
 
@@ -33,6 +34,14 @@ def bf16_autocast(precision: str | None, device: torch.device) -> bool:
     """Whether a run computes under bf16 autocast (train.speed.precision): bf16, or auto (unset) on
     a GPU; training and evaluation ask the same question, so a model is evaluated as it trained."""
     return precision == "bf16" or (precision in (None, "auto") and device.type == "cuda")
+
+
+def eval_autocast(eval_precision: str, train_precision: str | None, device: torch.device) -> torch.autocast:
+    """The autocast eval computes under (eval.precision): auto evaluates a model as it trained
+    (train.speed.precision); fp32 or bf16 fix it, e.g. so runs trained on different code are
+    measured in the same numerics."""
+    precision = train_precision if eval_precision == "auto" else eval_precision
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16_autocast(precision, device))
 
 
 def set_numerics(model: nn.Module, numerics: Numerics) -> str:
