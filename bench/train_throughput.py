@@ -50,6 +50,8 @@ COMPILE_MODES = [mode for mode in typing.get_args(typing.get_args(SpeedConfig.mo
 PRESETS = {
     "gpt2-124m": {"layers": 12, "d": 768, "heads": 12, "seq": 1024, "vocab": 50304, "micro": 32, "steps": 150, "skip": 30},
     "cpu-10m": {"layers": 6, "d": 384, "heads": 6, "seq": 256, "vocab": 4096, "micro": 8, "steps": 24, "skip": 4},
+    # A cell of Study 1 (experiments/repetition-base.yaml, 13.8M parameters): what a study grid trains, eagerly.
+    "study-1": {"layers": 6, "d": 384, "heads": 6, "seq": 512, "vocab": 8192, "micro": 32, "steps": 80, "skip": 20},
 }
 
 
@@ -142,6 +144,7 @@ def main() -> None:
     parser.add_argument("--residual", choices=["fp32", "bf16"], help="train.speed.residual_dtype")
     for name in ("fp8-head", "fp8-body", "fp8-weight-grad"):
         parser.add_argument(f"--{name}", action=argparse.BooleanOptionalAction, help=f"train.speed.{name.replace('-', '_')}")
+    parser.add_argument("--deterministic", action=argparse.BooleanOptionalAction, help="train.speed.deterministic")
     parser.add_argument("--attention", default="default", choices=["default", "cudnn"],
                         help="cudnn: cuDNN's fused attention instead of PyTorch's flash kernel (the SDPA backend flags)")
     args = parser.parse_args()
@@ -156,7 +159,7 @@ def main() -> None:
     world = distributed.setup("auto")
     speed = SpeedConfig(mode=args.speed, compile=False if args.no_compile else None, compile_mode=args.compile_mode,
                         tune_kernels=args.tune_kernels, residual_dtype=args.residual, fp8_head=args.fp8_head, fp8_body=args.fp8_body,
-                        fp8_weight_grad=args.fp8_weight_grad)
+                        fp8_weight_grad=args.fp8_weight_grad, deterministic=args.deterministic)
     power = PowerLog.open(world.device) if world.size == 1 else None
     ours = measure_ltm(p, world, steps, p["skip"], speed, args.optimizer, args.lora, args.distributed, args.hf)
     if not world.main:
