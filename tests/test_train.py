@@ -168,6 +168,9 @@ def test_auto_picks_fp8_on_an_fp8_gpu_exact_keeps_the_reference_and_fast_tunes(m
     model = LtmForCausalLM(LtmConfig(vocab_size=64, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2))
     auto = plan(model, "cuda")
     assert (auto.numerics.fp8_head, auto.numerics.fp8_body, auto.numerics.fp8_weight_grad) == (True, True, True)
+    eager = plan(model, "cuda", compile=False)  # unfused, FP8's scaling kernels cost more than its products save
+    assert eager.numerics.describe() == "no FP8, bf16 residual stream" and any("eagerly" in r for r in eager.reasons)
+    assert plan(model, "cuda", compile=False, fp8_body=True).numerics.fp8_body  # asked for, it is kept
     assert auto.cuda_graphs and not auto.tune_kernels  # a short run: tuning would not pay
     long_run = plan_speed(SpeedConfig(), model, torch.device("cuda"), 1, steps=10**6, tokens_per_step=10**6, flops_per_token=1e9,
                           peak_flops=1e15)
@@ -191,10 +194,12 @@ def test_deterministic_kernels_are_on_for_the_block_only():
     from ltm.train.speed import SpeedPlan
 
     plan_on = SpeedPlan(autocast=False, compile=False, compile_mode=None, tune_kernels=False, numerics=Numerics(), deterministic=True)
-    assert not torch.are_deterministic_algorithms_enabled()
+    assert not torch.are_deterministic_algorithms_enabled() and torch.utils.deterministic.fill_uninitialized_memory
     with _deterministic(plan_on):
         assert torch.are_deterministic_algorithms_enabled() and not torch.is_deterministic_algorithms_warn_only_enabled()
+        assert not torch.utils.deterministic.fill_uninitialized_memory  # no NaN fill of every new tensor
     assert not torch.are_deterministic_algorithms_enabled()  # evaluation and the process's next run choose for themselves
+    assert torch.utils.deterministic.fill_uninitialized_memory
 
 
 def test_heldout_loss_in_batches_is_the_mean_over_every_learned_target():

@@ -239,11 +239,16 @@ def _deterministic(speed: SpeedPlan):
     # cuBLAS on one stream repeats anyway; the variable satisfies torch's check in strict mode.
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     before = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    fill_before = torch.utils.deterministic.fill_uninitialized_memory
     torch.use_deterministic_algorithms(True)
+    # The strict mode also fills every new tensor with NaN, a debugging aid that changes no result
+    # (every value read is written first) and cost eager training a kernel per allocation.
+    torch.utils.deterministic.fill_uninitialized_memory = False
     try:
         yield
     finally:
         torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+        torch.utils.deterministic.fill_uninitialized_memory = fill_before
 
 
 def _to(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:

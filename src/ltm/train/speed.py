@@ -4,12 +4,12 @@ measured to pay (docs/training.md, "Speed"); a switch set in the config wins, an
 cannot honour is refused by name before anything runs.
 
 What `auto` picks for ltm's own model on one GPU with FP8 tensor cores (compute capability 8.9+:
-Ada, Hopper): the FP8 head, FP8 decoder products and FP8 weight gradients (H100, GPT-2-124M shape:
-1.31x nanoGPT in one command; the final held-out loss of 400-step runs within run-to-run noise of
-bf16, bench/results/train_precision.h100.jsonl), a bf16 residual stream, and CUDA graphs;
-kernel tuning only when the run is long enough to repay its minutes of compilation. Elsewhere
-(the CPU, a GPU without FP8, several processes, a self-looped model, a user's transformers model)
-it keeps what is safe there.
+Ada, Hopper), when the model compiles: the FP8 head, FP8 decoder products and FP8 weight gradients
+(H100, GPT-2-124M shape: 1.31x nanoGPT in one command; the final held-out loss of 400-step runs
+within run-to-run noise of bf16, bench/results/train_precision.h100.jsonl), a bf16 residual
+stream, and CUDA graphs; kernel tuning only when the run is long enough to repay its minutes of
+compilation. Elsewhere (the CPU, a GPU without FP8, an eager model, several processes, a
+self-looped model, a user's transformers model) it keeps what is safe there.
 """
 
 from __future__ import annotations
@@ -81,7 +81,10 @@ def plan_speed(speed: SpeedConfig, model: torch.nn.Module, device: torch.device,
 
     fp8_here = gpu and fp8_supported(device)
     heads_fit = all(m.config.vocab_size % 16 == 0 and m.config.hidden_size % 16 == 0 for m in model.modules() if isinstance(m, LtmForCausalLM))
-    default_fp8 = mode != "exact" and ours and fp8_here and autocast
+    # FP8 pays only where torch.compile fuses its scaling into the products around it: eager, each
+    # product gains a handful of extra kernels, and a Study-1 cell (13.8M parameters) trained at
+    # 0.36x the tokens/s of bf16 on the H200 (bench/results/train_throughput.h200.jsonl).
+    default_fp8 = mode != "exact" and ours and fp8_here and autocast and compile_
     numerics = Numerics(
         residual_bf16=_chosen(speed.residual_dtype, "bf16", mode != "exact") and autocast,
         fp8_head=_flag(speed.fp8_head, default_fp8 and heads_fit),
@@ -95,6 +98,8 @@ def plan_speed(speed: SpeedConfig, model: torch.nn.Module, device: torch.device,
         reasons.append("FP8 products (measured 1.31x nanoGPT on the H100, held-out loss within noise)")
     elif mode == "auto" and ours and gpu and not fp8_here:
         reasons.append("no FP8: this GPU has no FP8 tensor cores")
+    elif mode == "auto" and ours and fp8_here and not compile_:
+        reasons.append("no FP8: the model runs eagerly (unfused, FP8 trained a Study-1 cell at 0.36x bf16's speed on the H200)")
 
     tune = speed.tune_kernels
     if tune is None:
