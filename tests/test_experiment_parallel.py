@@ -126,8 +126,9 @@ def test_the_grid_view_on_a_terminal_counts_cells_and_names_each_that_ends(monke
 
 def test_mps_daemon_of_its_own_started_checked_and_stopped(tmp_path, monkeypatch):
     """A stand-in nvidia-cuda-mps-control records how it is called: started with -d and the private
-    pipe folder, told to quit at the end; a probe that cannot reach the GPU leaves the workers without it."""
-    from ltm.experiment.mps import mps_for_workers
+    pipe folder, told to quit at the end; the probe runs as the daemon's client and says when it
+    cannot reach the GPU."""
+    from ltm.experiment.mps import mps_daemon, reaches_gpu
 
     calls = tmp_path / "calls"
     control = tmp_path / "bin" / "nvidia-cuda-mps-control"
@@ -137,22 +138,19 @@ def test_mps_daemon_of_its_own_started_checked_and_stopped(tmp_path, monkeypatch
     monkeypatch.setenv("PATH", f"{control.parent}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.delenv("CUDA_MPS_PIPE_DIRECTORY", raising=False)
 
-    with mps_for_workers(True, probe=[sys.executable, "-c", "import os; assert os.environ['CUDA_MPS_PIPE_DIRECTORY']"]) as env:
+    with mps_daemon(True) as env:
         pipe = env["CUDA_MPS_PIPE_DIRECTORY"]
         assert Path(pipe).is_dir() and "CUDA_MPS_LOG_DIRECTORY" in env
+        assert reaches_gpu(env, probe=[sys.executable, "-c", f"import os; assert os.environ['CUDA_MPS_PIPE_DIRECTORY'] == {pipe!r}"])
+        assert not reaches_gpu(env, probe=[sys.executable, "-c", "raise SystemExit('no CUDA-capable device')"])
     started, stopped = calls.read_text().splitlines()
     assert started.startswith("-d pipe=" + pipe) and stopped == f" pipe={pipe} stdin=quit"
     assert not Path(pipe).exists()  # the private folder is gone with the daemon
 
     calls.unlink()
-    with mps_for_workers(True, probe=[sys.executable, "-c", "raise SystemExit('no CUDA-capable device')"]) as env:
-        assert env == {}  # the workers run without it
-    assert [line.split(" pipe=")[0] for line in calls.read_text().splitlines()] == ["-d", ""]  # and it was stopped
-
-    calls.unlink()
-    with mps_for_workers(False) as env:
+    with mps_daemon(False) as env:
         assert env == {}
     monkeypatch.setenv("CUDA_MPS_PIPE_DIRECTORY", str(tmp_path))  # the user's own daemon: nothing started
-    with mps_for_workers(True) as env:
+    with mps_daemon(True) as env:
         assert env == {}
     assert not calls.exists()

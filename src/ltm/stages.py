@@ -297,13 +297,38 @@ def runs(workspace: Path, action: str, experiment_name: str | None = None, basel
     return "\n".join(out)
 
 
+def absolute(config: RunConfig) -> RunConfig:
+    """The config with its input paths (resolved against the config file's folder) made absolute."""
+    resolved = config.model_copy(deep=True)
+    resolved.ingest.paths = [str(config.resolve(p).resolve()) for p in config.ingest.paths]
+    resolved.initiation.paths = [str(config.resolve(p).resolve()) for p in config.initiation.paths]
+    for key in ("wikitext", "prompts", "control"):
+        if getattr(config.eval, key):
+            setattr(resolved.eval, key, str(config.resolve(getattr(config.eval, key)).resolve()))
+    if config.eval.qa.path:
+        resolved.eval.qa.path = str(config.resolve(config.eval.qa.path).resolve())
+    return resolved
+
+
 def shared_data(config: RunConfig, shared: Path, run_dir: Path, watch: Stopwatch | None = None) -> None:
     """The data stages of `config` (paths absolute) from the cache folder `shared`, each made there
     once by whichever run needs it first (ltm.experiment.shared), hard-linked into RUN_DIR; the
     time of each (made, or waited for) goes to `watch`."""
+    from ltm.experiment.shared import link_into
+
+    watch = watch or Stopwatch()
+    made = make_shared_data(config, shared, watch)
+    with watch("link"):
+        for source, name in made:
+            link_into(source, run_dir / name)
+
+
+def make_shared_data(config: RunConfig, shared: Path, watch: Stopwatch | None = None) -> list[tuple[Path, str]]:
+    """The data stages of `config` (paths absolute) in the cache folder `shared`, made unless another
+    run made them; what a run folder links: (cached path, its name in the run folder)."""
     from ltm.dataset import SceneTable
     from ltm.dataset.build import build_tokenizer
-    from ltm.experiment.shared import claimed, data_keys, link_into
+    from ltm.experiment.shared import claimed, data_keys
 
     keys = data_keys(config)
     watch = watch or Stopwatch()
@@ -327,9 +352,7 @@ def shared_data(config: RunConfig, shared: Path, run_dir: Path, watch: Stopwatch
                         info(f"build: tokenizer trained once for every build of this text -> {tokenizer}")
                 config = config.model_copy(update={"build": config.build.model_copy(update={"tokenizer": str(tokenizer)})})
             build(config, scenes_path, dataset)
-    with watch("link"):
-        for source, name in ((docs, DOCS), (scenes_path, SCENES), (dataset, DATASET), *([(docs.parent / QA, QA)] if config.facts.people else [])):
-            link_into(source, run_dir / name)
+    return [(docs, DOCS), (scenes_path, SCENES), (dataset, DATASET), *([(docs.parent / QA, QA)] if config.facts.people else [])]
 
 
 def run(config_path: Path, run_dir: Path | None = None, resume: bool = False, overrides: list[str] | None = None,
@@ -352,14 +375,7 @@ def run(config_path: Path, run_dir: Path | None = None, resume: bool = False, ov
     run_dir.mkdir(parents=True, exist_ok=True)
     # The run folder keeps its own config with input paths made absolute, so later stages
     # (`ltm eval RUN`) can be rerun from anywhere.
-    resolved = config.model_copy(deep=True)
-    resolved.ingest.paths = [str(config.resolve(p).resolve()) for p in config.ingest.paths]
-    resolved.initiation.paths = [str(config.resolve(p).resolve()) for p in config.initiation.paths]
-    for key in ("wikitext", "prompts", "control"):
-        if getattr(config.eval, key):
-            setattr(resolved.eval, key, str(config.resolve(getattr(config.eval, key)).resolve()))
-    if config.eval.qa.path:
-        resolved.eval.qa.path = str(config.resolve(config.eval.qa.path).resolve())
+    resolved = absolute(config)
     written = dump_config(resolved)
     if resume and (run_dir / CONFIG).exists() and (run_dir / CONFIG).read_text(encoding="utf-8") != written:
         raise StageError(f"--resume: {run_dir / CONFIG} holds another config; resume with the same one or use a new run folder")

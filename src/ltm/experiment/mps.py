@@ -5,9 +5,9 @@ idle during its turn. With it, their kernels run side by side.
 `ltm experiment` starts a control daemon of its own when more than one worker shares a GPU and
 `nvidia-cuda-mps-control` is on PATH: its pipe and log folders are private (a temporary folder), so
 only the experiment's workers, which get CUDA_MPS_PIPE_DIRECTORY, become its clients; other
-processes on the GPU are left as they were. A CUDA process is started once through it before any
-cell runs; if that fails (a container without the IPC MPS needs, a GPU in exclusive mode owned by
-someone else) the daemon is stopped and the workers run without it. When the user already runs a
+processes on the GPU are left as they were. A CUDA process is started once through it while the
+workers start, before any cell runs; if that fails (a container without the IPC MPS needs, a GPU in
+exclusive mode owned by someone else) the workers are started again without it. When the user already runs a
 daemon (CUDA_MPS_PIPE_DIRECTORY set), the workers use that one and nothing is started.
 """
 
@@ -31,10 +31,11 @@ PROBE_TIMEOUT_S = 180
 
 
 @contextmanager
-def mps_for_workers(wanted: bool, probe: list[str] | None = None) -> Iterator[dict[str, str]]:
-    """The environment the workers need to be MPS clients ({} when they run without), with a private
-    daemon running for the block when one was started. `probe` is the command that must reach the GPU
-    through the daemon (default: PROBE in this Python)."""
+def mps_daemon(wanted: bool) -> Iterator[dict[str, str]]:
+    """The environment the workers need to be clients of a private daemon running for the block ({}
+    when none was started: not wanted, no control program, or the user's own daemon, which the
+    workers inherit). Whether the GPU can be reached through it is `reaches_gpu`'s question, asked
+    while the workers start."""
     control = shutil.which(CONTROL)
     if not wanted or control is None:
         yield {}
@@ -49,20 +50,22 @@ def mps_for_workers(wanted: bool, probe: list[str] | None = None) -> Iterator[di
         Path(path).mkdir()
     started = _control(control, ["-d"], env)
     try:
-        if started is None:
-            yield {}
-            return
-        problem = _probe(probe or [sys.executable, "-c", PROBE], env)
-        if problem:
-            warn(f"MPS: a CUDA process could not start through the daemon ({problem}); the workers take turns on the GPU without it")
-            yield {}
-            return
-        info(f"MPS: the workers' kernels share the GPU through a daemon of their own ({folder})")
-        yield env
+        yield env if started is not None else {}
     finally:
         if started is not None:
             _control(control, [], env, stdin="quit\n")
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def reaches_gpu(env: dict[str, str], probe: list[str] | None = None) -> bool:
+    """Whether `probe` (default: PROBE in this Python) reaches the GPU through the daemon of `env`;
+    says which way the workers will run."""
+    problem = _probe(probe or [sys.executable, "-c", PROBE], env)
+    if problem:
+        warn(f"MPS: a CUDA process could not start through the daemon ({problem}); the workers take turns on the GPU without it")
+        return False
+    info(f"MPS: the workers' kernels share the GPU through a daemon of their own ({Path(env['CUDA_MPS_PIPE_DIRECTORY']).parent})")
+    return True
 
 
 def _control(control: str, args: list[str], env: dict[str, str], stdin: str | None = None) -> str | None:

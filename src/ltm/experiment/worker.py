@@ -84,15 +84,28 @@ def _forget() -> None:
         torch.cuda.empty_cache()
 
 
-def serve(conn: Connection, gpu: str | None, cores: list[int] | None, env: dict[str, str] | None = None) -> None:
+def serve(conn: Connection, gpu: str | None, cores: list[int] | None, env: dict[str, str] | None = None,
+          threads: int | None = None) -> None:
     """The worker's main loop (the target of its process): take a Job, send back run_job's answer,
-    until None arrives. `gpu` is the GPU it uses (CUDA_VISIBLE_DEVICES), `cores` the CPU cores it may
-    use, `env` what else its environment needs before CUDA starts (the MPS daemon's pipe)."""
+    until None arrives. `gpu` is the GPU it uses (CUDA_VISIBLE_DEVICES), `cores` the CPU cores it is
+    held to, `threads` the CPU threads it may use without being held (a GPU worker's share of the
+    cores), `env` what else its environment needs before CUDA starts (the MPS daemon's pipe)."""
     os.environ.update(env or {})
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu
     if cores and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, cores)
-        os.environ["OMP_NUM_THREADS"] = str(len(cores))  # before torch is imported: its pools follow
+        threads = len(cores)
+    if threads:
+        os.environ["OMP_NUM_THREADS"] = str(threads)  # before torch is imported: its pools follow
+    _import_stages()
     while (job := conn.recv()) is not None:
         conn.send(run_job(job))
+
+
+def _import_stages() -> None:
+    """What every cell imports (torch, transformers, the training and eval stages: seconds), imported
+    while the worker waits for its first cell, as the GPU is checked and the data stages are made."""
+    import ltm.eval.evaluate  # noqa: F401
+    import ltm.stages  # noqa: F401
+    import ltm.train.pretrain  # noqa: F401
