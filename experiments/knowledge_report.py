@@ -4,12 +4,17 @@ bootstrap over the QA items.
 
     python experiments/knowledge_report.py RUNS_DIR [RUNS_DIR ...] --out docs/studies/knowledge [--qa QA.jsonl]
 
-RUNS_DIR holds run folders named ARM-sSEED-HASH (an experiment workspace's runs/); a run counts when
-its eval.json is there. Writes OUT/results.md, OUT/qa_by_arm.png, OUT/heldout_curves.png, a copy
-of each run's small files (eval.json, eval.samples.jsonl, train/metrics.jsonl, config.yaml,
-times.json) under OUT/runs/, and each arm's dataset manifest once, gzipped, as
-OUT/manifests/ARM.json.gz (the study fixes the data seed, so an arm's seeds share one build),
-so anyone can recount.
+RUNS_DIR holds run folders named ARM-sSEED-HASH (an experiment workspace's runs/, or this script's
+own OUT/runs); a run counts when its eval.json is there, and a later RUNS_DIR's run replaces an
+earlier one's of the same arm and seed (so the committed seeds 1-4 and a new workspace combine).
+Arms ending in _100M are the ~100M size (experiments/knowledge-100m.yaml): their own tables and
+paired contrasts, and the 20M contrast beside them. Writes OUT/results.md, OUT/qa_by_arm.png,
+OUT/heldout_curves.png, a copy of each run's small files (eval.json, eval.samples.jsonl,
+train/metrics.jsonl, config.yaml, times.json) under OUT/runs/, and per build (the study fixes the
+data seed, so an arm's seeds and sizes share one build) its manifest, gzipped, as
+OUT/manifests/ARM.json.gz and how often each test person's biography was read as
+OUT/manifests/ARM.reads.json, so anyone can recount. A run folder without its dataset/ (a kept
+copy) takes both from the manifests/ folder beside its runs folder.
 """
 
 from __future__ import annotations
@@ -31,6 +36,11 @@ from ltm.formats import QAPair
 ARMS = ["A1_verbatim", "A2_lenses", "A2s_shuffled_frames", "A3_renderings", "A5_seen_once"]
 CONTRASTS = [("A2_lenses", "A1_verbatim", "primary"), ("A3_renderings", "A1_verbatim", "primary"),
              ("A2s_shuffled_frames", "A2_lenses", "secondary"), ("A5_seen_once", "A1_verbatim", "secondary")]
+LARGE = "_100M"  # what the ~100M grid's size axis adds to an arm's run name (experiments/knowledge-100m.yaml)
+LARGE_ARMS = ["A1_verbatim" + LARGE, "A2_lenses" + LARGE]
+LARGE_CONTRASTS = [("A2_lenses" + LARGE, "A1_verbatim" + LARGE, "primary"), ("A1_verbatim" + LARGE, "A1_verbatim", "size"),
+                   ("A2_lenses" + LARGE, "A2_lenses", "size")]
+FIRST_SEEDS = [1, 2, 3, 4]  # run on the code before amendment 1 (docs/studies/knowledge.md); seed 5 on later code
 KEPT = ["eval.json", "eval.samples.jsonl", "train/metrics.jsonl", "config.yaml", "times.json"]
 NAME = re.compile(r"^(?P<arm>.+)-s(?P<seed>\d+)-[0-9a-f]+$")
 
@@ -45,11 +55,37 @@ def load(dirs: list[Path]) -> dict[str, dict[int, Path]]:
     return runs
 
 
-def figures(run: Path) -> dict:
+def build_arm(arm: str) -> str:
+    """The arm whose build `arm` reads: sizes share their arm's build."""
+    return arm.removesuffix(LARGE)
+
+
+def kept_build(run: Path, arm: str, suffix: str) -> Path:
+    """A build's file kept beside the runs folder (manifests/ARM.SUFFIX), for a run copied without its dataset/."""
+    return run.parent.parent / "manifests" / f"{build_arm(arm)}.{suffix}"
+
+
+def manifest_of(run: Path, arm: str) -> dict:
+    own = run / "dataset" / "manifest.json"
+    if own.exists():
+        return json.loads(own.read_text(encoding="utf-8"))
+    return json.loads(gzip.decompress(kept_build(run, arm, "json.gz").read_bytes()))
+
+
+def reads_of(run: Path, arm: str, manifest: dict) -> dict[str, int] | None:
+    segments = run / "dataset" / "segments_train.npz"
+    if segments.exists():
+        return reads(segments, manifest)
+    kept = kept_build(run, arm, "reads.json")
+    return json.loads(kept.read_text(encoding="utf-8")) if kept.exists() else None
+
+
+def figures(run: Path, arm: str) -> dict:
     ev = json.loads((run / "eval.json").read_text(encoding="utf-8"))
-    manifest = json.loads((run / "dataset" / "manifest.json").read_text(encoding="utf-8"))
+    manifest = manifest_of(run, arm)
     out = scores(ev, manifest)
-    out["exposures"] = exposures(run, manifest)
+    people = reads_of(run, arm, manifest)
+    out["exposures"] = None if people is None else float(np.mean(list(people.values()))) if people else 0.0
     return out
 
 
@@ -97,22 +133,20 @@ def bpb_by_tag(ev: dict, manifest: dict, tag: str, keep=lambda doc: True) -> dic
 
 def keep_raw(runs: dict[str, dict[int, Path]], out: Path, kept: list[str]) -> None:
     """Copy each run's small files (`kept`, paths inside the run folder) to OUT/runs/RUN/, so
-    anyone can recount."""
+    anyone can recount; a run read from OUT/runs itself stays as it is."""
     for by_seed in runs.values():
         for run in by_seed.values():
             for name in kept:
                 if (run / name).exists():
                     target = out / "runs" / run.name / name
                     target.parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copy2(run / name, target)
+                    if not (target.exists() and target.samefile(run / name)):
+                        shutil.copy2(run / name, target)
 
 
-def exposures(run: Path, manifest: dict) -> float | None:
-    """Mean times a test person's biographies (any rendering) were read in training: occurrences of a
+def reads(segments: Path, manifest: dict) -> dict[str, int]:
+    """Times each test person's biographies (any rendering) were read in training: occurrences of a
     biography's first scene (one that is cut in two counts once)."""
-    segments = run / "dataset" / "segments_train.npz"
-    if not segments.exists():
-        return None
     seg = np.load(segments)
     people: dict[str, int] = defaultdict(int)
     for doc in seg["doc"][seg["scene"] == 0]:
@@ -120,7 +154,26 @@ def exposures(run: Path, manifest: dict) -> float | None:
         tags = manifest["doc_tags"][name]
         if tags.get("kind") == "biography" and tags.get("split") == "train":
             people[tags["person"]] += 1
-    return float(np.mean(list(people.values()))) if people else 0.0
+    return dict(sorted(people.items()))
+
+
+def keep_builds(runs: dict[str, dict[int, Path]], out: Path) -> None:
+    """Each build's manifest (gzipped, no timestamp) and test-person reads once, under OUT/manifests/."""
+    (out / "manifests").mkdir(exist_ok=True)
+    for arm, by_seed in runs.items():
+        for run in by_seed.values():
+            if (run / "dataset" / "manifest.json").exists():
+                manifest = (run / "dataset" / "manifest.json").read_bytes()
+                (out / "manifests" / f"{build_arm(arm)}.json.gz").write_bytes(gzip.compress(manifest, mtime=0))
+                people = reads_of(run, arm, json.loads(manifest))
+                (out / "manifests" / f"{build_arm(arm)}.reads.json").write_text(json.dumps(people, indent=1) + "\n", encoding="utf-8")
+                break
+        else:  # copies without their dataset/: the files kept beside their runs folder
+            run = next(iter(by_seed.values()))
+            for suffix in ("json.gz", "reads.json"):
+                source, copy = kept_build(run, arm, suffix), out / "manifests" / f"{build_arm(arm)}.{suffix}"
+                if source.exists() and not (copy.exists() and copy.samefile(source)):
+                    shutil.copy2(source, copy)
 
 
 def items(run: Path, form: str, group: str, qa: dict[str, QAPair]) -> dict[str, bool]:
@@ -140,6 +193,70 @@ def item_bootstrap(runs: dict, b: str, a: str, seeds: list[int], qa: dict[str, Q
     return f"{diff:+.3f} [{low:+.3f}, {high:+.3f}] (n={len(ids)} items)"
 
 
+COLUMNS = [("question/train/mc", "test people MC (q)"), ("question/train/em", "test people EM (q)"),
+           ("statement/train/mc", "test people MC (stmt)"), ("statement/train/em", "test people EM (stmt)"),
+           ("question/qa_trained/mc", "QA-trained MC"), ("question/heldout/mc", "never-read MC"),
+           ("bpb/en", "held-out bpb en"), ("bpb/ru", "held-out bpb ru"), ("wikitext_bpb", "WikiText-2 bpb"),
+           ("cloze/heldout", "cloze held-out"), ("memorization_gap_top", "loss gap, most-read bucket"),
+           ("exposures", "reads per test person")]
+
+
+def per_arm(table: dict, arms: list[str]) -> list[str]:
+    lines = ["| arm | " + " | ".join(c[1] for c in COLUMNS) + " |", "|---|" + "---|" * len(COLUMNS)]
+    for arm in arms:
+        cells = [format_ci(*mean_ci([s.get(key) for s in table[arm].values()])[:2], digits=3) for key, _ in COLUMNS]
+        lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def paired(table: dict, runs: dict, contrasts: list[tuple[str, str, str]], qa: dict, only: list[int] | None = None) -> list[str]:
+    """B − A paired by seed (the seeds both arms have, within `only` when given): Student's t with
+    n − 1 df and the item bootstrap."""
+    lines = ["| contrast | kind | seeds | MC test people (q) | per seed | item bootstrap | EM test people (q) | MC (stmt) | MC QA-trained | held-out bpb en | held-out bpb ru |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for b, a, kind in contrasts:
+        if a not in table or b not in table:
+            continue
+        seeds = sorted(s for s in set(table[a]) & set(table[b]) if only is None or s in only)
+
+        def delta(key: str) -> str:
+            return format_ci(*mean_ci([table[b][s][key] - table[a][s][key] for s in seeds
+                                       if table[b][s].get(key) is not None and table[a][s].get(key) is not None])[:2], digits=3)
+
+        per_seed = ", ".join(f"{table[b][s]['question/train/mc'] - table[a][s]['question/train/mc']:+.3f}" for s in seeds)
+        boot = item_bootstrap(runs, b, a, seeds, qa)
+        lines.append(f"| {b} − {a} | {kind} | {len(seeds)} | {delta('question/train/mc')} | {per_seed} | {boot} | "
+                     f"{delta('question/train/em')} | {delta('statement/train/mc')} | {delta('question/qa_trained/mc')} | "
+                     f"{delta('bpb/en')} | {delta('bpb/ru')} |")
+    return lines
+
+
+def by_language(table: dict, arms: list[str]) -> list[str]:
+    lines = ["| arm | en | ru |", "|---|---|---|"]
+    for arm in arms:
+        lines.append(f"| {arm} | " + " | ".join(format_ci(*mean_ci([s.get(f"question/train/mc/{lang}") for s in table[arm].values()])[:2])
+                                                for lang in ("en", "ru")) + " |")
+    return lines
+
+
+def across_sizes(table: dict) -> list[str]:
+    """(A2 − A1) at 100M minus (A2 − A1) at 20M, paired by seed: whether the 20M answer holds, as description."""
+    arms = ["A1_verbatim", "A2_lenses", *LARGE_ARMS]
+    seeds = sorted(set.intersection(*(set(table.get(arm, {})) for arm in arms)))
+    keys = [("question/train/mc", "MC test people (q)"), ("question/train/em", "EM test people (q)"),
+            ("statement/train/mc", "MC (stmt)"), ("bpb/en", "held-out bpb en"), ("bpb/ru", "held-out bpb ru")]
+
+    def change(key: str, s: int) -> float:
+        return (table["A2_lenses" + LARGE][s][key] - table["A1_verbatim" + LARGE][s][key]) - (table["A2_lenses"][s][key] - table["A1_verbatim"][s][key])
+
+    lines = ["| contrast | seeds | " + " | ".join(k[1] for k in keys) + " | per seed (MC q) |", "|---|---|" + "---|" * len(keys) + "---|"]
+    if seeds:
+        lines.append(f"| (A2 − A1) at 100M − (A2 − A1) at 20M | {len(seeds)} | "
+                     + " | ".join(format_ci(*mean_ci([change(key, s) for s in seeds])[:2], digits=3) for key, _ in keys)
+                     + " | " + ", ".join(f"{change('question/train/mc', s):+.3f}" for s in seeds) + " |")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dirs", nargs="+", type=Path)
@@ -148,52 +265,31 @@ def main() -> None:
     args = parser.parse_args()
     runs = load(args.dirs)
     args.out.mkdir(parents=True, exist_ok=True)
-    table = {arm: {seed: figures(run) for seed, run in sorted(runs[arm].items())} for arm in ARMS if arm in runs}
+    table = {arm: {seed: figures(run, arm) for seed, run in sorted(runs[arm].items())} for arm in ARMS + LARGE_ARMS if arm in runs}
     qa_files = ([args.qa] if args.qa else []) + [run / "qa.jsonl" for arm in table for run in runs[arm].values()]
     qa_pairs = {p.id: p for path in qa_files if path.exists()
                 for p in map(QAPair.model_validate_json, path.read_text(encoding="utf-8").splitlines())}
+    small = [arm for arm in ARMS if arm in table]
+    large = [arm for arm in LARGE_ARMS if arm in table]
 
     lines = ["# Study 2 results (generated by experiments/knowledge_report.py)", "",
              "Seeds per arm: " + ", ".join(f"{arm} {sorted(table[arm])}" for arm in table), ""]
-    columns = [("question/train/mc", "test people MC (q)"), ("question/train/em", "test people EM (q)"),
-               ("statement/train/mc", "test people MC (stmt)"), ("statement/train/em", "test people EM (stmt)"),
-               ("question/qa_trained/mc", "QA-trained MC"), ("question/heldout/mc", "never-read MC"),
-               ("bpb/en", "held-out bpb en"), ("bpb/ru", "held-out bpb ru"), ("wikitext_bpb", "WikiText-2 bpb"),
-               ("cloze/heldout", "cloze held-out"), ("memorization_gap_top", "loss gap, most-read bucket"),
-               ("exposures", "reads per test person")]
-    lines += ["## Per arm (mean ± 95% CI over seeds)", "", "| arm | " + " | ".join(c[1] for c in columns) + " |",
-              "|---|" + "---|" * len(columns)]
-    for arm, seeds in table.items():
-        cells = [format_ci(*mean_ci([s.get(key) for s in seeds.values()])[:2], digits=3) for key, _ in columns]
-        lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+    lines += ["## Per arm (mean ± 95% CI over seeds)", "", *per_arm(table, small)]
     lines += ["", "## Paired by seed (B − A; mean, 95% t interval; item bootstrap 95% interval)", "",
-              "| contrast | kind | seeds | MC test people (q) | per seed | item bootstrap | EM test people (q) | MC (stmt) | MC QA-trained | held-out bpb en | held-out bpb ru |",
-              "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for b, a, kind in CONTRASTS:
-        if a not in table or b not in table:
-            continue
-        seeds = sorted(set(table[a]) & set(table[b]))
-
-        def delta(key: str) -> str:
-            return format_ci(*mean_ci([table[b][s][key] - table[a][s][key] for s in seeds
-                                       if table[b][s].get(key) is not None and table[a][s].get(key) is not None])[:2], digits=3)
-
-        per_seed = ", ".join(f"{table[b][s]['question/train/mc'] - table[a][s]['question/train/mc']:+.3f}" for s in seeds)
-        boot = item_bootstrap(runs, b, a, seeds, qa_pairs)
-        lines.append(f"| {b} − {a} | {kind} | {len(seeds)} | {delta('question/train/mc')} | {per_seed} | {boot} | "
-                     f"{delta('question/train/em')} | {delta('statement/train/mc')} | {delta('question/qa_trained/mc')} | "
-                     f"{delta('bpb/en')} | {delta('bpb/ru')} |")
-    lines += ["", "## Test people by language, MC (question form)", "", "| arm | en | ru |", "|---|---|---|"]
-    for arm, seeds in table.items():
-        lines.append(f"| {arm} | " + " | ".join(format_ci(*mean_ci([s.get(f"question/train/mc/{lang}") for s in seeds.values()])[:2])
-                                                for lang in ("en", "ru")) + " |")
+              *paired(table, runs, CONTRASTS, qa_pairs)]
+    lines += ["", "## Test people by language, MC (question form)", "", *by_language(table, small)]
+    if any(seed not in FIRST_SEEDS for arm in small for seed in table[arm]):
+        lines += ["", f"## Sensitivity: seeds {FIRST_SEEDS[0]}–{FIRST_SEEDS[-1]} alone (the code before amendment 1)", "",
+                  *paired(table, runs, CONTRASTS, qa_pairs, only=FIRST_SEEDS)]
+    if large:
+        lines += ["", "## ~100M size (A1, A2): per arm (mean ± 95% CI over seeds)", "", *per_arm(table, large)]
+        lines += ["", "## ~100M size: paired by seed (B − A; the size contrasts pair each 100M run with its 20M twin)", "",
+                  *paired(table, runs, LARGE_CONTRASTS, qa_pairs)]
+        lines += ["", "## ~100M size: test people by language, MC (question form)", "", *by_language(table, large)]
+        lines += ["", "## Does the 20M answer hold at 100M? (paired by seed; description, not a test)", "", *across_sizes(table)]
     (args.out / "results.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     plots(table, runs, args.out)
-    for arm in table:
-        first = runs[arm][min(runs[arm])] / "dataset" / "manifest.json"
-        (args.out / "manifests").mkdir(exist_ok=True)
-        with gzip.open(args.out / "manifests" / f"{arm}.json.gz", "wb") as handle:
-            handle.write(first.read_bytes())
+    keep_builds({arm: runs[arm] for arm in table}, args.out)
     keep_raw({arm: runs[arm] for arm in table}, args.out, KEPT)
     print(f"wrote {args.out / 'results.md'}")
 
