@@ -23,6 +23,8 @@
 # STUDY2_SEED5_END_S (default 330), no 100M cell past STUDY2_END_S (default 520): each grid gets
 # Ctrl-C then (a stopped grid keeps its finished cells; they run seed by seed, so finished seeds are
 # whole pairs), 20 s to stop, and packing takes seconds.
+# STUDY2_100M_ARMS=A3_renderings runs only those arms of the 100M grid (amendment 2), and
+# STUDY2_SEED5_END_S=0 leaves seed 5 out.
 # --tiny (or STUDY2_TINY=1): a tiny model, 2 seeds of the 100M grid, a few steps, on the project's
 # small corpus (examples/corpus), on CPUs, with no deadline: checks this script's path in minutes.
 set -uo pipefail
@@ -63,6 +65,7 @@ if [[ -z $CORPORA && $TINY != 1 ]]; then echo "study2: no corpora (set STUDY2_CO
 # corpus paths pointed at CORPORA; --tiny shrinks them.
 phase specs
 "$PY" - "$ROOT" "$WORK" "$TINY" "$CORPORA" <<'EOF' || exit 1
+import os
 import sys
 from pathlib import Path
 
@@ -105,6 +108,9 @@ if tiny:
     large["axes"]["size"] = {"100M": merge(large["axes"]["size"]["100M"], {"model": {"d_model": 64, "n_layers": 2, "n_heads": 4, "n_kv_heads": 4}})}
     seed5["budget_tokens"] = large["budget_tokens"] = 24576  # 24 steps x 8 x 128: A5 reads 98% background, and the corpus holds 27k tokens
     large["seeds"] = [1, 2]
+arms = os.environ.get("STUDY2_100M_ARMS")  # a comma-separated subset of the 100M grid's arms (amendment 2: A3 alone)
+if arms:
+    large["axes"]["arm"] = {arm: large["axes"]["arm"][arm] for arm in arms.split(",")}
 specs = work / "specs"
 specs.mkdir(exist_ok=True)
 write(specs / "knowledge-base.yaml", base)
