@@ -7,8 +7,10 @@ bootstrap over the QA items.
 RUNS_DIR holds run folders named ARM-sSEED-HASH (an experiment workspace's runs/, or this script's
 own OUT/runs); a run counts when its eval.json is there, and a later RUNS_DIR's run replaces an
 earlier one's of the same arm and seed (so the committed seeds 1-4 and a new workspace combine).
-Arms ending in _100M are the ~100M size (experiments/knowledge-100m.yaml): their own tables and
-paired contrasts, and the 20M contrast beside them. Writes OUT/results.md, OUT/qa_by_arm.png,
+Arms ending in _100M are the ~100M size (experiments/knowledge-100m.yaml: A1, A2, and A3 of
+amendment 2): their own tables, both primary contrasts within the size, each arm against its 20M
+twin, amendment 1's rule for whether the 20M answer holds, and each contrast's change between sizes.
+Every paired table gives the MC difference its seeds' spread detects with 80% power. Writes OUT/results.md, OUT/qa_by_arm.png,
 OUT/heldout_curves.png, a copy of each run's small files (eval.json, eval.samples.jsonl,
 train/metrics.jsonl, config.yaml, times.json) under OUT/runs/, and per build (the study fixes the
 data seed, so an arm's seeds and sizes share one build) its manifest, gzipped, as
@@ -28,6 +30,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+from scipy.stats import t as student_t
 
 from ltm.eval.qa import group_of
 from ltm.experiment.stats import format_ci, mean_ci, paired_item_bootstrap
@@ -37,9 +40,10 @@ ARMS = ["A1_verbatim", "A2_lenses", "A2s_shuffled_frames", "A3_renderings", "A5_
 CONTRASTS = [("A2_lenses", "A1_verbatim", "primary"), ("A3_renderings", "A1_verbatim", "primary"),
              ("A2s_shuffled_frames", "A2_lenses", "secondary"), ("A5_seen_once", "A1_verbatim", "secondary")]
 LARGE = "_100M"  # what the ~100M grid's size axis adds to an arm's run name (experiments/knowledge-100m.yaml)
-LARGE_ARMS = ["A1_verbatim" + LARGE, "A2_lenses" + LARGE]
-LARGE_CONTRASTS = [("A2_lenses" + LARGE, "A1_verbatim" + LARGE, "primary"), ("A1_verbatim" + LARGE, "A1_verbatim", "size"),
-                   ("A2_lenses" + LARGE, "A2_lenses", "size")]
+LARGE_ARMS = ["A1_verbatim" + LARGE, "A2_lenses" + LARGE, "A3_renderings" + LARGE]  # A3: amendment 2
+# Within the size: both primary contrasts; across sizes: each 100M arm against its 20M twin.
+LARGE_CONTRASTS = ([(b + LARGE, a + LARGE, kind) for b, a, kind in CONTRASTS if kind == "primary"]
+                   + [(arm, arm.removesuffix(LARGE), "size") for arm in LARGE_ARMS])
 FIRST_SEEDS = [1, 2, 3, 4]  # run on the code before amendment 1 (docs/studies/knowledge.md); seed 5 on later code
 KEPT = ["eval.json", "eval.samples.jsonl", "train/metrics.jsonl", "config.yaml", "times.json"]
 NAME = re.compile(r"^(?P<arm>.+)-s(?P<seed>\d+)-[0-9a-f]+$")
@@ -209,11 +213,20 @@ def per_arm(table: dict, arms: list[str]) -> list[str]:
     return lines
 
 
+def detectable(differences: list[float]) -> float:
+    """The paired difference detected with 80% power by a two-sided 5% t test on n − 1 df, at the
+    observed SD of the differences: (t_0.975 + t_0.80) x SD / sqrt(n), the pre-registration's rule."""
+    n = len(differences)
+    if n < 2:
+        return float("nan")
+    return float((student_t.ppf(0.975, n - 1) + student_t.ppf(0.80, n - 1)) * np.std(differences, ddof=1) / np.sqrt(n))
+
+
 def paired(table: dict, runs: dict, contrasts: list[tuple[str, str, str]], qa: dict, only: list[int] | None = None) -> list[str]:
     """B − A paired by seed (the seeds both arms have, within `only` when given): Student's t with
-    n − 1 df and the item bootstrap."""
-    lines = ["| contrast | kind | seeds | MC test people (q) | per seed | item bootstrap | EM test people (q) | MC (stmt) | MC QA-trained | held-out bpb en | held-out bpb ru |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    n − 1 df, the item bootstrap, and the smallest MC difference these seeds' spread detects."""
+    lines = ["| contrast | kind | seeds | MC test people (q) | per seed | item bootstrap | detectable at 80% (MC q) | EM test people (q) | MC (stmt) | MC QA-trained | held-out bpb en | held-out bpb ru |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for b, a, kind in contrasts:
         if a not in table or b not in table:
             continue
@@ -223,9 +236,10 @@ def paired(table: dict, runs: dict, contrasts: list[tuple[str, str, str]], qa: d
             return format_ci(*mean_ci([table[b][s][key] - table[a][s][key] for s in seeds
                                        if table[b][s].get(key) is not None and table[a][s].get(key) is not None])[:2], digits=3)
 
-        per_seed = ", ".join(f"{table[b][s]['question/train/mc'] - table[a][s]['question/train/mc']:+.3f}" for s in seeds)
+        mc = [table[b][s]["question/train/mc"] - table[a][s]["question/train/mc"] for s in seeds]
+        per_seed = ", ".join(f"{d:+.3f}" for d in mc)
         boot = item_bootstrap(runs, b, a, seeds, qa)
-        lines.append(f"| {b} − {a} | {kind} | {len(seeds)} | {delta('question/train/mc')} | {per_seed} | {boot} | "
+        lines.append(f"| {b} − {a} | {kind} | {len(seeds)} | {delta('question/train/mc')} | {per_seed} | {boot} | {detectable(mc):.3f} | "
                      f"{delta('question/train/em')} | {delta('statement/train/mc')} | {delta('question/qa_trained/mc')} | "
                      f"{delta('bpb/en')} | {delta('bpb/ru')} |")
     return lines
@@ -239,21 +253,47 @@ def by_language(table: dict, arms: list[str]) -> list[str]:
     return lines
 
 
+PRIMARY = [(b, a) for b, a, kind in CONTRASTS if kind == "primary"]
+
+
 def across_sizes(table: dict) -> list[str]:
-    """(A2 − A1) at 100M minus (A2 − A1) at 20M, paired by seed: whether the 20M answer holds, as description."""
-    arms = ["A1_verbatim", "A2_lenses", *LARGE_ARMS]
-    seeds = sorted(set.intersection(*(set(table.get(arm, {})) for arm in arms)))
+    """Each primary contrast (B − A) at 100M minus the same at 20M, paired by seed: whether the 20M
+    answer holds, as description."""
     keys = [("question/train/mc", "MC test people (q)"), ("question/train/em", "EM test people (q)"),
             ("statement/train/mc", "MC (stmt)"), ("bpb/en", "held-out bpb en"), ("bpb/ru", "held-out bpb ru")]
-
-    def change(key: str, s: int) -> float:
-        return (table["A2_lenses" + LARGE][s][key] - table["A1_verbatim" + LARGE][s][key]) - (table["A2_lenses"][s][key] - table["A1_verbatim"][s][key])
-
     lines = ["| contrast | seeds | " + " | ".join(k[1] for k in keys) + " | per seed (MC q) |", "|---|---|" + "---|" * len(keys) + "---|"]
-    if seeds:
-        lines.append(f"| (A2 − A1) at 100M − (A2 − A1) at 20M | {len(seeds)} | "
-                     + " | ".join(format_ci(*mean_ci([change(key, s) for s in seeds])[:2], digits=3) for key, _ in keys)
-                     + " | " + ", ".join(f"{change('question/train/mc', s):+.3f}" for s in seeds) + " |")
+    for b, a in PRIMARY:
+        arms = [a, b, a + LARGE, b + LARGE]
+        seeds = sorted(set.intersection(*(set(table.get(arm, {})) for arm in arms)))
+
+        def change(key: str, s: int) -> float:
+            return (table[b + LARGE][s][key] - table[a + LARGE][s][key]) - (table[b][s][key] - table[a][s][key])
+
+        if seeds:
+            short = f"({b.split('_')[0]} − {a.split('_')[0]})"
+            lines.append(f"| {short} at 100M − {short} at 20M | {len(seeds)} | "
+                         + " | ".join(format_ci(*mean_ci([change(key, s) for s in seeds])[:2], digits=3) for key, _ in keys)
+                         + " | " + ", ".join(f"{change('question/train/mc', s):+.3f}" for s in seeds) + " |")
+    return lines
+
+
+def holds(table: dict) -> list[str]:
+    """Amendment 1's rule, per primary contrast at 100M: the 20M answer holds if the 100M contrast's
+    95% interval (test-people MC, question form) contains 0 and both 100M arms' test-people MC
+    intervals contain chance (0.25)."""
+    chance = 0.25
+    lines = ["| contrast at 100M | seeds | B − A (MC q) | contains 0 | A: MC q | contains chance | B: MC q | contains chance | the 20M answer holds |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for b, a in (pair for pair in PRIMARY if all(arm + LARGE in table for arm in pair)):
+        b, a = b + LARGE, a + LARGE
+        seeds = sorted(set(table[a]) & set(table[b]))
+        diff, half, _ = mean_ci([table[b][s]["question/train/mc"] - table[a][s]["question/train/mc"] for s in seeds])
+        arms = [mean_ci([table[arm][s]["question/train/mc"] for s in seeds])[:2] for arm in (a, b)]
+        zero = abs(diff) <= half
+        at_chance = [abs(mean - chance) <= h for mean, h in arms]
+        lines.append(f"| {b} − {a} | {len(seeds)} | {format_ci(diff, half)} | {'yes' if zero else 'no'} | "
+                     + " | ".join(f"{format_ci(*arm)} | {'yes' if inside else 'no'}" for arm, inside in zip(arms, at_chance))
+                     + f" | {'yes' if zero and all(at_chance) else 'no'} |")
     return lines
 
 
@@ -282,11 +322,14 @@ def main() -> None:
         lines += ["", f"## Sensitivity: seeds {FIRST_SEEDS[0]}–{FIRST_SEEDS[-1]} alone (the code before amendment 1)", "",
                   *paired(table, runs, CONTRASTS, qa_pairs, only=FIRST_SEEDS)]
     if large:
-        lines += ["", "## ~100M size (A1, A2): per arm (mean ± 95% CI over seeds)", "", *per_arm(table, large)]
+        lines += ["", f"## ~100M size ({', '.join(arm.split('_')[0] for arm in large)}): per arm (mean ± 95% CI over seeds)", "",
+                  *per_arm(table, large)]
         lines += ["", "## ~100M size: paired by seed (B − A; the size contrasts pair each 100M run with its 20M twin)", "",
                   *paired(table, runs, LARGE_CONTRASTS, qa_pairs)]
         lines += ["", "## ~100M size: test people by language, MC (question form)", "", *by_language(table, large)]
-        lines += ["", "## Does the 20M answer hold at 100M? (paired by seed; description, not a test)", "", *across_sizes(table)]
+        lines += ["", "## Does the 20M answer hold at 100M? Amendment 1's rule (its contrast is A2 − A1; A3 − A1 the same way)", "",
+                  *holds(table)]
+        lines += ["", "## The contrasts' change between sizes (paired by seed; description, not a test)", "", *across_sizes(table)]
     (args.out / "results.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     plots(table, runs, args.out)
     keep_builds({arm: runs[arm] for arm in table}, args.out)
@@ -300,14 +343,14 @@ def plots(table: dict, runs: dict, out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 4))
+    fig, ax = plt.subplots(figsize=(max(8, 1.1 * len(table)), 4))
     for x, (arm, seeds) in enumerate(table.items()):
         for form, offset, marker in (("question", -0.12, "o"), ("statement", 0.12, "s")):
             values = [s[f"{form}/train/mc"] for s in seeds.values()]
             ax.scatter([x + offset] * len(values), values, marker=marker, color="C0" if form == "question" else "C1",
                        label=f"{form} form" if x == 0 else None)
     ax.axhline(0.25, color="grey", linestyle=":", label="chance")
-    ax.set_xticks(range(len(table)), list(table), rotation=15)
+    ax.set_xticks(range(len(table)), list(table), rotation=25, ha="right")
     ax.set_ylabel("test-people MC accuracy")
     ax.legend()
     fig.tight_layout()
