@@ -170,7 +170,8 @@ def test_auto_picks_fp8_on_an_fp8_gpu_exact_keeps_the_reference_and_fast_tunes(m
     assert (auto.numerics.fp8_head, auto.numerics.fp8_body, auto.numerics.fp8_weight_grad) == (True, True, True)
     eager = plan(model, "cuda", compile=False)  # unfused, FP8's scaling kernels cost more than its products save
     assert eager.numerics.describe() == "no FP8, bf16 residual stream" and any("eagerly" in r for r in eager.reasons)
-    assert plan(model, "cuda", compile=False, fp8_body=True).numerics.fp8_body  # asked for, it is kept
+    asked = plan(model, "cuda", compile=False, fp8_body=True)  # asked for, it is kept, and the log does not deny it
+    assert asked.numerics.fp8_body and not any("no FP8" in r for r in asked.reasons)
     assert auto.cuda_graphs and not auto.tune_kernels  # a short run: tuning would not pay
     long_run = plan_speed(SpeedConfig(), model, torch.device("cuda"), 1, steps=10**6, tokens_per_step=10**6, flops_per_token=1e9,
                           peak_flops=1e15)

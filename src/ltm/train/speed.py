@@ -98,7 +98,7 @@ def plan_speed(speed: SpeedConfig, model: torch.nn.Module, device: torch.device,
         reasons.append("FP8 products (measured 1.31x nanoGPT on the H100, held-out loss within noise)")
     elif mode == "auto" and ours and gpu and not fp8_here:
         reasons.append("no FP8: this GPU has no FP8 tensor cores")
-    elif mode == "auto" and ours and fp8_here and not compile_:
+    elif mode == "auto" and ours and fp8_here and not compile_ and not (numerics.fp8_head or numerics.fp8_body):
         reasons.append("no FP8: the model runs eagerly (unfused, FP8 trained a Study-1 cell at 0.36x bf16's speed on the H200)")
 
     tune = speed.tune_kernels
