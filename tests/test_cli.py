@@ -70,3 +70,17 @@ def test_run_refuses_a_missing_ingest_folder_before_making_its_run_folder(tmp_pa
     err = capsys.readouterr().err.replace("\n", " ")
     assert "ingest.paths:" in err and "no-such-books does not exist" in err and "'critc'" in err
     assert not (tmp_path / "run").exists()
+
+
+def test_a_run_reads_every_input_path_from_the_config_files_folder(tmp_path):
+    """Paths in a config are relative to its file, wherever `ltm run` starts: what preflight checks
+    is what the stages read (build.tokenizer among them)."""
+    from ltm.stages import absolute
+
+    folder = tmp_path / "study"
+    folder.mkdir()
+    (folder / "c.yaml").write_text(yaml.safe_dump({"ingest": {"paths": ["corpus"]}, "build": {"tokenizer": "../tok"},
+                                                   "eval": {"wikitext": "wiki.txt"}}))
+    config = absolute(load_config(folder / "c.yaml"))
+    assert config.ingest.paths == [str(folder / "corpus")]
+    assert config.build.tokenizer == str(tmp_path / "tok") and config.eval.wikitext == str(folder / "wiki.txt")

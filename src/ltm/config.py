@@ -5,6 +5,8 @@ Unknown keys are errors, so a typo in a config never silently falls back to a de
 
 from __future__ import annotations
 
+import copy
+
 from pathlib import Path
 from typing import Literal
 
@@ -433,6 +435,25 @@ class ExperimentSpec(Section):
 
 class ConfigError(ValueError):
     """A config that cannot be used, with a message naming the file and the field."""
+
+
+# The fields of a run config that name input files or folders: relative to the config file's folder.
+INPUT_PATHS = (("ingest", "paths"), ("initiation", "paths"), ("eval", "wikitext"), ("eval", "prompts"), ("eval", "control"),
+               ("eval", "qa", "path"), ("build", "tokenizer"))
+
+
+def absolute_inputs(raw: dict, folder: Path) -> dict:
+    """A copy of the raw config mapping `raw` (a whole config or a part of one, e.g. an experiment's
+    axis) with every input path it sets (INPUT_PATHS) made absolute against `folder`."""
+    out = copy.deepcopy(raw)
+    for *sections, key in INPUT_PATHS:
+        holder = out
+        for section in sections:
+            holder = holder.get(section) if isinstance(holder, dict) else None
+        if isinstance(holder, dict) and holder.get(key):
+            value = holder[key]
+            holder[key] = [str((folder / p).resolve()) for p in value] if isinstance(value, list) else str((folder / value).resolve())
+    return out
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
-from ltm.config import BuildConfig, RunConfig, dump_config, load_config
+from ltm.config import BuildConfig, RunConfig, absolute_inputs, dump_config, load_config
 from ltm.io import atomic_write, write_json, write_jsonl
 from ltm.log import error, info, progress, warn
 
@@ -298,15 +298,9 @@ def runs(workspace: Path, action: str, experiment_name: str | None = None, basel
 
 
 def absolute(config: RunConfig) -> RunConfig:
-    """The config with its input paths (resolved against the config file's folder) made absolute."""
-    resolved = config.model_copy(deep=True)
-    resolved.ingest.paths = [str(config.resolve(p).resolve()) for p in config.ingest.paths]
-    resolved.initiation.paths = [str(config.resolve(p).resolve()) for p in config.initiation.paths]
-    for key in ("wikitext", "prompts", "control"):
-        if getattr(config.eval, key):
-            setattr(resolved.eval, key, str(config.resolve(getattr(config.eval, key)).resolve()))
-    if config.eval.qa.path:
-        resolved.eval.qa.path = str(config.resolve(config.eval.qa.path).resolve())
+    """The config with its input paths (config.INPUT_PATHS, relative to the config file's folder) made absolute."""
+    resolved = RunConfig.model_validate(absolute_inputs(config.model_dump(mode="json"), config.resolve(".")))
+    resolved._base_dir = config.resolve(".")
     return resolved
 
 

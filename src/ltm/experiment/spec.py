@@ -31,7 +31,7 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
-from ltm.config import ConfigError, ExperimentSpec, RunConfig
+from ltm.config import ConfigError, ExperimentSpec, RunConfig, absolute_inputs
 from ltm.preflight import problems
 
 
@@ -73,15 +73,11 @@ def cells(spec: ExperimentSpec, folder: Path) -> list[Cell]:
     """Every cell of the grid, each seed; every config validated and preflighted (ltm.preflight)
     before any run starts, every problem of every cell reported at once."""
     base_path = (folder / spec.base).resolve()
-    base = yaml.safe_load(base_path.read_text(encoding="utf-8")) or {}
-    # Relative input paths of the base keep pointing where they did.
-    base.setdefault("ingest", {})["paths"] = [str((base_path.parent / p).resolve()) for p in base.get("ingest", {}).get("paths", [])]
-    for key in ("wikitext", "prompts", "control"):
-        if base.get("eval", {}).get(key):
-            base["eval"][key] = str((base_path.parent / base["eval"][key]).resolve())
-    if (base.get("eval", {}).get("qa") or {}).get("path"):
-        base["eval"]["qa"]["path"] = str((base_path.parent / base["eval"]["qa"]["path"]).resolve())
-    axes = list(spec.axes.items())
+    # Relative input paths keep pointing where they did: the base's from its folder, an axis's from
+    # the experiment file's.
+    base = absolute_inputs(yaml.safe_load(base_path.read_text(encoding="utf-8")) or {}, base_path.parent)
+    base.setdefault("ingest", {}).setdefault("paths", [])  # the cells' hashes have always seen it set
+    axes = [(axis, {value: absolute_inputs(override, folder) for value, override in values.items()}) for axis, values in spec.axes.items()]
     combos = []
     for combo in itertools.product(*[list(values.items()) for _, values in axes]) if axes else [()]:
         config = base
@@ -96,7 +92,6 @@ def cells(spec: ExperimentSpec, folder: Path) -> list[Cell]:
             cell_config = merge(config, {"seed": seed, "name": spec.name})
             if spec.budget_tokens:
                 cell_config = merge(cell_config, {"build": {"budget_tokens": spec.budget_tokens}})
-            _resolve_paths(cell_config, folder)
             name = ",".join(f"{a}={v}" for a, v in values.items()) or "base"
             try:
                 found = problems(RunConfig.model_validate(cell_config))
@@ -107,10 +102,3 @@ def cells(spec: ExperimentSpec, folder: Path) -> list[Cell]:
     if refused:  # every cell's problems at once, before any cell runs
         raise ConfigError(f"{len(refused)} problem(s); no cell was run:\n  " + "\n  ".join(refused))
     return out
-
-
-def _resolve_paths(config: dict, folder: Path) -> None:
-    """Paths an axis adds (initiation.paths) are relative to the experiment file."""
-    initiation = config.get("initiation", {})
-    if initiation.get("paths"):
-        initiation["paths"] = [str((folder / p).resolve()) for p in initiation["paths"]]
