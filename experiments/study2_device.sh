@@ -71,6 +71,7 @@ from pathlib import Path
 
 import yaml
 
+from ltm.config import absolute_inputs
 from ltm.experiment.spec import merge
 
 root, work, tiny, corpora = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3] == "1", sys.argv[4]
@@ -108,6 +109,9 @@ if tiny:
     large["axes"]["size"] = {"100M": merge(large["axes"]["size"]["100M"], {"model": {"d_model": 64, "n_layers": 2, "n_heads": 4, "n_kv_heads": 4}})}
     seed5["budget_tokens"] = large["budget_tokens"] = 24576  # 24 steps x 8 x 128: A5 reads 98% background, and the corpus holds 27k tokens
     large["seeds"] = [1, 2]
+# Paths an arm sets (build.tokenizer) are relative to experiments/, not to the copies' folder.
+large["axes"] = {axis: {value: absolute_inputs(override, experiments) for value, override in values.items()}
+                 for axis, values in large["axes"].items()}
 arms = os.environ.get("STUDY2_100M_ARMS")  # a comma-separated subset of the 100M grid's arms (amendment 2: A3 alone)
 if arms:
     large["axes"]["arm"] = {arm: large["axes"]["arm"][arm] for arm in arms.split(",")}
