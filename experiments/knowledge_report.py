@@ -7,9 +7,9 @@ bootstrap over the QA items.
 RUNS_DIR holds run folders named ARM-sSEED-HASH (an experiment workspace's runs/, or this script's
 own OUT/runs); a run counts when its eval.json is there, and a later RUNS_DIR's run replaces an
 earlier one's of the same arm and seed (so the committed seeds 1-4 and a new workspace combine).
-Arms ending in _100M are the ~100M size (experiments/knowledge-100m.yaml: A1, A2, and A3 of
-amendment 2): their own tables, both primary contrasts within the size, each arm against its 20M
-twin, amendment 1's rule for whether the 20M answer holds, and each contrast's change between sizes.
+Arms ending in _100M are the ~100M size (experiments/knowledge-100m.yaml: A1, A2, A3 of
+amendment 2 and A3t of amendment 3): their own tables, both primary contrasts and amendment 3's
+(A3t − A1, A3t − A3) within the size, each arm against its 20M twin, amendment 1's rule for whether the 20M answer holds, and each contrast's change between sizes.
 Every paired table gives the MC difference its seeds' spread detects with 80% power. Writes OUT/results.md, OUT/qa_by_arm.png,
 OUT/heldout_curves.png, a copy of each run's small files (eval.json, eval.samples.jsonl,
 train/metrics.jsonl, config.yaml, times.json) under OUT/runs/, and per build (the study fixes the
@@ -40,10 +40,13 @@ ARMS = ["A1_verbatim", "A2_lenses", "A2s_shuffled_frames", "A3_renderings", "A5_
 CONTRASTS = [("A2_lenses", "A1_verbatim", "primary"), ("A3_renderings", "A1_verbatim", "primary"),
              ("A2s_shuffled_frames", "A2_lenses", "secondary"), ("A5_seen_once", "A1_verbatim", "secondary")]
 LARGE = "_100M"  # what the ~100M grid's size axis adds to an arm's run name (experiments/knowledge-100m.yaml)
-LARGE_ARMS = ["A1_verbatim" + LARGE, "A2_lenses" + LARGE, "A3_renderings" + LARGE]  # A3: amendment 2
-# Within the size: both primary contrasts; across sizes: each 100M arm against its 20M twin.
+# A3: amendment 2; A3t: amendment 3, A3's data built with A1's tokenizer (a 100M arm only, no 20M twin).
+LARGE_ARMS = ["A1_verbatim" + LARGE, "A2_lenses" + LARGE, "A3_renderings" + LARGE, "A3t_renderings_a1_tokenizer" + LARGE]
+EQUAL_READS = [("A3t_renderings_a1_tokenizer", "A1_verbatim", "primary"), ("A3t_renderings_a1_tokenizer", "A3_renderings", "secondary")]
+# Within the size: both primary contrasts and amendment 3's; across sizes: each 100M arm against its 20M twin.
 LARGE_CONTRASTS = ([(b + LARGE, a + LARGE, kind) for b, a, kind in CONTRASTS if kind == "primary"]
-                   + [(arm, arm.removesuffix(LARGE), "size") for arm in LARGE_ARMS])
+                   + [(b + LARGE, a + LARGE, kind) for b, a, kind in EQUAL_READS]
+                   + [(arm, arm.removesuffix(LARGE), "size") for arm in LARGE_ARMS if arm.removesuffix(LARGE) in ARMS])
 FIRST_SEEDS = [1, 2, 3, 4]  # run on the code before amendment 1 (docs/studies/knowledge.md); seed 5 on later code
 KEPT = ["eval.json", "eval.samples.jsonl", "train/metrics.jsonl", "config.yaml", "times.json"]
 NAME = re.compile(r"^(?P<arm>.+)-s(?P<seed>\d+)-[0-9a-f]+$")
